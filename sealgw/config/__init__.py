@@ -1,0 +1,70 @@
+"""
+Configuration: one YAML file read once at start-up into frozen objects.
+"""
+
+from sealgw.config._auth import (
+    AuthConfig,
+    ClientCertConfig,
+    ClientCertIdentity,
+    OIDCConfig,
+    RateLimitConfig,
+    TokenFileConfig,
+)
+from sealgw.config._default import default_config
+from sealgw.config._load import load, read
+from sealgw.config._model import (
+    BasicAuthConfig,
+    Config,
+    FileUpstreamConfig,
+    HTTPUpstreamConfig,
+    LabelActions,
+    LimitsConfig,
+    ListenerConfig,
+    LogConfig,
+    PushConfig,
+    RemoteWriteConfig,
+    RetryConfig,
+    RouteConfig,
+    SealPushConfig,
+    TenancyConfig,
+    TimeoutsConfig,
+    TLSConfig,
+    UpstreamConfig,
+)
+from sealgw.config._reader import ConfigError, Reader, Secret
+from sealgw.config._units import format_size, parse_duration, parse_size
+
+__all__ = [
+    "AuthConfig",
+    "BasicAuthConfig",
+    "ClientCertConfig",
+    "ClientCertIdentity",
+    "Config",
+    "ConfigError",
+    "FileUpstreamConfig",
+    "HTTPUpstreamConfig",
+    "LabelActions",
+    "LimitsConfig",
+    "ListenerConfig",
+    "LogConfig",
+    "OIDCConfig",
+    "PushConfig",
+    "RateLimitConfig",
+    "Reader",
+    "RemoteWriteConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "SealPushConfig",
+    "Secret",
+    "TenancyConfig",
+    "TimeoutsConfig",
+    "TLSConfig",
+    "TokenFileConfig",
+    "UpstreamConfig",
+    "default_config",
+    "format_size",
+    "load",
+    "parse_duration",
+    "parse_size",
+    "read",
+]

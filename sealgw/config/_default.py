@@ -1,0 +1,50 @@
+"""
+The configuration used when C{twistd -n sealgw} is given none: a loopback
+listener, a freshly generated development token and a file upstream, so a
+new user can push data and see it land on disk without writing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from sealgw.config._model import (
+    Config,
+    FileUpstreamConfig,
+    ListenerConfig,
+    PushConfig,
+    RemoteWriteConfig,
+    RouteConfig,
+    SealPushConfig,
+)
+from sealgw.config._reader import Secret
+
+DEFAULT_ENDPOINT = "tcp:8080:interface=127.0.0.1"
+DEFAULT_DATA_DIR = "sealgw-data"
+
+
+def default_config(data_dir: str = DEFAULT_DATA_DIR, token: str | None = None) -> Config:
+    """
+    A development configuration; every push route writes to C{data_dir}.
+    """
+    route = RouteConfig(upstream="files")
+    return Config(
+        source="built-in default",
+        listeners=(ListenerConfig(endpoint=DEFAULT_ENDPOINT, ops=True),),
+        upstreams={
+            "files": FileUpstreamConfig(name="files", directory=os.path.abspath(data_dir))
+        },
+        push=PushConfig(
+            remote_write=RemoteWriteConfig(route=route),
+            seal=SealPushConfig(route=route),
+            loki=route,
+            otlp_traces=route,
+            otlp_metrics=route,
+            otlp_logs=route,
+        ),
+        development_token=Secret(
+            token or secrets.token_urlsafe(24), "generated development token"
+        ),
+        drain_grace=5.0,
+    )

@@ -1,0 +1,368 @@
+"""
+A small typed reader over parsed YAML that collects every problem, each
+named by file and key path, instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+import attr
+
+from sealgw.config._units import parse_duration, parse_size
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """
+    A configuration could not be used; C{problems} lists every reason, each
+    already prefixed with the file and the key path.
+    """
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@attr.frozen(repr=False)
+class Secret:
+    """
+    A credential read from the configuration, a file or the environment.
+
+    Its C{repr} never shows the value, so a secret that ends up in a log
+    line or a traceback does not leak.
+    """
+
+    value: str
+    origin: str
+
+    def __repr__(self) -> str:
+        return f"<Secret from {self.origin}>"
+
+    __str__ = __repr__
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+class Reader:
+    """
+    Collects problems for one configuration source.
+    """
+
+    def __init__(self, source: str, base_dir: str = ".") -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        where = f"{self.source}: {path}" if path else self.source
+        self.problems.append(f"{where}: {message}")
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+    def path(self, value: str) -> str:
+        """
+        A path from the config, relative ones taken from the config's folder.
+        """
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
+
+    def table(
+        self, value: object, path: str, known: Iterable[str]
+    ) -> "Table":
+        """
+        Wrap a mapping, reporting keys outside C{known}.  A value that is not
+        a mapping is reported and read as empty, so reading can go on.
+        """
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            self.problem(path, f"expected a mapping, got {_kind(value)}")
+            value = {}
+        known = list(known)
+        for key in value:
+            if not isinstance(key, str):
+                self.problem(path, f"key {key!r} is not a string")
+            elif key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problem(_join(path, key), f"unknown key{suffix}")
+        return Table(self, path, dict(value))
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+@attr.define
+class Table:
+    """
+    One mapping in the configuration, with typed getters.  Each getter
+    reports a problem and returns the default when the value is unusable.
+    """
+
+    reader: Reader
+    path: str
+    values: dict[str, Any]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values and self.values[key] is not None
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def at(self, key: str | int) -> str:
+        return _join(self.path, key)
+
+    def problem(self, key: str, message: str) -> None:
+        self.reader.problem(self.at(key), message)
+
+    def _get(
+        self, key: str, default: Any, convert: Callable[[Any], Any]
+    ) -> Any:
+        if key not in self:
+            if default is MISSING:
+                self.problem(key, "required")
+                return None
+            return default
+        try:
+            return convert(self.values[key])
+        except ValueError as e:
+            self.problem(key, str(e))
+            return None if default is MISSING else default
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def str(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> str:
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise ValueError(f"expected a string, got {_kind(v)}")
+            text = str(v)
+            if not text:
+                raise ValueError("must not be empty")
+            return text
+
+        return self._get(key, default, convert)
+
+    def bool(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"expected true or false, got {_kind(v)}")
+            return v
+
+        return self._get(key, default, convert)
+
+    def int(
+        self, key: str, default: Any = MISSING, minimum: int | None = None
+    ) -> Any:
+        def convert(v: object) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"expected a whole number, got {_kind(v)}")
+            if minimum is not None and v < minimum:
+                raise ValueError(f"must be at least {minimum}")
+            return v
+
+        return self._get(key, default, convert)
+
+    def number(
+        self, key: str, default: Any = MISSING, minimum: float | None = None
+    ) -> Any:
+        def convert(v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"expected a number, got {_kind(v)}")
+            if minimum is not None and v < minimum:
+                raise ValueError(f"must be at least {minimum}")
+            return float(v)
+
+        return self._get(key, default, convert)
+
+    def duration(
+        self, key: str, default: Any = MISSING, positive: bool = True
+    ) -> Any:
+        def convert(v: object) -> float:
+            seconds = parse_duration(v)
+            if positive and seconds <= 0:
+                raise ValueError("must be longer than zero")
+            return seconds
+
+        return self._get(key, default, convert)
+
+    def size(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> int:
+            size = parse_size(v)
+            if size <= 0:
+                raise ValueError("must be larger than zero")
+            return size
+
+        return self._get(key, default, convert)
+
+    def choice(self, key: str, choices: Iterable[str], default: Any = MISSING) -> Any:
+        options = list(choices)
+
+        def convert(v: object) -> str:
+            if v not in options:
+                raise ValueError(
+                    f"{v!r} is not one of " + ", ".join(repr(o) for o in options)
+                )
+            return str(v)
+
+        return self._get(key, default, convert)
+
+    def url(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> str:
+            if not isinstance(v, str):
+                raise ValueError("not an http(s) URL")
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("not an http(s) URL")
+            try:
+                parts.port
+            except ValueError:
+                raise ValueError("not an http(s) URL (bad port)") from None
+            return v
+
+        return self._get(key, default, convert)
+
+    def path_(self, key: str, default: Any = MISSING) -> Any:
+        """
+        A file system path, relative ones taken from the config's folder.
+        """
+        value = self.str(key, default)
+        if value is None or value is default:
+            return value
+        return self.reader.path(value)
+
+    def str_list(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> tuple[str, ...]:
+            if isinstance(v, str):
+                return (v,)
+            if not isinstance(v, list) or not all(
+                isinstance(i, str) and i for i in v
+            ):
+                raise ValueError("expected a list of strings")
+            return tuple(v)
+
+        return self._get(key, default, convert)
+
+    def str_map(self, key: str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> dict[str, str]:
+            if not isinstance(v, Mapping):
+                raise ValueError(f"expected a mapping, got {_kind(v)}")
+            out: dict[str, str] = {}
+            for k, item in v.items():
+                if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                    raise ValueError(f"{k}: expected a string, got {_kind(item)}")
+                out[str(k)] = str(item)
+            return out
+
+        return self._get(key, default, convert)
+
+    def table(self, key: str, known: Iterable[str]) -> "Table | None":
+        """
+        The sub-mapping at C{key}, or L{None} when it is absent.
+        """
+        if key not in self:
+            return None
+        return self.reader.table(self.values[key], self.at(key), known)
+
+    def tables(self, key: str, known: Iterable[str]) -> list["Table"]:
+        """
+        A list of mappings at C{key}; empty when absent.
+        """
+        if key not in self:
+            return []
+        value = self.values[key]
+        if not isinstance(value, list):
+            self.problem(key, f"expected a list, got {_kind(value)}")
+            return []
+        return [
+            self.reader.table(item, _join(self.at(key), i), known)
+            for i, item in enumerate(value)
+        ]
+
+    def named_tables(self, key: str, known: Iterable[str]) -> dict[str, "Table"]:
+        """
+        A mapping of names to mappings at C{key}; empty when absent.
+        """
+        if key not in self:
+            return {}
+        value = self.values[key]
+        if not isinstance(value, Mapping):
+            self.problem(key, f"expected a mapping, got {_kind(value)}")
+            return {}
+        known = list(known)
+        return {
+            str(name): self.reader.table(item, self.at(str(name)), known)
+            for name, item in value.items()
+        }
+
+    def secret(self, key: str, default: Any = MISSING) -> Any:
+        """
+        A credential given inline, as C{{file: PATH}} or as C{{env: NAME}}.
+        Files and variables are read once, here, at start-up or reload.
+        """
+        if key not in self:
+            if default is MISSING:
+                self.problem(key, "required")
+                return None
+            return default
+        value = self.values[key]
+        if isinstance(value, str) and value:
+            return Secret(value, f"{self.source_name()} {self.at(key)}")
+        sub = self.table(key, ["file", "env"])
+        assert sub is not None
+        if ("file" in sub) == ("env" in sub):
+            self.problem(key, "give exactly one of an inline string, file or env")
+            return None
+        if "file" in sub:
+            path = sub.path_("file")
+            if path is None:
+                return None
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read().strip()
+            except OSError as e:
+                sub.problem("file", f"cannot read {path}: {e.strerror}")
+                return None
+            if not text:
+                sub.problem("file", f"{path} is empty")
+                return None
+            return Secret(text, f"file {path}")
+        name = sub.str("env")
+        if name is None:
+            return None
+        text = os.environ.get(name, "")
+        if not text:
+            sub.problem("env", f"environment variable {name} is not set")
+            return None
+        return Secret(text, f"environment variable {name}")
+
+    def source_name(self) -> str:
+        return self.reader.source
