@@ -150,10 +150,9 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
     )
     if ot is not None:
         group_tenants: dict[str, tuple[str, ...]] = {}
-        gt = ot.table("group_tenants", [])
+        # Any group name is a valid key here.
+        gt = ot.table("group_tenants", None)
         if gt is not None:
-            # Any group name is a valid key here.
-            gt = ot.reader.table(ot.raw("group_tenants"), ot.at("group_tenants"), list(gt.keys()))
             for group in gt.keys():
                 group_tenants[group] = gt.str_list(group) or ()
         group_limits: dict[str, RateLimitConfig] = {}

@@ -150,9 +150,8 @@ def read(
             mt.problem("max_decompressed", "must not be smaller than max_body")
 
     upstreams: dict[str, UpstreamConfig] = {}
-    ut = top.table("upstreams", [])
+    ut = top.table("upstreams", None)
     if ut is not None:
-        ut = reader.table(top.raw("upstreams"), "upstreams", list(ut.keys()))
         for name in ut.keys():
             upstream = _read_upstream(ut, name)
             if upstream is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import attr
@@ -79,23 +79,25 @@ class Reader:
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
 
     def table(
-        self, value: object, path: str, known: Iterable[str]
+        self, value: object, path: str, known: Optional[Iterable[str]]
     ) -> "Table":
         """
-        Wrap a mapping, reporting keys outside C{known}.  A value that is not
-        a mapping is reported and read as empty, so reading can go on.
+        Wrap a mapping, reporting keys outside C{known} (any key is allowed
+        when C{known} is L{None}: names of upstreams, groups and the like).
+        A value that is not a mapping is reported and read as empty, so
+        reading can go on.
         """
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
             self.problem(path, f"expected a mapping, got {_kind(value)}")
             value = {}
-        known = list(known)
+        names = None if known is None else list(known)
         for key in value:
             if not isinstance(key, str):
                 self.problem(path, f"key {key!r} is not a string")
-            elif key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
+            elif names is not None and key not in names:
+                hint = difflib.get_close_matches(key, names, n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.problem(_join(path, key), f"unknown key{suffix}")
         return Table(self, path, dict(value))
@@ -284,7 +286,7 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def table(self, key: str, known: Iterable[str]) -> "Table | None":
+    def table(self, key: str, known: Optional[Iterable[str]]) -> "Table | None":
         """
         The sub-mapping at C{key}, or L{None} when it is absent.
         """

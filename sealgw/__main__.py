@@ -1,0 +1,3 @@
+from sealgw.cli import main
+
+raise SystemExit(main())

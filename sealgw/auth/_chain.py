@@ -1,0 +1,50 @@
+"""
+Several identity sources for one kind of credential: the first that
+recognises it decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet.defer import Deferred, maybeDeferred
+
+from sealgw.auth._errors import NotRecognised
+from sealgw.auth._identity import Principal, Unauthorized
+from zope.interface import implementer
+
+
+@implementer(ICredentialsChecker)
+class FirstRecognises:
+    """
+    Asks each checker in turn.  A checker that does not know the credential
+    fails with L{NotRecognised} and the next is asked; any other answer,
+    good or bad, is final.  When none recognises it the token is invalid.
+
+    Twisted's L{Portal} holds one checker per credential interface, which is
+    why the sources are chained here rather than registered side by side.
+    """
+
+    def __init__(self, checkers: Sequence[Any]) -> None:
+        self.checkers = tuple(checkers)
+        interfaces: list[Any] = []
+        for checker in self.checkers:
+            for iface in checker.credentialInterfaces:
+                if iface not in interfaces:
+                    interfaces.append(iface)
+        self.credentialInterfaces = tuple(interfaces)
+
+    def requestAvatarId(self, credentials: Any) -> "Deferred[Principal]":
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: Any) -> Principal:
+        for checker in self.checkers:
+            try:
+                principal: Principal = await maybeDeferred(
+                    checker.requestAvatarId, credentials
+                )
+            except NotRecognised:
+                continue
+            return principal
+        raise Unauthorized("the token is not recognised")

@@ -1,0 +1,150 @@
+"""
+The gateway as one twistd service: it binds the listeners, reloads on
+SIGHUP, and on SIGTERM drains before anything it depends on is stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, gatherResults
+from twisted.logger import ILogObserver, Logger
+
+from sealgw.daemon._listeners import Listener
+from sealgw.web._site import GatewaySite
+
+
+class GatewayService(MultiService):
+    """
+    Children (the auth gate, the upstreams) start first and stop last; the
+    listeners are bound after them and closed first.
+
+    Stopping is a drain: C{/ready} turns 503, listening stops, idle
+    keep-alive connections are closed, requests in flight get up to
+    C{drain_grace} seconds to finish, and only then are the children
+    stopped, so no in-flight relay loses its connection pool under it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        listeners: Iterable[Listener],
+        sites: Iterable[GatewaySite],
+        drain_grace: float,
+        reload: Callable[[], None] = lambda: None,
+        log_observer: Optional[ILogObserver] = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.listeners = list(listeners)
+        self.sites = list(sites)
+        self.drain_grace = drain_grace
+        self._reload = reload
+        self._log_observer = log_observer
+        self._install_signals = install_signal_handlers
+        self.listening = False
+        self.draining = False
+        self._previous_sighup: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        # twistd asks the application for a log observer after makeService
+        # and before starting; this is how the config's log format reaches it.
+        if self._log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self._log_observer)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        # Bind while still privileged (ports below 1024), and fail start-up
+        # right here when a port cannot be had.
+        for listener in self.listeners:
+            d = listener.endpoint.listen(listener.factory)
+            failures: list[Any] = []
+            d.addCallbacks(lambda port, li=listener: setattr(li, "port", port), failures.append)
+            if failures:
+                failures[0].raiseException()
+
+    def startService(self) -> None:
+        super().startService()
+        if not all(li.port is not None for li in self.listeners):
+            # Endpoints that listen asynchronously; rare, but wait for them.
+            pending = [li for li in self.listeners if li.port is None]
+            ds = [li.endpoint.listen(li.factory) for li in pending]
+            for li, d in zip(pending, ds):
+                d.addCallback(lambda port, li=li: setattr(li, "port", port))
+            gatherResults(ds).addCallback(lambda _: self._listening())
+        else:
+            self._listening()
+        if self._install_signals and hasattr(signal, "SIGHUP"):
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _listening(self) -> None:
+        self.listening = True
+        for li in self.listeners:
+            self.log.info(
+                "listening on {address} ({endpoint})",
+                address=_address(li.port),
+                endpoint=li.config.endpoint,
+            )
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        # Signal handlers run between bytecodes of whatever the reactor was
+        # doing; hand the work to the reactor thread.
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        self.log.info("SIGHUP: reloading what can be reloaded")
+        try:
+            self._reload()
+        except Exception:
+            self.log.failure("reload failed; the previous settings stay in force")
+
+    def stopService(self) -> Deferred[None]:
+        if self._install_signals and self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+        return Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        self.draining = True
+        in_flight = sum(site.in_flight for site in self.sites)
+        self.log.info(
+            "draining: {in_flight} requests in flight, up to {grace}s grace",
+            in_flight=in_flight,
+            grace=self.drain_grace,
+        )
+        stops = [li.port.stopListening() for li in self.listeners if li.port is not None]
+        await DeferredList(stops, consumeErrors=True)
+        self.listening = False
+        for site in self.sites:
+            site.begin_drain()
+        idle = gatherResults([site.wait_idle() for site in self.sites])
+        timer = self.reactor.callLater(self.drain_grace, idle.cancel)
+        try:
+            await idle
+            self.log.info("drained: every request in flight was answered")
+        except CancelledError:
+            left = sum(site.in_flight for site in self.sites)
+            self.log.warn(
+                "drain grace over with {left} requests unanswered; closing them", left=left
+            )
+            for site in self.sites:
+                site.abort_all()
+        finally:
+            if timer.active():
+                timer.cancel()
+        await super().stopService()
+
+
+def _address(port: Any) -> str:
+    try:
+        host = port.getHost()
+    except Exception:
+        return "?"
+    if hasattr(host, "port"):
+        return f"{host.host}:{host.port}"
+    return str(getattr(host, "name", host))

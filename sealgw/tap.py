@@ -1,0 +1,103 @@
+"""
+The C{twistd sealgw} command: options, and the service they make.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+from twisted.python import usage
+
+from sealgw._version import __version__
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--bearer-tokens-path FILE]"
+    longdesc = (
+        "Run the sealgw gateway.  Without --config it starts on a built-in "
+        "development configuration: 127.0.0.1:8080, a generated token "
+        "printed once, and everything pushed written under ./sealgw-data."
+    )
+    optParameters = [
+        ["config", "c", None, "The YAML configuration file (sealgw's or seal-proxy's)."],
+        [
+            "bearer-tokens-path",
+            None,
+            None,
+            "A token file; overrides auth.token_file.path (seal-proxy's option).",
+        ],
+        ["data-dir", None, "sealgw-data", "Where the built-in default keeps what it accepts."],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"sealgw {__version__}")
+        sys.exit(0)
+
+
+def makeService(options: Options, reactor: Any = None) -> Any:
+    """
+    Read the configuration and build the gateway.  A configuration problem
+    ends twistd here with every problem listed, before anything listens.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+
+    from sealgw.build import build_gateway
+    from sealgw.config import ConfigError, default_config, load
+
+    config_path: Optional[str] = options["config"]
+    try:
+        if config_path is None:
+            config = default_config(options["data-dir"])
+        else:
+            config = load(config_path, options["bearer-tokens-path"])
+        service = build_gateway(config, reactor, log_output=_log_output(options))
+    except ConfigError as e:
+        raise SystemExit("sealgw: configuration problems:\n  " + "\n  ".join(e.problems))
+    if config.development_token is not None:
+        _announce_development_token(config)
+    return service
+
+
+def _log_output(options: Options) -> Any:
+    """
+    Where sealgw writes its own logs: standard output, unless twistd was
+    told where to log (--logfile, --syslog, --logger).
+    """
+    parent = getattr(options, "parent", None)
+    if parent is not None and (
+        parent.get("logfile") or parent.get("syslog") or parent.get("logger")
+    ):
+        return None
+    return sys.stdout
+
+
+def _announce_development_token(config: Any) -> None:
+    """
+    Print the generated token once, to the terminal, never to the log.
+    """
+    token = config.development_token.value
+    port = config.listeners[0].endpoint.split(":")[1]
+    data_dir = config.upstreams["files"].directory
+    sys.stdout.write(
+        "\n"
+        "sealgw is running on its built-in development configuration.\n"
+        f"  development token (shown once, not logged): {token}\n"
+        f"  everything pushed is written under {data_dir}\n"
+        "\n"
+        "Try it:\n"
+        f"  curl -sS -i -H 'Authorization: Bearer {token}' "
+        "-H 'Content-Type: application/json' \\\n"
+        "    --data-binary '{\"streams\":[{\"stream\":{\"job\":\"demo\"},"
+        "\"values\":[[\"'$(date +%s%N)'\",\"hello from curl\"]]}]}' \\\n"
+        f"    http://127.0.0.1:{port}/loki/api/v1/push\n"
+        f"  curl -sS http://127.0.0.1:{port}/health\n"
+        "\n"
+    )
+    sys.stdout.flush()

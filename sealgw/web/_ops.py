@@ -1,0 +1,46 @@
+"""
+The operational routes: C{/health} (liveness with each component's
+state), C{/ready} (whether to send traffic here) and C{/metrics}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.iweb import IRequest
+
+from sealgw.daemon._health import Health
+from sealgw.web._errors import answer_json
+from sealgw.web._metrics import GatewayMetrics
+
+
+class OpsRoutes:
+    app = Klein()
+
+    def __init__(self, health: Health, metrics: GatewayMetrics) -> None:
+        self.health = health
+        self.metrics = metrics
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    def health_route(self, request: IRequest) -> bytes:
+        request.route = "health"  # type: ignore[attr-defined]
+        healthy, report = self.health.report()
+        return answer_json(request, 200 if healthy else 503, report)
+
+    @app.route("/ready", methods=["GET", "HEAD"])
+    def ready_route(self, request: IRequest) -> bytes:
+        request.route = "ready"  # type: ignore[attr-defined]
+        ready, conditions = self.health.readiness()
+        return answer_json(
+            request,
+            200 if ready else 503,
+            {"status": "ready" if ready else "not ready", "conditions": conditions},
+        )
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics_route(self, request: IRequest) -> Any:
+        request.route = "metrics"  # type: ignore[attr-defined]
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.metrics.registry)

@@ -1,0 +1,79 @@
+"""
+The gateway's HTTP request: a body capped in size and kept in memory, and
+the facts the access log and metrics need once it is answered.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Optional
+
+from twisted.web.server import Request
+
+
+class _Discard(io.RawIOBase):
+    """
+    Where the rest of an oversized body goes.
+    """
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+class GatewayRequest(Request):
+    """
+    A request whose body is read into memory up to the site's C{max_body};
+    past that the body is discarded as it arrives and C{body_too_large} is
+    set, so the route can answer 413 without having stored it.
+
+    Bodies are never spooled to temporary files: a body within the limit
+    is small enough for memory, and disk writes would block the reactor.
+
+    @ivar route: the route's name for logs and metrics, set by the handler.
+    @ivar identity_name: who the request was authenticated as, if anyone.
+    @ivar tenant: the tenant it was given, if any.
+    """
+
+    route: str = "unmatched"
+    identity_name: Optional[str] = None
+    tenant: Optional[str] = None
+    body_too_large: bool = False
+    body_received: int = 0
+    started: float = 0.0
+
+    # A client that goes on sending after we have said its body is too
+    # large is cut off past this many times the limit.
+    _ABORT_FACTOR = 4
+
+    def gotLength(self, length: Optional[int]) -> None:
+        site = self.channel.site
+        self.started = site.reactor.seconds()
+        self._max_body = site.max_body
+        if length is not None and length > self._max_body:
+            self.body_too_large = True
+            self.content = _Discard()
+        else:
+            self.content = io.BytesIO()
+        site.request_started(self)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_received += len(data)
+        if not self.body_too_large and self.body_received > self._max_body:
+            self.body_too_large = True
+            self.content = _Discard()
+        if self.body_received > self._max_body * self._ABORT_FACTOR + 65536:
+            self.channel.transport.abortConnection()
+            return
+        self.content.write(data)
+
+    def body(self) -> bytes:
+        """
+        The whole request body (empty when it was too large).
+        """
+        if self.body_too_large:
+            return b""
+        assert isinstance(self.content, io.BytesIO)
+        return self.content.getvalue()
