@@ -52,7 +52,7 @@ def build_gateway(
         tenant_header=config.tenancy.header,
         metrics=RelayMetrics(metrics.registry),
     )
-    push = PushRoutes(config, gate, upstreams.upstreams, reactor)
+    push = PushRoutes(config, gate, upstreams, reactor)
     push_resource = push.app.resource()
     ops_resource = OpsRoutes(health, metrics).app.resource()
 
@@ -116,7 +116,7 @@ def build_gateway(
     health.register("upstreams", lambda: _worst(upstreams.health()))
     health.require_for_ready("listening", lambda: service.listening)
     health.require_for_ready("not_draining", lambda: not service.draining)
-    health.require_for_ready("auth", lambda: gate.ready())
+    health.require_for_ready("auth", lambda: _worst(gate.health())["status"] != DOWN)
     return service
 
 

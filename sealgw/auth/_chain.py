@@ -5,14 +5,15 @@ recognises it decides.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred, maybeDeferred
+from zope.interface import implementer
 
 from sealgw.auth._errors import NotRecognised
 from sealgw.auth._identity import Principal, Unauthorized
-from zope.interface import implementer
 
 
 @implementer(ICredentialsChecker)
@@ -35,7 +36,9 @@ class FirstRecognises:
                     interfaces.append(iface)
         self.credentialInterfaces = tuple(interfaces)
 
-    def requestAvatarId(self, credentials: Any) -> "Deferred[Principal]":
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        # The avatar id is a Principal: richer than the bytes twisted.cred
+        # suggests, and only ever handed to sealgw's own realm.
         return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: Any) -> Principal:

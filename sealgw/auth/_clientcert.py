@@ -49,6 +49,7 @@ def peer_certificate(request: Any) -> Optional[x509.Certificate]:
     transport = getattr(channel, "transport", None)
     if transport is None:
         return None
+    get_peer: Any
     if ISSLTransport.providedBy(transport):
         get_peer = transport.getPeerCertificate
     else:
@@ -130,7 +131,9 @@ class ClientCertificateChecker:
     def __init__(self, config: ClientCertConfig) -> None:
         self.config = config
 
-    def requestAvatarId(self, credentials: Any) -> "Deferred[Principal]":
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        # The avatar id is a Principal: richer than the bytes twisted.cred
+        # suggests, and only ever handed to sealgw's own realm.
         name = certificate_name(credentials.certificate, self.config.name_from)
         if name is None:
             what = "common name" if self.config.name_from == "cn" else "DNS or e-mail name"

@@ -6,7 +6,8 @@ L{AuthError} family that carries an HTTP status, headers and an audit reason.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Protocol
+from collections.abc import Mapping
+from typing import Optional, Protocol
 
 import attr
 from twisted.cred.error import UnauthorizedLogin

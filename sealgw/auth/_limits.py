@@ -63,7 +63,7 @@ class ConcurrencySlot:
     L{release} is called.
     """
 
-    def __init__(self, state: "LimitState") -> None:
+    def __init__(self, state: LimitState) -> None:
         self._state: Optional[LimitState] = state
 
     def release(self) -> None:
@@ -80,7 +80,7 @@ class LimitState:
     in_flight: int = 0
 
     @classmethod
-    def create(cls, limits: RateLimitConfig, now: float) -> "LimitState":
+    def create(cls, limits: RateLimitConfig, now: float) -> LimitState:
         state = cls(limits, None, None)
         state.reset(limits, now)
         return state

@@ -5,12 +5,13 @@ as, filling in the default tenant and the default limits.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
-from sealgw.auth._identity import IIdentity, Identity, Principal
+from sealgw.auth._identity import Identity, IIdentity, Principal
 from sealgw.config import RateLimitConfig
 
 

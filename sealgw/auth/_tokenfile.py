@@ -11,7 +11,8 @@ import os
 import re
 import sys
 import types
-from typing import IO, Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import IO, Any, Optional
 
 import attr
 import yaml
@@ -304,7 +305,9 @@ class TokenFileChecker:
     def __init__(self, token_file: TokenFile) -> None:
         self.token_file = token_file
 
-    def requestAvatarId(self, credentials: Any) -> "Deferred[Principal]":
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        # The avatar id is a Principal: richer than the bytes twisted.cred
+        # suggests, and only ever handed to sealgw's own realm.
         entry = self.token_file.lookup(credentials.digest)
         if entry is None:
             return fail(NotRecognised())

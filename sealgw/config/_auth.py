@@ -5,11 +5,13 @@ that apply to the identities they yield.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import attr
 
 from sealgw.config._reader import Table
+from sealgw.tenancy import TenantError, parse_tenant
 
 
 @attr.frozen
@@ -51,6 +53,10 @@ class OIDCConfig:
         when empty the claim's values are the tenants themselves.
     @ivar group_limits: limits for identities in a group; the first group
         listed that the identity belongs to wins.
+    @ivar jwks_min_refresh_interval: the JWKS is fetched again on an
+        unknown C{kid}, but no more often than this.
+    @ivar jwks_refresh_interval: the JWKS is also fetched this often, so a
+        key the issuer withdrew stops being accepted.
     """
 
     issuer: str
@@ -65,6 +71,7 @@ class OIDCConfig:
     cache_ttl: float = 300.0
     timeout: float = 5.0
     jwks_min_refresh_interval: float = 30.0
+    jwks_refresh_interval: float = 3600.0
     ca_file: Optional[str] = None
 
 
@@ -93,6 +100,14 @@ class AuthConfig:
     oidc: Optional[OIDCConfig] = None
     client_certificates: Optional[ClientCertConfig] = None
     default_limits: RateLimitConfig = RateLimitConfig()
+
+
+def _check_tenants(t: Table, key: str, tenants: Optional[tuple[str, ...]]) -> None:
+    for i, tenant in enumerate(tenants or ()):
+        try:
+            parse_tenant(tenant)
+        except TenantError as e:
+            t.reader.problem(f"{t.at(key)}[{i}]", str(e))
 
 
 def read_rate_limit(t: Optional[Table]) -> Optional[RateLimitConfig]:
@@ -145,6 +160,7 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
             "cache_ttl",
             "timeout",
             "jwks_min_refresh_interval",
+            "jwks_refresh_interval",
             "ca_file",
         ],
     )
@@ -155,6 +171,7 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
         if gt is not None:
             for group in gt.keys():
                 group_tenants[group] = gt.str_list(group) or ()
+                _check_tenants(gt, group, group_tenants[group])
         group_limits: dict[str, RateLimitConfig] = {}
         for group, lt in ot.named_tables("group_limits", RATE_LIMIT_KEYS).items():
             limits = read_rate_limit(lt)
@@ -177,6 +194,7 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
             cache_ttl=ot.duration("cache_ttl", 300.0),
             timeout=ot.duration("timeout", 5.0),
             jwks_min_refresh_interval=ot.duration("jwks_min_refresh_interval", 30.0),
+            jwks_refresh_interval=ot.duration("jwks_refresh_interval", 3600.0),
             ca_file=ot.path_("ca_file", None),
         )
         if oidc.mode in ("auto", "jwt") and not oidc.audience:
@@ -186,6 +204,7 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
     if ct is not None:
         identities: dict[str, ClientCertIdentity] = {}
         for name, it in ct.named_tables("identities", ["tenants", "limits"]).items():
+            _check_tenants(it, "tenants", it.str_list("tenants", ()))
             identities[name] = ClientCertIdentity(
                 tenants=it.str_list("tenants", ()),
                 limits=read_rate_limit(it.table("limits", RATE_LIMIT_KEYS)),

@@ -9,7 +9,7 @@ import signal
 from typing import Any, Callable, Iterable, Optional
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import ILogObserver, Logger
 
 from sealgw.daemon._listeners import Listener
@@ -50,6 +50,7 @@ class GatewayService(MultiService):
         self.listening = False
         self.draining = False
         self._previous_sighup: Any = None
+        self._stopping: Optional[Deferred[None]] = None
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -105,9 +106,14 @@ class GatewayService(MultiService):
             self.log.failure("reload failed; the previous settings stay in force")
 
     def stopService(self) -> Deferred[None]:
-        if self._install_signals and self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-        return Deferred.fromCoroutine(self._drain())
+        if self._stopping is None:
+            if self._install_signals and self._previous_sighup is not None:
+                signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._stopping = Deferred.fromCoroutine(self._drain())
+        # Everyone asking to stop waits for the one drain.
+        d: Deferred[None] = Deferred()
+        self._stopping.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
 
     async def _drain(self) -> None:
         self.draining = True
@@ -122,21 +128,27 @@ class GatewayService(MultiService):
         self.listening = False
         for site in self.sites:
             site.begin_drain()
-        idle = gatherResults([site.wait_idle() for site in self.sites])
-        timer = self.reactor.callLater(self.drain_grace, idle.cancel)
-        try:
-            await idle
+        done: Deferred[bool] = Deferred()
+
+        def settle(drained: bool) -> None:
+            if not done.called:
+                done.callback(drained)
+
+        gatherResults([site.wait_idle() for site in self.sites]).addCallback(
+            lambda _: settle(True)
+        )
+        timer = self.reactor.callLater(self.drain_grace, settle, False)
+        if await done:
             self.log.info("drained: every request in flight was answered")
-        except CancelledError:
+        else:
             left = sum(site.in_flight for site in self.sites)
             self.log.warn(
                 "drain grace over with {left} requests unanswered; closing them", left=left
             )
             for site in self.sites:
                 site.abort_all()
-        finally:
-            if timer.active():
-                timer.cancel()
+        if timer.active():
+            timer.cancel()
         await super().stopService()
 
 

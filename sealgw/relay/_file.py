@@ -11,19 +11,26 @@ arrival order and keeps rotation from racing an append.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import math
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredLock
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredLock,
+    maybeDeferred,
+)
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sealgw.config import FileUpstreamConfig
+from sealgw.relay._health import UpstreamHealth, rfc3339
 from sealgw.relay._interfaces import (
     Delivery,
     IRelayMetrics,
@@ -46,15 +53,6 @@ class _RecordsFailed(Exception):
     """
     C{Push.records} raised or gave something JSON cannot hold.
     """
-
-
-def rfc3339(seconds: float) -> str:
-    """
-    C{seconds} since the epoch as an RFC 3339 UTC timestamp with
-    milliseconds, e.g. C{2025-09-07T15:30:00.123Z}.
-    """
-    when = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _safe_name(kind: str, value: str) -> str:
@@ -176,17 +174,22 @@ def append(path: str, data: bytes, rotate_size: int, keep: int) -> None:
         f.write(data)
 
 
-def _unless_cancelled(operation: Deferred[Any]) -> Deferred[Any]:
+def _unless_cancelled(
+    operation: Deferred[Any], orphaned: Callable[[Failure], None]
+) -> Deferred[Any]:
     """
     C{operation}'s result; cancelling the result does not touch
     C{operation} (a write in a thread cannot be stopped half way, and the
-    file's lock must stay held until it ends).
+    file's lock must stay held until it ends).  A failure nobody waits for
+    any more goes to C{orphaned}.
     """
     waiter: Deferred[Any] = Deferred()
 
     def relay(result: Any) -> None:
         if waiter.called:
-            return None  # cancelled; a late failure was already reported
+            if isinstance(result, Failure):
+                orphaned(result)
+            return None
         if isinstance(result, Failure):
             waiter.errback(result)
         else:
@@ -225,6 +228,7 @@ class FileUpstream:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
         self._locks: dict[str, DeferredLock] = {}
+        self._health = UpstreamHealth(reactor)
         self._writing: set[Deferred[Any]] = set()
 
     def __repr__(self) -> str:
@@ -245,7 +249,13 @@ class FileUpstream:
         return path
 
     def deliver(self, push: Push) -> Deferred[Delivery]:
-        return Deferred.fromCoroutine(self._deliver(push))
+        return self._health.watch(Deferred.fromCoroutine(self._deliver(push)))
+
+    def health(self) -> dict[str, Any]:
+        """
+        How recent writes went, for C{/health}.
+        """
+        return self._health.report()
 
     async def _deliver(self, push: Push) -> Delivery:
         began = self._reactor.seconds()
@@ -255,12 +265,12 @@ class FileUpstream:
             received_at = push.received_at or began
             lock = self._locks.setdefault(path, DeferredLock())
             await lock.acquire()
-            written = self._run_in_thread(self._write, path, push, received_at)
+            written = maybeDeferred(self._run_in_thread, self._write, path, push, received_at)
             written.addBoth(self._release, path, lock)
             self._writing.add(written)
             written.addBoth(self._done_writing, written)
             try:
-                await _unless_cancelled(written)
+                await _unless_cancelled(written, self._orphaned)
             except _RecordsFailed as e:
                 # Our codecs hand over data they have decoded once already;
                 # if that fails here it is a bug, and a 4xx would make the
@@ -274,6 +284,11 @@ class FileUpstream:
                 raise UpstreamUnavailable(
                     503, f"cannot write to the file upstream: {e.strerror or e}"
                 ) from e
+            except CancelledError:
+                raise
+            except Exception as e:
+                self._log.failure("{upstream}: write failed", upstream=self.name)
+                raise UpstreamUnavailable(502, "the file upstream failed") from e
             label = "204"
             return Delivery(status=204, headers={}, body=b"", attempts=1)
         except CancelledError:
@@ -285,6 +300,12 @@ class FileUpstream:
     def _write(self, path: str, push: Push, received_at: float) -> None:
         data = encode_lines(push, received_at)
         append(path, data, self.config.rotate_size, self.config.keep)
+
+    def _orphaned(self, failure: Failure) -> None:
+        self._log.failure(
+            "{upstream}: a write whose client went away failed", failure=failure,
+            upstream=self.name,
+        )
 
     def _release(self, result: Any, path: str, lock: DeferredLock) -> Any:
         lock.release()

@@ -15,27 +15,18 @@ from __future__ import annotations
 import random as _random
 import re
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import attr
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
-from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web._newclient import (
-    RequestGenerationFailed,
-    RequestTransmissionFailed,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
@@ -45,6 +36,7 @@ from sealgw._version import __version__
 from sealgw.config import HTTPUpstreamConfig
 from sealgw.relay._body import Body, read_body
 from sealgw.relay._credentials import credentials_for
+from sealgw.relay._health import UpstreamHealth
 from sealgw.relay._interfaces import (
     Delivery,
     ICredentials,
@@ -55,18 +47,11 @@ from sealgw.relay._interfaces import (
     UpstreamUnavailable,
 )
 from sealgw.relay._metrics import NoMetrics
-from sealgw.relay._retry import RandomSource, next_retry, parse_retry_after
-from sealgw.relay._timeout import OperationTimedOut, bounded
-
-try:
-    from service_identity import VerificationError
-except ImportError:  # pragma: no cover - service_identity ships with the venv
-    VerificationError = SSL.Error  # type: ignore[misc,assignment]
+from sealgw.relay._outcome import Outcome, describe, failure_outcome, response_outcome
+from sealgw.relay._retry import RandomSource, next_retry
+from sealgw.relay._timeout import bounded
 
 USER_AGENT = f"sealgw/{__version__}".encode("ascii")
-
-#: The longest upstream text carried into an error's C{reason}.
-MAX_REASON = 1024
 
 #: Idle pooled connections are dropped after this long.  Load balancers
 #: and ingresses commonly close idle keep-alive connections after 60 s; a
@@ -87,12 +72,6 @@ _NOT_FROM_PUSH = _FRAMING | {
     b"authorization", b"proxy-authorization", b"cookie", b"content-type",
     b"content-encoding", b"user-agent",
 }
-
-#: Upstream statuses that mean "the upstream refused *our* credentials".
-#: The client authenticated fine with the gateway; answering it 401/403
-#: would tell it its own token is bad, and senders never retry those, so
-#: every push until an operator fixes the gateway would be lost.
-_CREDENTIAL_STATUSES = frozenset({401, 403, 407})
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
@@ -170,53 +149,6 @@ def join_url(base: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, joined, queries, parts.fragment))
 
 
-def _reason(body: bytes, fallback: str) -> str:
-    text = body[: MAX_REASON * 4].decode("utf-8", errors="replace").strip()
-    if len(text) > MAX_REASON:
-        text = text[:MAX_REASON] + "..."
-    return text or fallback
-
-
-def _flat_headers(headers: Headers) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): values[-1].decode("latin-1")
-        for name, values in headers.getAllRawHeaders()
-        if values
-    }
-
-
-def _inner_failures(exc: BaseException) -> list[Failure]:
-    reasons = getattr(exc, "reasons", None)
-    return list(reasons) if isinstance(reasons, list) else []
-
-
-def _describe(exc: BaseException) -> str:
-    """
-    A one-line description; Twisted's wrapper exceptions otherwise print
-    as a list of Failure reprs.
-    """
-    inner = _inner_failures(exc)
-    if inner:
-        return "; ".join(f.getErrorMessage() or f.type.__name__ for f in inner)
-    return str(exc) or type(exc).__name__
-
-
-@attr.frozen
-class _Outcome:
-    """
-    How one attempt ended.
-
-    @ivar label: the C{status} label for metrics.
-    @ivar retry_reason: why another attempt may help (a metrics label), or
-        C{None} when this outcome is final.
-    """
-
-    label: str
-    delivery: Optional[Delivery] = None
-    error: Optional[UpstreamRejected | UpstreamUnavailable] = None
-    retry_reason: Optional[str] = None
-
-
 @implementer(IUpstream)
 class HTTPUpstream:
     """
@@ -249,6 +181,7 @@ class HTTPUpstream:
         self._credentials = credentials if credentials is not None else credentials_for(config)
         self._metrics: IRelayMetrics = metrics if metrics is not None else NoMetrics()
         self._random = random
+        self._health = UpstreamHealth(reactor)
         self._static_headers = [
             (name.encode("utf-8"), value.encode("utf-8"))
             for name, value in config.headers.items()
@@ -262,7 +195,7 @@ class HTTPUpstream:
     def _build_client(self, reactor: Any) -> HTTPClientLike:
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = self.config.max_connections
-        pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT
+        pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT  # type: ignore[assignment]
         self._pool = pool
         trust_root = None
         if self.config.ca_file is not None:
@@ -276,7 +209,8 @@ class HTTPUpstream:
         # Cookies an upstream's load balancer sets must not be replayed on
         # every later request, whichever tenant it carries.
         no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-        return HTTPClient(agent, cookiejar=no_cookies, data_to_body_producer=_BytesProducer)
+        client = HTTPClient(agent, cookiejar=no_cookies, data_to_body_producer=_BytesProducer)
+        return cast(HTTPClientLike, client)
 
     def __repr__(self) -> str:
         return f"<HTTPUpstream {self.name!r} {self.config.url!r}>"
@@ -287,7 +221,13 @@ class HTTPUpstream:
         return self._pool.closeCachedConnections()
 
     def deliver(self, push: Push) -> Deferred[Delivery]:
-        return Deferred.fromCoroutine(self._deliver(push))
+        return self._health.watch(Deferred.fromCoroutine(self._deliver(push)))
+
+    def health(self) -> dict[str, Any]:
+        """
+        How recent deliveries went, for C{/health}.
+        """
+        return self._health.report()
 
     async def _deliver(self, push: Push) -> Delivery:
         started = push.received_at or self._reactor.seconds()
@@ -309,7 +249,10 @@ class HTTPUpstream:
             error = outcome.error
             assert error is not None
             if outcome.retry_reason is None:
-                self._log.warn(
+                # A refusal of the data is the client's business (it is
+                # told); anything else is the operator's.
+                log = self._log.info if isinstance(error, UpstreamRejected) else self._log.warn
+                log(
                     "{upstream}: {signal} for {tenant} not delivered: {error}",
                     upstream=self.name, signal=push.signal, tenant=push.tenant, error=error,
                 )
@@ -382,7 +325,7 @@ class HTTPUpstream:
             headers.setRawHeaders(b"authorization", [authorization])
         return headers
 
-    async def _attempt(self, url: str, headers: Headers, body: bytes) -> _Outcome:
+    async def _attempt(self, url: str, headers: Headers, body: bytes) -> Outcome:
         began = self._reactor.seconds()
         label = "error"
         try:
@@ -395,7 +338,7 @@ class HTTPUpstream:
         finally:
             self._metrics.observe(self.name, label, self._reactor.seconds() - began)
 
-    async def _exchange(self, url: str, headers: Headers, body: bytes) -> _Outcome:
+    async def _exchange(self, url: str, headers: Headers, body: bytes) -> Outcome:
         timeouts = self.config.timeouts
         try:
             request = self._client.request(
@@ -408,7 +351,7 @@ class HTTPUpstream:
         except CancelledError:
             raise
         except Exception as e:
-            return _failure_outcome(e)
+            return failure_outcome(e)
 
         status = response.code
         response_body: Body
@@ -427,112 +370,10 @@ class HTTPUpstream:
                 # text is lost.
                 self._log.warn(
                     "{upstream}: answered {status} but its body could not be read: {why}",
-                    upstream=self.name, status=status, why=_describe(e),
+                    upstream=self.name, status=status, why=describe(e),
                 )
                 response_body = Body(reader.partial(), truncated=True)
-        return self._response_outcome(status, response.headers, response_body)
-
-    def _response_outcome(self, status: int, headers: Headers, body: Body) -> _Outcome:
-        label = str(status)
-        if 200 <= status < 300:
-            return _Outcome(
-                label,
-                delivery=Delivery(
-                    status=status,
-                    headers=_flat_headers(headers),
-                    body=body.data,
-                    attempts=1,
-                    body_truncated=body.truncated,
-                ),
-            )
-        reason = _reason(body.data, f"upstream answered {status}")
-        if status == 429 or status == 503:
-            retry_after = parse_retry_after(
-                (headers.getRawHeaders(b"retry-after") or [None])[-1], self._reactor.seconds()
-            )
-            reason_label = "429" if status == 429 else "5xx"
-            return _Outcome(
-                label, error=UpstreamUnavailable(status, reason, retry_after),
-                retry_reason=reason_label,
-            )
-        if status == 408:
-            # The upstream gave up waiting for our request: a timeout, not
-            # a verdict on the data.  Senders drop pushes answered 408.
-            return _Outcome(
-                label, error=UpstreamUnavailable(504, f"upstream answered 408: {reason}"),
-                retry_reason="timeout",
-            )
-        if status in _CREDENTIAL_STATUSES:
-            return _Outcome(
-                label,
-                error=UpstreamUnavailable(
-                    502, f"upstream refused the gateway's credentials ({status}): {reason}"
-                ),
-            )
-        if 400 <= status < 500:
-            return _Outcome(label, error=UpstreamRejected(status, reason))
-        if 500 <= status < 600:
-            return _Outcome(
-                label, error=UpstreamUnavailable(502, f"upstream answered {status}: {reason}"),
-                retry_reason="5xx",
-            )
-        # 1xx leftovers, redirects (not followed: a push must not be
-        # re-sent somewhere the configuration does not name), nonsense.
-        return _Outcome(
-            label, error=UpstreamUnavailable(502, f"unexpected answer {status} from upstream")
+        return response_outcome(
+            status, response.headers, response_body, self._reactor.seconds()
         )
 
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    if isinstance(exc, (SSL.Error, VerificationError)):
-        return True
-    return any(f.check(SSL.Error, VerificationError) for f in _inner_failures(exc))
-
-
-def _failure_outcome(exc: Exception) -> _Outcome:
-    """
-    Classify a request that ended without a status.
-    """
-    if isinstance(
-        exc,
-        (OperationTimedOut, DeferredTimeoutError, ierror.TimeoutError, ierror.TCPTimedOutError),
-    ):
-        return _Outcome(
-            "timeout",
-            error=UpstreamUnavailable(504, f"upstream timed out: {_describe(exc)}"),
-            retry_reason="timeout",
-        )
-    if _is_tls_failure(exc):
-        # A certificate that does not verify will not verify next time.
-        return _Outcome(
-            "tls_error",
-            error=UpstreamUnavailable(502, f"TLS with upstream failed: {_describe(exc)}"),
-        )
-    if isinstance(
-        exc,
-        (ierror.ConnectError, ierror.DNSLookupError, ierror.ConnectingCancelledError,
-         ResponseNeverReceived, RequestTransmissionFailed, ierror.ConnectionClosed),
-    ):
-        return _Outcome(
-            "connection_error",
-            error=UpstreamUnavailable(503, f"cannot reach upstream: {_describe(exc)}"),
-            retry_reason="connection_error",
-        )
-    if isinstance(exc, ResponseFailed):
-        # The connection broke, or the answer was not HTTP, after the
-        # upstream started answering.
-        return _Outcome(
-            "connection_error",
-            error=UpstreamUnavailable(502, f"bad answer from upstream: {_describe(exc)}"),
-            retry_reason="connection_error",
-        )
-    if isinstance(exc, RequestGenerationFailed):
-        return _Outcome(
-            "error", error=UpstreamUnavailable(502, f"could not send the request: {_describe(exc)}")
-        )
-    HTTPUpstream._log.failure(
-        "unexpected failure talking to an upstream", failure=Failure(exc)
-    )
-    return _Outcome(
-        "error", error=UpstreamUnavailable(502, f"upstream request failed: {_describe(exc)}")
-    )

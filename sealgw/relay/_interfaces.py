@@ -10,7 +10,8 @@ a sender retry for ever (see PROTOCOLS.md, section 2).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Optional
+from collections.abc import Callable, Iterable, Mapping
+from typing import Optional
 
 import attr
 from twisted.internet.defer import Deferred

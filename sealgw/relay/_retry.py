@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime
 import email.utils
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import attr
 
@@ -70,7 +71,7 @@ def parse_retry_after(value: Optional[bytes], now: float) -> Optional[float]:
     if when.tzinfo is None:
         # HTTP dates are always GMT; parsedate_to_datetime leaves "-0000"
         # naive.
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - now)
 
 

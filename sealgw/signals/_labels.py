@@ -37,3 +37,18 @@ def all_valid_label_names(names: list[str]) -> bool:
     if _KNOWN_GOOD.issuperset(names):
         return True
     return all(valid_label_name(name) for name in names)
+
+
+def is_utf8_text(text: str) -> bool:
+    """
+    Whether C{text} can be written as UTF-8.  JSON lets a client send lone
+    surrogates (C{"\\ud800"}), which no protobuf string or Loki line can
+    hold; they are refused where JSON is read.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

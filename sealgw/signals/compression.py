@@ -93,7 +93,9 @@ def gunzip(body: bytes, limit: int) -> bytes:
             raise DecodeError("gzip: body is not valid gzip data") from e
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"gzip: body decompresses to more than the limit of {limit} bytes")
+            raise PayloadTooLarge(
+                f"gzip: body decompresses to more than the limit of {limit} bytes"
+            )
         out.append(chunk)
         if not inflater.eof:
             raise DecodeError("gzip: body is truncated")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -68,15 +69,13 @@ def validate(request: WriteRequest) -> None:
             raise DecodeError(f"remote write: timeseries[{index}]: no {METRIC_NAME} label")
         if not all_valid_label_names(names):
             bad = next(name for name in names if not valid_label_name(name))
-            raise DecodeError(
-                f"remote write: timeseries[{index}]: invalid label name {quote(bad)}"
-            )
+            raise DecodeError(f"remote write: timeseries[{index}]: invalid label name {quote(bad)}")
         if not series.labels[names.index(METRIC_NAME)].value:
             raise DecodeError(f"remote write: timeseries[{index}]: empty {METRIC_NAME}")
 
 
 def _order_problem(names: list[str]) -> str:
-    for before, after in zip(names, names[1:]):
+    for before, after in pairwise(names):
         if before == after:
             return f"duplicate label name {quote(after)}"
         if before > after:
@@ -84,9 +83,7 @@ def _order_problem(names: list[str]) -> str:
     return "labels not sorted by name"  # pragma: no cover
 
 
-def apply_labels(
-    request: WriteRequest, add: Mapping[str, str], remove: frozenset[str]
-) -> bool:
+def apply_labels(request: WriteRequest, add: Mapping[str, str], remove: frozenset[str]) -> bool:
     """
     Set every label in C{add} on every series (overriding the series' own
     value), then delete every label named in C{remove}, keeping labels
@@ -100,18 +97,34 @@ def apply_labels(
         return False
     changed = False
     for series in request.timeseries:
-        current = {label.name: label.value for label in series.labels}
-        if all(current.get(name) == value for name, value in add.items()) and remove.isdisjoint(
-            current
-        ):
+        labels = series.labels
+        # Reading a label's value costs as much as its name: read only the
+        # names, and the values of labels that add might change.
+        names = [label.name for label in labels]
+        if _unchanged(labels, names, add, remove):
             continue
+        current = {label.name: label.value for label in labels}
         current.update(add)
-        del series.labels[:]
+        del labels[:]
         for name in sorted(current):
             if name not in remove and current[name]:
-                series.labels.add(name=name, value=current[name])
+                labels.add(name=name, value=current[name])
         changed = True
     return changed
+
+
+def _unchanged(
+    labels: Sequence[Label], names: list[str], add: Mapping[str, str], remove: frozenset[str]
+) -> bool:
+    if not remove.isdisjoint(names):
+        return False
+    for name, value in add.items():
+        if name in names:
+            if labels[names.index(name)].value != value:
+                return False
+        elif value:
+            return False
+    return True
 
 
 def encode(request: WriteRequest) -> bytes:

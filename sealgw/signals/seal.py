@@ -18,7 +18,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from sealgw.signals._floats import format_bound
-from sealgw.signals._labels import METRIC_NAME, valid_label_name
+from sealgw.signals._labels import METRIC_NAME, is_utf8_text, valid_label_name
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.compression import decode_body, snappy_decompress
 from sealgw.signals.errors import DecodeError, quote
@@ -72,7 +72,9 @@ def decode_seal_json(raw: bytes) -> tuple[dict[str, str], bytes]:
     labels = doc.get("labels")
     if labels is None:
         labels = {}
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, str) and is_utf8_text(v) for v in labels.values()
+    ):
         raise DecodeError("seal push: labels: must be an object of strings")
     for name in labels:
         if not valid_label_name(name):
@@ -110,7 +112,7 @@ def decode_delimited(buf: bytes) -> list[MetricFamily]:
     @raise DecodeError: naming the family and byte offset of a truncated or
         malformed message.
     """
-    families = []
+    families: list[MetricFamily] = []
     view = memoryview(buf)
     pos = 0
     while pos < len(buf):
@@ -342,4 +344,3 @@ def _summary(emit: _Emitter, name: str, metric: Metric, where: str) -> None:
         emit(name, quantile.value, ("quantile", label))
     emit(name + "_sum", summary.sample_sum)
     emit(name + "_count", float(summary.sample_count))
-

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 MAX_TENANT_LENGTH = 150
-_TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]+$")
+# fullmatch, not match with "$": "$" also matches before a final newline.
+_TENANT = re.compile(r"[A-Za-z0-9!\-_.*'()]+")
 
 
 class TenantError(ValueError):
@@ -30,7 +31,7 @@ def parse_tenant(value: str) -> str:
         raise TenantError("tenant id cannot be '.' or '..'")
     if "|" in value:
         raise TenantError("a multi-tenant id (a|b) is not allowed here")
-    if not _TENANT.match(value):
+    if not _TENANT.fullmatch(value):
         raise TenantError(
             "tenant id may only contain letters, digits and !-_.*'()"
         )

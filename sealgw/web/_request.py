@@ -11,13 +11,10 @@ from typing import Any, Optional
 from twisted.web.server import Request
 
 
-class _Discard(io.RawIOBase):
+class _Discard(io.BytesIO):
     """
-    Where the rest of an oversized body goes.
+    Where an oversized body goes: nowhere.
     """
-
-    def writable(self) -> bool:
-        return True
 
     def write(self, data: Any) -> int:
         return len(data)

@@ -30,7 +30,7 @@ class GatewaySite(Site):
     """
 
     requestFactory = GatewayRequest
-    log = Logger()
+    _access = Logger(namespace="sealgw.access")
     # The access line is ours; Twisted's own combined-log line would be a
     # second one, without identity or tenant.
     noisy = False
@@ -55,7 +55,9 @@ class GatewaySite(Site):
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
-        self._channels.add(channel)
+        # Twisted hands out a wrapper that picks HTTP/1.1 or HTTP/2; the
+        # channel doing the work is inside it.
+        self._channels.add(getattr(channel, "_channel", channel))
         return channel
 
     def _openLogFile(self, path: str) -> Any:  # pragma: no cover - unused
@@ -92,7 +94,7 @@ class GatewaySite(Site):
         )
         if self.access_log:
             path = request.path.decode("utf-8", "replace")
-            self.log.info(
+            self._access.info(
                 "{method} {path} {status} {route} {bytes_in}B in {bytes_out}B out "
                 "{latency_ms:.1f}ms identity={identity} tenant={tenant} peer={peer}",
                 access=True,

@@ -1,0 +1,283 @@
+"""
+The gate every request passes before it is relayed: who is asking
+(twisted.cred), as which tenant, within which limits, written to the audit
+log either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from prometheus_client import CollectorRegistry
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.portal import Portal
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+
+from sealgw.auth._audit import Audit
+from sealgw.auth._bearer import BearerCredentialFactory, split_authorization
+from sealgw.auth._chain import FirstRecognises
+from sealgw.auth._clientcert import ClientCertificate, ClientCertificateChecker, peer_certificate
+from sealgw.auth._development import DevelopmentTokenChecker
+from sealgw.auth._identity import (
+    Admission,
+    AuthError,
+    BadTenant,
+    Forbidden,
+    Identity,
+    IIdentity,
+    Unauthorized,
+)
+from sealgw.auth._limits import Limiter
+from sealgw.auth._oidc import OIDCChecker, OIDCProvider
+from sealgw.auth._realm import IdentityRealm
+from sealgw.auth._tokenfile import TokenFile, TokenFileChecker
+from sealgw.auth._userinfo import UserinfoCache
+from sealgw.config import Config
+from sealgw.tenancy import TenantError, TenantForbidden, TenantRequired, choose_tenant
+
+
+class Gate(MultiService):
+    """
+    Authentication, tenancy and limits for the web layer.
+
+    Bearer tokens are offered to the identity sources in a fixed order —
+    the development token, the token file, then OIDC — and the first that
+    recognises a token decides; the local sources come first so that an
+    unreachable identity provider never delays a token-file client.  A
+    request with both a bearer token and a client certificate is decided by
+    the token.
+
+    Its children are the token file watch and the OIDC provider, started
+    and stopped with it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        registry: Optional[CollectorRegistry] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self._reactor = reactor
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.audit = Audit(self.registry)
+        self.realm = IdentityRealm(config.tenancy.default_tenant, config.auth.default_limits)
+        self.limiter = Limiter(reactor)
+        self.credential_factory = BearerCredentialFactory()
+        self.portal = Portal(self.realm)
+
+        bearer: list[Any] = []
+        if config.development_token is not None:
+            bearer.append(DevelopmentTokenChecker(config.development_token))
+
+        self.token_file: Optional[TokenFile] = None
+        if config.auth.token_file is not None:
+            # Raises ConfigError: a broken token file stops the start-up.
+            self.token_file = TokenFile(config.auth.token_file, reactor)
+            bearer.append(TokenFileChecker(self.token_file))
+            watch = TimerService(config.auth.token_file.watch_interval, self.token_file.check)
+            watch.clock = reactor
+            watch.setName("token_file_watch")
+            watch.setServiceParent(self)
+
+        self.oidc: Optional[OIDCProvider] = None
+        self.userinfo: Optional[UserinfoCache] = None
+        if config.auth.oidc is not None:
+            self.oidc = OIDCProvider(config.auth.oidc, reactor)
+            self.oidc.setName("oidc")
+            self.oidc.setServiceParent(self)
+            self.userinfo = UserinfoCache(self.oidc, reactor)
+            bearer.append(OIDCChecker(self.oidc, self.userinfo))
+
+        if bearer:
+            self.portal.registerChecker(FirstRecognises(bearer))
+        self.client_certificates: Optional[ClientCertificateChecker] = None
+        if config.auth.client_certificates is not None:
+            self.client_certificates = ClientCertificateChecker(config.auth.client_certificates)
+            self.portal.registerChecker(self.client_certificates)
+        if not bearer and self.client_certificates is None:
+            self.log.warn(
+                "{source}: no identity source is configured (auth.token_file, auth.oidc "
+                "or auth.client_certificates): every request will be refused",
+                source=config.source,
+            )
+
+    def stopService(self) -> Deferred[Any]:
+        if self.userinfo is not None:
+            self.userinfo.stop()
+        d: Deferred[Any] = super().stopService()
+        return d
+
+    # -- the web layer's entry point ------------------------------------
+
+    async def admit(
+        self, request: Any, *, route: str, body_size: int, federation: bool = False
+    ) -> Admission:
+        """
+        Decide whether C{request} goes on, and as which tenant.
+
+        @param route: names the route in the audit log and metrics.
+        @param body_size: the request body's size as received, for the
+            bytes-per-second limit.
+        @param federation: whether this route may query several tenants at
+            once (C{a|b}); it takes effect only when C{tenancy.federation}
+            is enabled too.
+        @return: the admission; call its C{release} when the request ends.
+        @raise AuthError: a subclass naming the status to answer with.
+        """
+        credentials: Any = None
+        identity: Optional[Identity] = None
+        tenant: Optional[str] = None
+        try:
+            credentials = self._credentials(request)
+            identity = await self._login(credentials)
+            tenant = self._tenant(request, identity, federation)
+            slot = self.limiter.acquire(identity, max(0, body_size))
+        except AuthError as e:
+            self.audit.decision(
+                outcome="denied",
+                reason=e.reason,
+                route=route,
+                checker=identity.checker if identity is not None else e.checker,
+                identity=identity.name if identity is not None else e.identity_name,
+                tenant=tenant,
+                status=e.status,
+                credential=(
+                    getattr(credentials, "fingerprint", None) if identity is None else None
+                ),
+            )
+            raise
+        except CancelledError:
+            raise
+        except Exception:
+            self.log.failure("admitting a request to {route} failed", route=route)
+            self.audit.decision(
+                outcome="denied",
+                reason="error",
+                route=route,
+                checker=identity.checker if identity is not None else None,
+                identity=identity.name if identity is not None else None,
+                tenant=tenant,
+                status=500,
+                credential=(
+                    getattr(credentials, "fingerprint", None) if identity is None else None
+                ),
+            )
+            raise
+        self.audit.decision(
+            outcome="allowed",
+            reason="ok",
+            route=route,
+            checker=identity.checker,
+            identity=identity.name,
+            tenant=tenant,
+            status=200,
+        )
+        return Admission(identity, tenant, slot)
+
+    def _credentials(self, request: Any) -> Any:
+        values = request.requestHeaders.getRawHeaders(b"authorization")
+        if values:
+            # A garbled header is refused outright, even on a connection
+            # with a client certificate: the client meant to use a token.
+            if len(values) > 1:
+                raise Unauthorized("more than one Authorization header", "malformed")
+            try:
+                scheme, rest = split_authorization(values[0])
+                if scheme != self.credential_factory.scheme:
+                    raise LoginFailed("only Bearer tokens are accepted")
+                return self.credential_factory.decode(rest, request)
+            except LoginFailed as e:
+                raise Unauthorized(str(e), "malformed") from None
+        if self.client_certificates is not None:
+            cert = peer_certificate(request)
+            if cert is not None:
+                return ClientCertificate(cert)
+            raise Unauthorized(
+                "an Authorization: Bearer token or a client certificate is required", "missing"
+            )
+        raise Unauthorized("an Authorization: Bearer token is required", "missing")
+
+    async def _login(self, credentials: Any) -> Identity:
+        try:
+            _, identity, _ = await self.portal.login(credentials, None, IIdentity)
+        except AuthError:
+            raise
+        except UnhandledCredentials:
+            raise Unauthorized("no identity source accepts this kind of credential") from None
+        except UnauthorizedLogin:
+            raise Unauthorized("the token is not recognised") from None
+        assert isinstance(identity, Identity)
+        return identity
+
+    def _tenant(self, request: Any, identity: Identity, federation: bool) -> str:
+        header = self.config.tenancy.header
+        raw = request.requestHeaders.getRawHeaders(header.encode("ascii"))
+        try:
+            values = [v.decode("ascii") for v in raw] if raw else None
+        except UnicodeDecodeError:
+            raise BadTenant(
+                f"{header}: tenant id may only contain letters, digits and !-_.*'()"
+            ) from None
+        try:
+            return choose_tenant(
+                values,
+                identity.tenants,
+                header=header,
+                federation=federation and self.config.tenancy.federation,
+            )
+        except TenantRequired as e:
+            raise BadTenant(str(e), "tenant_required") from None
+        except TenantError as e:
+            raise BadTenant(f"{header}: {e}") from None
+        except TenantForbidden as e:
+            raise Forbidden(
+                f"identity {identity.name!r} may not use tenant {e.tenant!r}"
+            ) from None
+
+    # -- operations ----------------------------------------------------------
+
+    def reload(self) -> None:
+        """
+        Re-read the token file (on SIGHUP); a broken file leaves the old one
+        in force and the reason in the log.
+        """
+        if self.token_file is None:
+            self.log.info("reload: no token file is configured")
+            return
+        self.token_file.reload()
+
+    def health(self) -> dict[str, Any]:
+        """
+        The state of each identity source, for C{/health}.
+        """
+        components: dict[str, Any] = {}
+        if self.config.development_token is not None:
+            components["development"] = {"status": "ok"}
+        if self.token_file is not None:
+            components["token_file"] = self.token_file.health()
+        if self.oidc is not None:
+            components["oidc"] = self.oidc.health()
+        if self.client_certificates is not None:
+            components["client_certificates"] = {
+                "status": "ok",
+                "identities": len(self.config.auth.client_certificates.identities),  # type: ignore[union-attr]
+            }
+        return components
+
+
+def build_gate(
+    config: Config, reactor: Any, registry: Optional[CollectorRegistry] = None
+) -> Gate:
+    """
+    The gate for C{config}.
+
+    @raise sealgw.config.ConfigError: when the token file cannot be used.
+    """
+    return Gate(config, reactor, registry)

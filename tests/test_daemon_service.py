@@ -1,0 +1,183 @@
+"""
+The gateway service over real sockets: requests in flight survive a drain,
+the drain's grace is enforced, and /health, /ready and /metrics answer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from sealgw.config import ListenerConfig
+from sealgw.daemon import GatewayService, Health, make_observer, prepare_listener
+from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
+
+
+class _Slow(Resource):
+    """
+    Answers each request when the test says so.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Deferred[None]] = []
+        self.arrived: Deferred[None] = Deferred()
+
+    def render_POST(self, request):  # type: ignore[no-untyped-def]
+        request.route = "slow"
+        request.identity_name = "alice"
+        request.tenant = "team-a"
+        d: Deferred[None] = Deferred()
+        self.waiting.append(d)
+
+        def answer(_: object) -> None:
+            request.setResponseCode(204)
+            request.finish()
+
+        d.addCallback(answer)
+        arrived, self.arrived = self.arrived, Deferred()
+        arrived.callback(None)
+        return NOT_DONE_YET
+
+
+class ServiceTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.slow = _Slow()
+        self.metrics = GatewayMetrics()
+        self.health = Health()
+        root = GatewayRoot(routes=self.slow, ops=OpsRoutes(self.health, self.metrics).app.resource())
+        self.site = GatewaySite(root, reactor, self.metrics, max_body=1024)
+        listener = prepare_listener(
+            reactor, ListenerConfig(endpoint="tcp:0:interface=127.0.0.1"), self.site, "listeners[0]"
+        )
+        self.reloads: list[str] = []
+        self.service = GatewayService(
+            self.clock,
+            [listener],
+            [self.site],
+            drain_grace=10.0,
+            reload=lambda: self.reloads.append("reloaded"),
+            install_signal_handlers=False,
+        )
+        self.health.require_for_ready("listening", lambda: self.service.listening)
+        self.health.require_for_ready("not_draining", lambda: not self.service.draining)
+        self.health.register(
+            "listeners", lambda: {"status": "ok" if self.service.listening else "down"}
+        )
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.listener = listener
+        self.url = f"http://127.0.0.1:{listener.port.getHost().port}"
+
+        def stop() -> object:
+            if self.service.running:
+                d = self.service.stopService()
+                self.clock.advance(100)
+                return d
+            return None
+
+        self.addCleanup(stop)
+
+    async def test_health_ready_metrics(self) -> None:
+        response = await treq.get(self.url + "/health", persistent=False)
+        self.assertEqual(response.code, 200)
+        body = json.loads(await response.content())
+        self.assertEqual(body["status"], "ok")
+        response = await treq.get(self.url + "/ready", persistent=False)
+        self.assertEqual(response.code, 200)
+        response = await treq.get(self.url + "/metrics", persistent=False)
+        text = (await response.content()).decode()
+        self.assertIn('sealgw_http_requests_total{method="GET",route="ready",status="200",tenant=""} 1.0', text)
+        self.assertIn("process_cpu_seconds_total", text)
+
+    async def test_drain_waits_for_in_flight(self) -> None:
+        pending = treq.post(self.url + "/push", data=b"x" * 10, persistent=False)
+        await self.slow.arrived
+        self.assertEqual(self.site.in_flight, 1)
+        stopped = self.service.stopService()
+        # Listening has stopped: a new connection is refused.
+        with self.assertRaises(ConnectionRefusedError):
+            await treq.get(self.url + "/health", persistent=False)
+        self.assertTrue(self.service.draining)
+        self.assertNoResult(stopped)
+        self.slow.waiting[0].callback(None)
+        response = await pending
+        self.assertEqual(response.code, 204)
+        await stopped
+        self.assertEqual(self.site.in_flight, 0)
+
+    async def test_drain_grace_over(self) -> None:
+        pending = treq.post(self.url + "/push", data=b"x", persistent=False)
+        await self.slow.arrived
+        stopped = self.service.stopService()
+        await Deferred.fromCoroutine(_turn())
+        self.clock.advance(9)
+        self.assertNoResult(stopped)
+        self.clock.advance(1)
+        await stopped
+        with self.assertRaises(Exception):
+            await pending
+
+    async def test_ready_during_drain(self) -> None:
+        self.service.draining = True
+        ready, conditions = self.health.readiness()
+        self.assertFalse(ready)
+        self.assertEqual(conditions, {"listening": True, "not_draining": False})
+        self.service.draining = False
+
+    async def test_access_log_line(self) -> None:
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pending = treq.post(
+            self.url + "/push?x=1",
+            data=b"abc",
+            persistent=False,
+            headers={"Authorization": "Bearer very-secret-token"},
+        )
+        await self.slow.arrived
+        self.slow.waiting[0].callback(None)
+        await pending
+        [access] = [e for e in events if e.get("access")]
+        self.assertEqual(
+            (access["method"], access["path"], access["status"], access["route"]),
+            ("POST", "/push", 204, "slow"),
+        )
+        self.assertEqual((access["identity"], access["tenant"], access["bytes_in"]), ("alice", "team-a", 3))
+        out = io.StringIO()
+        make_observer(out, "json")(access)
+        line = json.loads(out.getvalue())
+        self.assertEqual(line["status"], 204)
+        self.assertNotIn("very-secret-token", out.getvalue())
+
+    async def test_body_too_large(self) -> None:
+        pending = treq.post(self.url + "/push", data=b"x" * 2048, persistent=False)
+        await self.slow.arrived
+        [request] = [c for c in self.site._channels][0].requests
+        self.assertTrue(request.body_too_large)
+        self.assertEqual(request.body(), b"")
+        self.slow.waiting[0].callback(None)
+        await pending
+
+    def test_reload(self) -> None:
+        self.service.reload()
+        self.assertEqual(self.reloads, ["reloaded"])
+
+
+async def _turn() -> None:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(0.01, d.callback, None)
+    await d
