@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import IO, Optional, Sequence
+from collections.abc import Sequence
+from typing import IO, Optional
 
 from sealgw._version import __version__
 

@@ -59,7 +59,9 @@ def makeService(options: Options, reactor: Any = None) -> Any:
             config = load(config_path, options["bearer-tokens-path"])
         service = build_gateway(config, reactor, log_output=_log_output(options))
     except ConfigError as e:
-        raise SystemExit("sealgw: configuration problems:\n  " + "\n  ".join(e.problems))
+        raise SystemExit(
+            "sealgw: configuration problems:\n  " + "\n  ".join(e.problems)
+        ) from None
     if config.development_token is not None:
         _announce_development_token(config)
     return service

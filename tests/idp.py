@@ -60,6 +60,7 @@ class FakeIdentityProvider:
     @ivar opaque: opaque tokens the userinfo endpoint knows, with their claims.
     @ivar userinfo_hold: when set, userinfo answers wait until it fires.
     @ivar failing: endpoints that answer 500 instead.
+    @ivar overrides: endpoints that answer a given status and body instead.
     """
 
     def __init__(self, reactor: Any = global_reactor) -> None:
@@ -71,6 +72,7 @@ class FakeIdentityProvider:
         self.requests: Counter[str] = Counter()
         self.userinfo_hold: Optional[Deferred[None]] = None
         self.failing: set[str] = set()
+        self.overrides: dict[str, tuple[int, bytes]] = {}
         self.port: Any = None
         self.port_number = 0
         self._rotations = 0
@@ -189,6 +191,10 @@ class FakeIdentityProvider:
         if name in self.failing:
             request.setResponseCode(500)
             return b"down for maintenance"
+        if name in self.overrides:
+            status, body = self.overrides[name]
+            request.setResponseCode(status)
+            return body
         if name == "discovery":
             return self._json(
                 request,

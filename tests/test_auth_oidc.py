@@ -356,6 +356,72 @@ class UserinfoTests(OIDCTestCase):
                 self.assertNotIn(secret, text)
 
 
+class BadAnswerTests(OIDCTestCase):
+    """
+    An issuer that answers, but nonsense, is treated like one that is down.
+    """
+
+    async def test_userinfo_not_json(self) -> None:
+        self.idp.overrides["userinfo"] = (200, b"<html>login</html>")
+        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.assertEqual(error.status, 503)
+
+    async def test_userinfo_not_an_object(self) -> None:
+        self.idp.overrides["userinfo"] = (200, b"[1, 2]")
+        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+
+    async def test_userinfo_too_large(self) -> None:
+        self.idp.overrides["userinfo"] = (200, b'{"sub": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.assertIn("could not be reached", error.message)
+        self.assertIn("larger than", self.gate.oidc.last_error)
+
+    async def test_userinfo_redirect(self) -> None:
+        self.idp.overrides["userinfo"] = (302, b"")
+        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+
+    async def test_userinfo_429(self) -> None:
+        self.idp.overrides["userinfo"] = (429, b"slow down")
+        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+
+    async def test_garbage_jwks_keeps_keys(self) -> None:
+        self.idp.overrides["jwks"] = (200, b'{"no": "keys"}')
+        await self.gate.oidc.refresh_keys()
+        self.assertEqual(len(self.gate.oidc.jwks), 2)
+        self.assertEqual(self.gate.health()["oidc"]["status"], "degraded")
+        await admit(self.gate, fake_request(self.idp.issue()))
+
+    async def test_odd_keys_skipped(self) -> None:
+        """
+        Symmetric and malformed keys in the JWKS are ignored; the others work.
+        """
+        import json
+
+        good = [k.as_dict(private=False) for k in self.idp.published]
+        odd = [{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}, {"kty": "RSA", "kid": "broken"}]
+        self.idp.overrides["jwks"] = (200, json.dumps({"keys": odd + good}).encode())
+        await self.gate.oidc.refresh_keys()
+        self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-1"])
+
+
+class AuditTests(OIDCTestCase):
+    async def test_decisions_name_the_checker(self) -> None:
+        await admit(self.gate, fake_request(self.idp.issue()))
+        await self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
+        await self.idp.go_down()
+        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+
+        def value(outcome: str, reason: str) -> Any:
+            return self.registry.get_sample_value(
+                "sealgw_auth_decisions_total",
+                {"checker": "oidc", "outcome": outcome, "reason": reason},
+            )
+
+        self.assertEqual(value("allowed", "ok"), 1.0)
+        self.assertEqual(value("denied", "expired"), 1.0)
+        self.assertEqual(value("denied", "idp_unavailable"), 1.0)
+
+
 class UserinfoModeTests(OIDCTestCase):
     mode = "userinfo"
 
@@ -451,8 +517,6 @@ class DiscoveryTests(OIDCTestCase):
         Stopping the gate while discovery waits on a silent issuer cancels
         it, leaving nothing behind in the reactor.
         """
-        self.idp.userinfo_hold = None
-        self.gate = self.build(timeout=30.0)
         # Discovery against a port that accepts and never answers.
         from twisted.internet.protocol import Factory, Protocol
 

@@ -86,7 +86,7 @@ class LoadTests(SynchronousTestCase):
 
     def test_frozen(self) -> None:
         config = load(self.write(MINIMAL))
-        with self.assertRaises(Exception):
+        with self.assertRaises(AttributeError):
             config.drain_grace = 1.0  # type: ignore[misc]
 
     def test_unknown_key_with_hint(self) -> None:

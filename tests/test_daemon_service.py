@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.server import NOT_DONE_YET
 
 from sealgw.config import ListenerConfig
@@ -128,7 +129,7 @@ class ServiceTests(TestCase):
         self.assertNoResult(stopped)
         self.clock.advance(1)
         await stopped
-        with self.assertRaises(Exception):
+        with self.assertRaises(ResponseNeverReceived):
             await pending
 
     async def test_ready_during_drain(self) -> None:

@@ -214,6 +214,40 @@ class ProtobufTests(SynchronousTestCase):
         self.assertEqual(error.status, 415)
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["streams", "stream", "values", "job", "a"]), inner, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+class FuzzTests(SynchronousTestCase):
+    @FUZZ
+    @given(JSON_VALUES)
+    def test_json_shapes(self, doc: object) -> None:
+        """
+        Any JSON document decodes or raises DecodeError, nothing else.
+        """
+        try:
+            loki.decode(json.dumps(doc).encode(), JSON)
+        except DecodeError:
+            pass
+
+    @FUZZ
+    @given(st.binary(max_size=200))
+    def test_protobuf_bytes(self, raw: bytes) -> None:
+        try:
+            push = loki.decode(snappy_compress(raw), PROTOBUF)
+        except DecodeError:
+            return
+        self.assertEqual(loki.decode(push.to_protobuf(), PROTOBUF), push)
+
+
 class LabelSetTests(SynchronousTestCase):
     def test_simple(self) -> None:
         self.assertEqual(parse_label_set('{job="x", level="info"}'), {"job": "x", "level": "info"})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -281,6 +283,57 @@ class JsonTests(SynchronousTestCase):
                 self.assertGreater(depth, 10)
             else:
                 self.assertEqual(otlp.item_count("logs", request), 1)
+
+
+FUZZ = settings(derandomize=True, deadline=None, max_examples=300)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=34),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceLogs",
+                    "scopeLogs",
+                    "logRecords",
+                    "traceId",
+                    "spanId",
+                    "body",
+                    "stringValue",
+                    "timeUnixNano",
+                    "severityNumber",
+                    "attributes",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+class FuzzTests(SynchronousTestCase):
+    @FUZZ
+    @given(JSON_VALUES)
+    def test_json_shapes(self, doc: object) -> None:
+        """
+        Any JSON document decodes or raises DecodeError, nothing else.
+        """
+        try:
+            otlp.decode("logs", json.dumps(doc).encode(), "application/json")
+        except DecodeError:
+            pass
+
+    @FUZZ
+    @given(st.sampled_from(otlp.SIGNALS), st.binary(max_size=200))
+    def test_protobuf_bytes(self, signal: str, body: bytes) -> None:
+        try:
+            request = otlp.decode(signal, body, "application/x-protobuf")
+        except DecodeError:
+            return
+        otlp.item_count(signal, request)
+        json.dumps(otlp.to_records(signal, request))
 
 
 class ResponseTests(SynchronousTestCase):

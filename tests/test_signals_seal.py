@@ -131,6 +131,31 @@ class DecodeSealJsonTests(SynchronousTestCase):
         )
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["labels", "buf", "a"]), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+class DecodeSealJsonFuzzTests(SynchronousTestCase):
+    @FUZZ
+    @given(JSON_VALUES)
+    def test_json_shapes(self, doc: object) -> None:
+        """
+        Any JSON document decodes or raises DecodeError, nothing else.
+        """
+        try:
+            labels, buf = seal.decode_seal_json(json.dumps(doc).encode())
+        except DecodeError:
+            return
+        self.assertIsInstance(buf, bytes)
+        self.assertTrue(all(isinstance(v, str) for v in labels.values()))
+
+
 class DecodeDelimitedTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         families = sample_client()

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from zope.interface import implementer
 
 from sealgw.auth._errors import NotRecognised
-from sealgw.auth._identity import Principal, Unauthorized
+from sealgw.auth._identity import AuthError, Principal, Unauthorized
 
 
 @implementer(ICredentialsChecker)
@@ -49,5 +49,10 @@ class FirstRecognises:
                 )
             except NotRecognised:
                 continue
+            except AuthError as e:
+                # Name the source that decided, for the audit log and metrics.
+                if e.checker is None:
+                    e.checker = getattr(checker, "name", None)
+                raise
             return principal
         raise Unauthorized("the token is not recognised")

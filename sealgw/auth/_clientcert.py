@@ -137,14 +137,15 @@ class ClientCertificateChecker:
         name = certificate_name(credentials.certificate, self.config.name_from)
         if name is None:
             what = "common name" if self.config.name_from == "cn" else "DNS or e-mail name"
-            return fail(
-                Forbidden(f"the client certificate has no {what}", "unknown_certificate")
-            )
+            error = Forbidden(f"the client certificate has no {what}", "unknown_certificate")
+            error.checker = self.name
+            return fail(error)
         identity = self.config.identities.get(name)
         if identity is None:
             error = Forbidden(
                 f"the client certificate {name!r} is not allowed here", "unknown_certificate"
             )
             error.identity_name = name
+            error.checker = self.name
             return fail(error)
         return succeed(Principal(self.name, name, tuple(identity.tenants), identity.limits))

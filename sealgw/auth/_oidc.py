@@ -90,6 +90,7 @@ class OIDCProvider(Service):
             self._loop.stop()
         if self._tick_in_flight is not None:
             self._tick_in_flight.cancel()
+        self._refreshes.cancel_all()
         return self.client.close()
 
     def when_discovered(self) -> Deferred[None]:

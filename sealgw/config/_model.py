@@ -7,7 +7,8 @@ L{sealgw.config.load}; nothing in it does I/O.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union
 
 import attr
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import attr
@@ -80,7 +81,7 @@ class Reader:
 
     def table(
         self, value: object, path: str, known: Optional[Iterable[str]]
-    ) -> "Table":
+    ) -> Table:
         """
         Wrap a mapping, reporting keys outside C{known} (any key is allowed
         when C{known} is L{None}: names of upstreams, groups and the like).
@@ -122,6 +123,12 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+# Table has methods named str, int and bool; its annotations use these.
+_Str = str
+_Int = int
+_Bool = bool
+
+
 @attr.define
 class Table:
     """
@@ -130,23 +137,23 @@ class Table:
     """
 
     reader: Reader
-    path: str
-    values: dict[str, Any]
+    path: _Str
+    values: dict[_Str, Any]
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: _Str) -> _Bool:
         return key in self.values and self.values[key] is not None
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[_Str]:
         return iter(self.values)
 
-    def at(self, key: str | int) -> str:
+    def at(self, key: _Str | int) -> _Str:
         return _join(self.path, key)
 
-    def problem(self, key: str, message: str) -> None:
+    def problem(self, key: _Str, message: _Str) -> None:
         self.reader.problem(self.at(key), message)
 
     def _get(
-        self, key: str, default: Any, convert: Callable[[Any], Any]
+        self, key: _Str, default: Any, convert: Callable[[Any], Any]
     ) -> Any:
         if key not in self:
             if default is MISSING:
@@ -159,11 +166,11 @@ class Table:
             self.problem(key, str(e))
             return None if default is MISSING else default
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: _Str, default: Any = None) -> Any:
         return self.values.get(key, default)
 
-    def str(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> str:
+    def str(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> _Str:
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise ValueError(f"expected a string, got {_kind(v)}")
             text = str(v)
@@ -173,8 +180,8 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def bool(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> bool:
+    def bool(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> _Bool:
             if not isinstance(v, bool):
                 raise ValueError(f"expected true or false, got {_kind(v)}")
             return v
@@ -182,9 +189,9 @@ class Table:
         return self._get(key, default, convert)
 
     def int(
-        self, key: str, default: Any = MISSING, minimum: int | None = None
+        self, key: _Str, default: Any = MISSING, minimum: _Int | None = None
     ) -> Any:
-        def convert(v: object) -> int:
+        def convert(v: object) -> _Int:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"expected a whole number, got {_kind(v)}")
             if minimum is not None and v < minimum:
@@ -194,7 +201,7 @@ class Table:
         return self._get(key, default, convert)
 
     def number(
-        self, key: str, default: Any = MISSING, minimum: float | None = None
+        self, key: _Str, default: Any = MISSING, minimum: float | None = None
     ) -> Any:
         def convert(v: object) -> float:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -206,7 +213,7 @@ class Table:
         return self._get(key, default, convert)
 
     def duration(
-        self, key: str, default: Any = MISSING, positive: bool = True
+        self, key: _Str, default: Any = MISSING, positive: _Bool = True
     ) -> Any:
         def convert(v: object) -> float:
             seconds = parse_duration(v)
@@ -216,8 +223,8 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def size(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> int:
+    def size(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> _Int:
             size = parse_size(v)
             if size <= 0:
                 raise ValueError("must be larger than zero")
@@ -225,10 +232,10 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def choice(self, key: str, choices: Iterable[str], default: Any = MISSING) -> Any:
+    def choice(self, key: _Str, choices: Iterable[_Str], default: Any = MISSING) -> Any:
         options = list(choices)
 
-        def convert(v: object) -> str:
+        def convert(v: object) -> _Str:
             if v not in options:
                 raise ValueError(
                     f"{v!r} is not one of " + ", ".join(repr(o) for o in options)
@@ -237,22 +244,22 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def url(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> str:
-            if not isinstance(v, str):
+    def url(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> _Str:
+            if not isinstance(v, _Str):
                 raise ValueError("not an http(s) URL")
             parts = urlsplit(v)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("not an http(s) URL")
             try:
-                parts.port
+                _ = parts.port
             except ValueError:
                 raise ValueError("not an http(s) URL (bad port)") from None
             return v
 
         return self._get(key, default, convert)
 
-    def path_(self, key: str, default: Any = MISSING) -> Any:
+    def path_(self, key: _Str, default: Any = MISSING) -> Any:
         """
         A file system path, relative ones taken from the config's folder.
         """
@@ -261,23 +268,23 @@ class Table:
             return value
         return self.reader.path(value)
 
-    def str_list(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> tuple[str, ...]:
-            if isinstance(v, str):
+    def str_list(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> tuple[_Str, ...]:
+            if isinstance(v, _Str):
                 return (v,)
             if not isinstance(v, list) or not all(
-                isinstance(i, str) and i for i in v
+                isinstance(i, _Str) and i for i in v
             ):
                 raise ValueError("expected a list of strings")
             return tuple(v)
 
         return self._get(key, default, convert)
 
-    def str_map(self, key: str, default: Any = MISSING) -> Any:
-        def convert(v: object) -> dict[str, str]:
+    def str_map(self, key: _Str, default: Any = MISSING) -> Any:
+        def convert(v: object) -> dict[_Str, _Str]:
             if not isinstance(v, Mapping):
                 raise ValueError(f"expected a mapping, got {_kind(v)}")
-            out: dict[str, str] = {}
+            out: dict[_Str, _Str] = {}
             for k, item in v.items():
                 if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                     raise ValueError(f"{k}: expected a string, got {_kind(item)}")
@@ -286,7 +293,7 @@ class Table:
 
         return self._get(key, default, convert)
 
-    def table(self, key: str, known: Optional[Iterable[str]]) -> "Table | None":
+    def table(self, key: _Str, known: Optional[Iterable[_Str]]) -> Table | None:
         """
         The sub-mapping at C{key}, or L{None} when it is absent.
         """
@@ -294,7 +301,7 @@ class Table:
             return None
         return self.reader.table(self.values[key], self.at(key), known)
 
-    def tables(self, key: str, known: Iterable[str]) -> list["Table"]:
+    def tables(self, key: _Str, known: Iterable[_Str]) -> list[Table]:
         """
         A list of mappings at C{key}; empty when absent.
         """
@@ -309,7 +316,7 @@ class Table:
             for i, item in enumerate(value)
         ]
 
-    def named_tables(self, key: str, known: Iterable[str]) -> dict[str, "Table"]:
+    def named_tables(self, key: _Str, known: Iterable[_Str]) -> dict[_Str, Table]:
         """
         A mapping of names to mappings at C{key}; empty when absent.
         """
@@ -325,7 +332,7 @@ class Table:
             for name, item in value.items()
         }
 
-    def secret(self, key: str, default: Any = MISSING) -> Any:
+    def secret(self, key: _Str, default: Any = MISSING) -> Any:
         """
         A credential given inline, as C{{file: PATH}} or as C{{env: NAME}}.
         Files and variables are read once, here, at start-up or reload.
@@ -336,7 +343,7 @@ class Table:
                 return None
             return default
         value = self.values[key]
-        if isinstance(value, str) and value:
+        if isinstance(value, _Str) and value:
             return Secret(value, f"{self.source_name()} {self.at(key)}")
         sub = self.table(key, ["file", "env"])
         assert sub is not None
@@ -366,5 +373,5 @@ class Table:
             return None
         return Secret(text, f"environment variable {name}")
 
-    def source_name(self) -> str:
+    def source_name(self) -> _Str:
         return self.reader.source

@@ -5,7 +5,8 @@ at the moment of asking.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 OK = "ok"
 DEGRADED = "degraded"

@@ -6,7 +6,8 @@ SIGHUP, and on SIGTERM drains before anything it depends on is stopped.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
@@ -66,7 +67,7 @@ class GatewayService(MultiService):
         for listener in self.listeners:
             d = listener.endpoint.listen(listener.factory)
             failures: list[Any] = []
-            d.addCallbacks(lambda port, li=listener: setattr(li, "port", port), failures.append)
+            d.addCallback(_keep_port, listener).addErrback(failures.append)
             if failures:
                 failures[0].raiseException()
 
@@ -76,8 +77,8 @@ class GatewayService(MultiService):
             # Endpoints that listen asynchronously; rare, but wait for them.
             pending = [li for li in self.listeners if li.port is None]
             ds = [li.endpoint.listen(li.factory) for li in pending]
-            for li, d in zip(pending, ds):
-                d.addCallback(lambda port, li=li: setattr(li, "port", port))
+            for li, d in zip(pending, ds, strict=True):
+                d.addCallback(_keep_port, li)
             gatherResults(ds).addCallback(lambda _: self._listening())
         else:
             self._listening()
@@ -112,7 +113,12 @@ class GatewayService(MultiService):
             self._stopping = Deferred.fromCoroutine(self._drain())
         # Everyone asking to stop waits for the one drain.
         d: Deferred[None] = Deferred()
-        self._stopping.addBoth(lambda result: (d.callback(None), result)[1])
+
+        def settled(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self._stopping.addBoth(settled)
         return d
 
     async def _drain(self) -> None:
@@ -150,6 +156,15 @@ class GatewayService(MultiService):
         if timer.active():
             timer.cancel()
         await super().stopService()
+        # twistd re-raises the signal that stopped it once the reactor is
+        # done, so the exit status would say "killed by SIGTERM".  A drain
+        # that ran its course is a clean stop: exit 0.
+        if getattr(self.reactor, "_exitSignal", None) is not None:
+            self.reactor._exitSignal = None
+
+
+def _keep_port(port: Any, listener: Listener) -> None:
+    listener.port = port
 
 
 def _address(port: Any) -> str:

@@ -83,9 +83,10 @@ class Delivery:
 
 class UpstreamRejected(Exception):
     """
-    The upstream refused the data itself (a 4xx other than 429 and the
-    credential statuses); sending it again will not help, so the client must
-    be told the same status and must not retry.
+    The upstream refused the data itself (a 4xx other than 408, 429 and
+    the credential statuses 401, 403, 407: see L{sealgw.relay._outcome});
+    sending it again will not help, so the client must be told the same
+    status and must not retry.
 
     @ivar status: the upstream's 4xx, to be answered to the client as is.
     @ivar reason: the start of the upstream's answer (at most ~1 KiB).

@@ -13,6 +13,7 @@ L{compression} for the Content-Encodings they arrive in.
 """
 
 from sealgw.signals import compression, loki, otlp, remote_write, seal
+from sealgw.signals._media import parse_media_type
 from sealgw.signals.compression import decode_body, gunzip, snappy_compress, snappy_decompress
 from sealgw.signals.errors import (
     BadEncoding,
@@ -40,6 +41,7 @@ __all__ = [
     "gunzip",
     "loki",
     "otlp",
+    "parse_media_type",
     "remote_write",
     "seal",
     "snappy_compress",

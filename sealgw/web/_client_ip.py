@@ -6,7 +6,8 @@ says it forwarded for.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any, Optional, Union
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 

@@ -6,7 +6,8 @@ headers that tell the client what to do next.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from twisted.web.iweb import IRequest
 

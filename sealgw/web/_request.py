@@ -46,7 +46,7 @@ class GatewayRequest(Request):
     _ABORT_FACTOR = 4
 
     def gotLength(self, length: Optional[int]) -> None:
-        site = self.channel.site
+        site: Any = self.channel.site  # type: ignore[attr-defined]
         self.started = site.reactor.seconds()
         self._max_body = site.max_body
         if length is not None and length > self._max_body:
@@ -62,9 +62,11 @@ class GatewayRequest(Request):
             self.body_too_large = True
             self.content = _Discard()
         if self.body_received > self._max_body * self._ABORT_FACTOR + 65536:
-            self.channel.transport.abortConnection()
+            transport: Any = self.channel.transport
+            transport.abortConnection()
             return
-        self.content.write(data)
+        content: Any = self.content
+        content.write(data)
 
     def body(self) -> bytes:
         """

@@ -60,9 +60,6 @@ class GatewaySite(Site):
         self._channels.add(getattr(channel, "_channel", channel))
         return channel
 
-    def _openLogFile(self, path: str) -> Any:  # pragma: no cover - unused
-        raise NotImplementedError("sealgw writes its access log through twisted.logger")
-
     def log(self, request: Any) -> None:  # type: ignore[override]
         # Called by Twisted at finish(); the access line is written from
         # request_finished instead, which also sees aborted requests.
@@ -141,7 +138,7 @@ class GatewaySite(Site):
         Cut every connection still open, once the drain's grace is over.
         """
         for channel in list(self._channels):
-            transport = channel.transport
+            transport: Any = channel.transport
             if transport is not None:
                 transport.abortConnection()
 

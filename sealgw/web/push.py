@@ -7,8 +7,10 @@ follows the upstream: 2xx only for data that arrived, the upstream's own
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -218,7 +220,7 @@ class PushRoutes:
                         content_type=PROTOBUF,
                         content_encoding="snappy",
                         extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-                        records=(lambda b=batch: remote_write.to_records(b)),
+                        records=functools.partial(remote_write.to_records, batch),
                     )
                 )
             return pushes

@@ -1,0 +1,36 @@
+-- wrk script: POST one prebuilt Prometheus remote-write body, again and
+-- again, and print the run's figures as one JSON line when it is done.
+--
+-- The body and the token come from the environment (BENCH_BODY is a file
+-- path, BENCH_TOKEN the bearer token) so that the request is formatted
+-- once, by wrk's own init: a script without request() or response()
+-- functions keeps wrk on its fastest path, and the load generator, which
+-- shares the CPUs with the servers, costs as little as it can.
+
+local function read_file(path)
+   local f = assert(io.open(path, "rb"))
+   local data = f:read("*a")
+   f:close()
+   return data
+end
+
+wrk.method = "POST"
+wrk.body = read_file(assert(os.getenv("BENCH_BODY"), "BENCH_BODY is not set"))
+wrk.headers["Content-Type"] = "application/x-protobuf"
+wrk.headers["Content-Encoding"] = "snappy"
+wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
+wrk.headers["User-Agent"] = "sealgw-bench"
+wrk.headers["Authorization"] = "Bearer " .. assert(os.getenv("BENCH_TOKEN"), "BENCH_TOKEN is not set")
+
+-- Latencies are in microseconds.  errors.status counts answers >= 400.
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      'BENCH-RESULT {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
+      '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+      '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d}}\n',
+      summary.duration, summary.requests, summary.bytes,
+      e.connect, e.read, e.write, e.status, e.timeout,
+      latency.mean, latency.max,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end

@@ -1,0 +1,286 @@
+"""
+sealgw as users run it: the twistd plugin, the built-in default, a config
+file, configuration errors, SIGTERM draining and SIGHUP, and the sealgw
+command.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import textwrap
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from sealgw.cli import check_config, main
+from sealgw.signals import snappy_compress
+from sealgw.signals.proto.remote_pb2 import WriteRequest
+from tests.subprocesses import free_port, healthy, spawn, stop, twistd, wait_for
+
+
+def _write_request() -> bytes:
+    req = WriteRequest()
+    series = req.timeseries.add()
+    series.labels.add(name="__name__", value="up")
+    series.labels.add(name="job", value="drain")
+    series.samples.add(value=1.0, timestamp=1_700_000_000_000)
+    return snappy_compress(req.SerializeToString())
+
+
+class _HeldUpstream(Resource):
+    """
+    A remote-write receiver that answers only when told to.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: Deferred[None] = Deferred()
+        self.release: Deferred[None] = Deferred()
+
+    def render_POST(self, request):  # type: ignore[no-untyped-def]
+        self.arrived.callback(None)
+
+        def answer(_: object) -> None:
+            request.setResponseCode(204)
+            request.finish()
+
+        self.release.addCallback(answer)
+        return NOT_DONE_YET
+
+
+class PluginTests(TestCase):
+    timeout = 60
+
+    async def test_twistd_lists_sealgw(self) -> None:
+        child = twistd("--help")
+        await child.ended
+        self.assertIn(b"sealgw", child.out)
+        self.assertIn(b"multi-tenant gateway", child.out)
+
+    async def test_sealgw_help(self) -> None:
+        child = twistd("sealgw", "--help")
+        await child.ended
+        self.assertEqual(child.exit_code, 0)
+        self.assertIn(b"--config", child.out)
+        self.assertIn(b"--bearer-tokens-path", child.out)
+
+
+class DaemonTests(TestCase):
+    timeout = 90
+
+    def config(self, text: str) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "sealgw.yaml")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    async def test_default_configuration(self) -> None:
+        """
+        With no --config: a token printed once with a curl example, pushes
+        accepted with it and written to the data directory.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        child = twistd("sealgw", "--data-dir", "data", cwd=workdir)
+        self.addCleanup(stop, child)
+        await child.output_contains(b"listening on")
+        out = child.out.decode()
+        match = re.search(r"development token \(shown once, not logged\): (\S+)", out)
+        assert match is not None, out
+        token = match.group(1)
+        self.assertIn("curl -sS -i -H 'Authorization: Bearer " + token, out)
+        self.assertEqual(out.count(token), 2)  # the line and the curl example, not the log
+        url = "http://127.0.0.1:8080"
+        await wait_for(lambda: Deferred.fromCoroutine(healthy(url)))
+        body = json.dumps(
+            {"streams": [{"stream": {"job": "demo"}, "values": [["1700000000000000000", "hi"]]}]}
+        )
+        response = await treq.post(
+            url + "/loki/api/v1/push",
+            data=body.encode(),
+            headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+            persistent=False,
+        )
+        self.assertEqual(response.code, 204, await response.content())
+        with open(os.path.join(workdir, "data", "loki", "anonymous.jsonl")) as f:
+            line = json.loads(f.readline())
+        self.assertEqual(line["record"]["values"][0][1], "hi")
+        await stop(child)
+        self.assertEqual(child.exit_code, 0)
+        self.assertNotIn(token.encode(), child.err)
+
+    async def test_drain_on_sigterm(self) -> None:
+        """
+        SIGTERM while a push is held by the upstream: the push still gets
+        its answer, then the process exits 0.
+        """
+        upstream = _HeldUpstream()
+        upstream_port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+        self.addCleanup(upstream_port.stopListening)
+        tokens = self.config("- name: node-1\n  token: drain-token-0123456789\n")
+        port = free_port()
+        path = self.config(
+            f"""
+            listeners:
+              - endpoint: tcp:{port}:interface=127.0.0.1
+                ops: true
+            upstreams:
+              prom:
+                url: http://127.0.0.1:{upstream_port.getHost().port}/api/v1/write
+            push:
+              remote_write: {{upstream: prom}}
+            auth:
+              token_file: {{path: {tokens}}}
+            drain_grace: 20s
+            log: {{format: json}}
+            """
+        )
+        child = twistd("sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        url = f"http://127.0.0.1:{port}"
+        await wait_for(lambda: Deferred.fromCoroutine(healthy(url)))
+        pending = treq.post(
+            url + "/api/v1/push",
+            data=_write_request(),
+            headers={
+                "Authorization": "Bearer drain-token-0123456789",
+                "Content-Type": "application/x-protobuf",
+                "Content-Encoding": "snappy",
+            },
+            persistent=False,
+        )
+        await upstream.arrived
+        child.signal("TERM")
+        await child.output_contains(b"draining")
+        self.assertIsNone(child.exit_code)
+        upstream.release.callback(None)
+        response = await pending
+        self.assertEqual(response.code, 204)
+        code = await child.ended
+        self.assertEqual(code, 0)
+        # JSON lines, one object each, and the token never in them.
+        lines = [json.loads(line) for line in child.out.decode().splitlines() if line.startswith("{")]
+        self.assertTrue(any(e.get("access") for e in lines))
+        self.assertNotIn(b"drain-token-0123456789", child.out + child.err)
+
+    async def test_config_problems_stop_start_up(self) -> None:
+        path = self.config(
+            """
+            listeners: [{endpoint: "tcp:0"}]
+            upstreams: {mimir: {url: "not a url"}}
+            drain_grase: 1s
+            """
+        )
+        child = twistd("sealgw", "--config", path)
+        code = await child.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(f"{path}: upstreams.mimir.url: not an http(s) URL".encode(), child.err)
+        self.assertIn(f"{path}: drain_grase: unknown key".encode(), child.err)
+        self.assertNotIn(b"Traceback", child.err)
+
+    async def test_port_in_use(self) -> None:
+        taken = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        path = self.config(
+            f"""
+            listeners: [{{endpoint: "tcp:{taken.getHost().port}:interface=127.0.0.1"}}]
+            """
+        )
+        child = twistd("sealgw", "--config", path)
+        code = await child.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"Address already in use", child.out + child.err)
+
+
+class CommandTests(SynchronousTestCase):
+    def test_check_config_ok(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("listeners: [{endpoint: 'tcp:8080'}]\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(check_config(path, None, out, err), 0)
+        self.assertEqual(out.getvalue(), f"{path}: ok (1 listener(s), 0 upstream(s))\n")
+
+    def test_check_config_problems(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("listeners: [{endpoint: 'tcp:8080'}]\nlimits: {max_body: lots}\nfoo: 1\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(check_config(path, None, out, err), 1)
+        self.assertEqual(
+            err.getvalue().splitlines(),
+            [
+                f"{path}: foo: unknown key",
+                f"{path}: limits.max_body: 'lots' is not a size (write it like 5MiB or 512KiB)",
+                f"{path}: 2 problem(s)",
+            ],
+        )
+
+    def test_check_config_bad_endpoint(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("listeners: [{endpoint: 'tcp:notaport'}]\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(check_config(path, None, out, err), 1)
+        self.assertIn("listeners[0].endpoint: 'tcp:notaport' is not a usable endpoint", err.getvalue())
+
+    def test_check_config_systemd(self) -> None:
+        """
+        A systemd socket cannot exist at check time; it is not looked for.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("listeners: [{endpoint: 'systemd:domain=INET:index=0'}]\n")
+        self.assertEqual(check_config(path, None, io.StringIO(), io.StringIO()), 0)
+
+    def test_examples_check(self) -> None:
+        """
+        Every example configuration in docs/examples is valid.
+        """
+        examples = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "examples")
+        names = sorted(n for n in os.listdir(examples) if n.endswith(".yaml") and "tokens" not in n)
+        self.assertTrue(names)
+        for name in names:
+            err = io.StringIO()
+            tokens = os.path.join(examples, "bearer-tokens.yaml") if name.startswith("seal-proxy") else None
+            self.assertEqual(
+                check_config(os.path.join(examples, name), tokens, io.StringIO(), err),
+                0,
+                err.getvalue(),
+            )
+
+    def test_version(self) -> None:
+        self.patch(__import__("sys"), "stdout", io.StringIO())
+        self.assertEqual(main(["version"]), 0)
+
+
+class CommandProcessTests(TestCase):
+    timeout = 60
+
+    async def test_hash_token(self) -> None:
+        child = spawn(["-m", "sealgw", "hash-token"])
+        child.transport.write(b"s3cret-token\n")  # type: ignore[attr-defined]
+        child.transport.closeStdin()  # type: ignore[attr-defined]
+        await child.ended
+        import hashlib
+
+        self.assertEqual(
+            child.out.decode().strip(), hashlib.sha256(b"s3cret-token").hexdigest()
+        )
+
+    async def test_version(self) -> None:
+        child = spawn(["-m", "sealgw", "version"])
+        await child.ended
+        self.assertEqual(child.out.decode().strip(), "sealgw 0.1.0")
+
