@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import urllib.error
 import urllib.request
@@ -37,8 +38,9 @@ class Result:
 
     @ivar non_2xx: answers wrk counted as failures (status 400 and above).
     @ivar socket_errors: connect, read, write errors and timeouts.
-    @ivar cpu: CPU seconds per second of the run used by the proxy and by
-        the upstream (1.0 is one core busy).
+    @ivar cpu: CPU seconds per second of the run used by the proxy, the
+        upstream and wrk itself (1.0 is one core busy): on a small machine
+        they compete for the same cores.
     """
 
     connections: int
@@ -120,6 +122,7 @@ def run_wrk(
     ]
     env = {**os.environ, "BENCH_BODY": body_path, "BENCH_TOKEN": token}
     before = {name: server.cpu_seconds() for name, server in watch.items()}
+    before["wrk"] = _children_cpu()
     try:
         done = subprocess.run(
             argv,
@@ -133,6 +136,7 @@ def run_wrk(
     except subprocess.TimeoutExpired:
         raise LoadError(f"wrk against {url} did not finish in {duration + 30}s") from None
     after = {name: server.cpu_seconds() for name, server in watch.items()}
+    after["wrk"] = _children_cpu()
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)), None)
     if done.returncode != 0 or line is None:
         raise LoadError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -149,5 +153,12 @@ def run_wrk(
         p50_ms=latency["p50"] / 1000,
         p99_ms=latency["p99"] / 1000,
         mean_ms=latency["mean"] / 1000,
-        cpu={name: round((after[name] - before[name]) / seconds, 2) for name in watch},
+        cpu={name: round((after[name] - before[name]) / seconds, 2) for name in after},
     )
+
+
+def _children_cpu() -> float:
+    # Children that have been waited for: the finished wrk runs (the
+    # servers are still running and not counted).
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

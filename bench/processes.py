@@ -3,7 +3,9 @@ The servers a benchmark run starts: the upstream (Prometheus or an nginx
 sink), nginx as the reference proxy, and sealgw.  Each one listens on a
 free 127.0.0.1 port, logs to a file in the run's directory, is waited for
 until it answers, and is stopped with its whole process group however the
-run ends.
+run ends: every start function puts the server's stop on the run's
+C{ExitStack} before waiting for it, so one that never gets ready is
+stopped too.
 """
 
 from __future__ import annotations

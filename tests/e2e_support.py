@@ -534,8 +534,9 @@ class _Output(ProcessProtocol):
 
     def __init__(self) -> None:
         self.output = bytearray()
-        self.ended: Deferred[Failure] = Deferred()
+        self.ended: Deferred[None] = Deferred()
         self.exited = False
+        self.reason: Optional[Failure] = None
 
     def outReceived(self, data: bytes) -> None:
         self._keep(data)
@@ -550,7 +551,8 @@ class _Output(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.exited = True
-        self.ended.callback(reason)
+        self.reason = reason
+        self.ended.callback(None)
 
     def tail(self, lines: int = 15) -> str:
         text = bytes(self.output).decode("utf-8", "replace")

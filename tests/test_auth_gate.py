@@ -237,18 +237,18 @@ class AuditTests(GateTestsMixin, SynchronousTestCase):
             },
         )
         self.assertEqual(
-            [(e["outcome"], e["reason"], e["status"]) for e in events],
+            [(e["outcome"], e["reason"], e["status"], e["identity"], e["tenant"]) for e in events],
             [
-                ("allowed", "ok", 200),
-                ("allowed", "ok", 200),
-                ("denied", "tenant_required", 400),
-                ("denied", "forbidden_tenant", 403),
-                ("allowed", "ok", 200),
-                ("denied", "rate_limited", 429),
-                ("denied", "invalid_token", 401),
-                ("denied", "malformed", 401),
-                ("denied", "malformed", 401),
-                ("denied", "missing", 401),
+                ("allowed", "ok", 200, "solo", "main"),
+                ("allowed", "ok", 200, "multi", "team-a"),
+                ("denied", "tenant_required", 400, "multi", "-"),
+                ("denied", "forbidden_tenant", 403, "multi", "nope"),
+                ("allowed", "ok", 200, "limited", "main"),
+                ("denied", "rate_limited", 429, "limited", "main"),
+                ("denied", "invalid_token", 401, "-", "-"),
+                ("denied", "malformed", 401, "-", "-"),
+                ("denied", "malformed", 401, "-", "-"),
+                ("denied", "missing", 401, "-", "-"),
             ],
         )
 

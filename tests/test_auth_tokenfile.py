@@ -257,7 +257,7 @@ class ReloadTests(TokenFileTestsMixin, SynchronousTestCase):
         self.successResultOf(admit(gate, fake_request("s3cret-token-one")))
         self.failureResultOf(admit(gate, fake_request("s3cret-token-three")), Unauthorized)
         health = gate.health()["token_file"]
-        self.assertEqual(health["status"], "stale")
+        self.assertEqual(health["status"], "degraded")
         self.assertEqual(health["entries"], 2)
         self.assertIn("[1].token: required", health["error"])
         errors = [e for e in self.events if e.get("log_level").name == "error"]
@@ -316,7 +316,7 @@ class ReloadTests(TokenFileTestsMixin, SynchronousTestCase):
         clock.advance(5)
         clock.advance(5)
         self.successResultOf(admit(gate, fake_request("s3cret-token-one")))
-        self.assertEqual(gate.health()["token_file"]["status"], "stale")
+        self.assertEqual(gate.health()["token_file"]["status"], "degraded")
 
     def test_watch_survives_errors(self) -> None:
         """

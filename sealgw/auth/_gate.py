@@ -140,35 +140,15 @@ class Gate(MultiService):
             tenant = self._tenant(request, identity, federation)
             slot = self.limiter.acquire(identity, max(0, body_size))
         except AuthError as e:
-            self.audit.decision(
-                outcome="denied",
-                reason=e.reason,
-                route=route,
-                checker=identity.checker if identity is not None else e.checker,
-                identity=identity.name if identity is not None else e.identity_name,
-                tenant=tenant,
-                status=e.status,
-                credential=(
-                    getattr(credentials, "fingerprint", None) if identity is None else None
-                ),
-            )
+            if e.tenant is None:
+                e.tenant = tenant
+            self._denied(route, e.status, e.reason, credentials, identity, e)
             raise
         except CancelledError:
             raise
         except Exception:
             self.log.failure("admitting a request to {route} failed", route=route)
-            self.audit.decision(
-                outcome="denied",
-                reason="error",
-                route=route,
-                checker=identity.checker if identity is not None else None,
-                identity=identity.name if identity is not None else None,
-                tenant=tenant,
-                status=500,
-                credential=(
-                    getattr(credentials, "fingerprint", None) if identity is None else None
-                ),
-            )
+            self._denied(route, 500, "error", credentials, identity, None)
             raise
         self.audit.decision(
             outcome="allowed",
@@ -180,6 +160,30 @@ class Gate(MultiService):
             status=200,
         )
         return Admission(identity, tenant, slot)
+
+    def _denied(
+        self,
+        route: str,
+        status: int,
+        reason: str,
+        credentials: Any,
+        identity: Optional[Identity],
+        error: Optional[AuthError],
+    ) -> None:
+        # Until an identity is known, a refused token is named by its
+        # fingerprint only; after that, by the identity.
+        self.audit.decision(
+            outcome="denied",
+            reason=reason,
+            route=route,
+            checker=identity.checker if identity is not None else getattr(error, "checker", None),
+            identity=(
+                identity.name if identity is not None else getattr(error, "identity_name", None)
+            ),
+            tenant=getattr(error, "tenant", None),
+            status=status,
+            credential=getattr(credentials, "fingerprint", None) if identity is None else None,
+        )
 
     def _credentials(self, request: Any) -> Any:
         values = request.requestHeaders.getRawHeaders(b"authorization")
@@ -237,9 +241,9 @@ class Gate(MultiService):
         except TenantError as e:
             raise BadTenant(f"{header}: {e}") from None
         except TenantForbidden as e:
-            raise Forbidden(
-                f"identity {identity.name!r} may not use tenant {e.tenant!r}"
-            ) from None
+            error = Forbidden(f"identity {identity.name!r} may not use tenant {e.tenant!r}")
+            error.tenant = e.tenant
+            raise error from None
 
     # -- operations ----------------------------------------------------------
 
@@ -267,7 +271,7 @@ class Gate(MultiService):
         if self.client_certificates is not None:
             components["client_certificates"] = {
                 "status": "ok",
-                "identities": len(self.config.auth.client_certificates.identities),  # type: ignore[union-attr]
+                "identities": len(self.client_certificates.config.identities),
             }
         return components
 

@@ -78,6 +78,8 @@ class AuthError(Exception):
     identity_name: Optional[str] = None
     #: which identity source decided, when one did.
     checker: Optional[str] = None
+    #: the (well-formed) tenant asked for, when refused for it.
+    tenant: Optional[str] = None
 
     def __init__(
         self,

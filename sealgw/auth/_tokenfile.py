@@ -285,7 +285,7 @@ class TokenFile:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "ok" if self.last_error is None else "stale",
+            "status": "ok" if self.last_error is None else "degraded",
             "path": self.path,
             "entries": len(self.table),
             "loaded_at": self.table.loaded_at,

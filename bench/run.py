@@ -1,0 +1,284 @@
+"""
+Measure sealgw's remote-write push throughput and added latency against a
+direct connection to the same upstream and against nginx doing the same
+bearer-token proxying, all in one run on this machine, and print the
+ratios.  Absolute figures depend on the machine; the ratios are the point.
+
+    /tmp/venv/bin/python bench/run.py [--duration 10] [--connections 8]
+        [--threads 2] [--upstream prometheus|sink] [--json results.json]
+
+See docs/benchmarks.rst for what is measured and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # Run as a script: the checkout's bench and sealgw packages.
+    sys.path.insert(0, str(ROOT))
+
+from bench import payloads, processes  # noqa: E402
+from bench.load import LoadError, Result, preflight, run_wrk  # noqa: E402
+
+TARGETS = ("direct", "nginx", "sealgw")
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10,
+                        help="seconds of load per target and batch size (default 10)")
+    parser.add_argument("--latency-duration", type=int, default=5,
+                        help="seconds of one-request-at-a-time per target and batch "
+                        "size, for latency without queueing (default 5; 0 skips it)")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="wrk connections under load (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--upstream", choices=("prometheus", "sink"), default="prometheus",
+                        help="a real Prometheus (default) or an nginx that answers 204")
+    parser.add_argument("--batch", type=int, action="append", dest="batches",
+                        help="samples per request; repeat for several "
+                        f"(default {' and '.join(map(str, payloads.BATCH_SIZES))})")
+    parser.add_argument("--access-log", action="store_true",
+                        help="keep sealgw's access log on (off by default, as nginx's is)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's directory (configs, logs) for inspection")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # SIGTERM tears down like Ctrl-C does.
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    batches = tuple(args.batches or payloads.BATCH_SIZES)
+    signal.signal(signal.SIGTERM, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="sealgw-bench-"))
+    token = secrets.token_hex(16)
+    keep = args.keep
+    try:
+        with ExitStack() as cleanup:
+            results = _run(args, batches, workdir, cleanup, token)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every server was stopped", file=sys.stderr)
+        return 130
+    except (processes.StartError, LoadError) as e:
+        # The configs and server logs are what explains the failure.
+        keep = True
+        print(f"\nbench: {e}", file=sys.stderr)
+        print(f"(configs and logs kept in {workdir})", file=sys.stderr)
+        return 2
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if keep:
+        print(f"run directory kept: {workdir}")
+
+    report = _report(args, batches, results)
+    if args.json:
+        args.json.write_text(_dumps(report))
+        print(f"results written to {args.json}")
+    failed = report["failed_requests"]
+    if failed:
+        print(f"\n!!! {failed} REQUEST(S) FAILED (non-2xx or socket errors): the "
+              "figures above are NOT a valid measurement !!!", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    batches: tuple[int, ...],
+    workdir: Path,
+    cleanup: ExitStack,
+    token: str,
+) -> dict[int, dict[str, dict[str, Result]]]:
+    """
+    Start everything, then for each batch size measure each target, first
+    under load and then one request at a time.
+    """
+    processes.check_twistd_plugin()
+    bodies = payloads.write_bodies(str(workdir), batches)
+    if args.upstream == "prometheus":
+        upstream, upstream_url = processes.start_prometheus(workdir, cleanup)
+    else:
+        upstream, upstream_url = processes.start_sink(workdir, cleanup)
+    nginx, nginx_url = processes.start_nginx_proxy(workdir, cleanup, upstream_url, token)
+    sealgw, sealgw_url = processes.start_sealgw(
+        workdir, cleanup, upstream_url, token, access_log=args.access_log
+    )
+    targets = {
+        "direct": (upstream_url, {}),
+        "nginx": (nginx_url, {"proxy": nginx}),
+        "sealgw": (sealgw_url, {"proxy": sealgw}),
+    }
+    print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; {args.connections} "
+          f"connections x {args.duration}s under load, then 1 connection x "
+          f"{args.latency_duration}s, per target and batch size")
+
+    results: dict[int, dict[str, dict[str, Result]]] = {}
+    for size in batches:
+        body = bodies[size]
+        results[size] = {}
+        for name, (url, proxy) in targets.items():
+            preflight(url, body, token)
+            watch = {**proxy, "upstream": upstream}
+            print(f"  {size} samples via {name} ...", flush=True)
+            runs = {
+                "load": run_wrk(url, body, token, duration=args.duration,
+                                connections=args.connections, threads=args.threads,
+                                watch=watch),
+            }
+            if args.latency_duration > 0:
+                runs["alone"] = run_wrk(url, body, token, duration=args.latency_duration,
+                                        connections=1, threads=1, watch=watch)
+            results[size][name] = runs
+        print(_table(size, os.path.getsize(body), results[size], args))
+    return results
+
+
+# -- the report ------------------------------------------------------------
+
+
+def _table(
+    size: int, body_bytes: int, by_target: dict[str, dict[str, Result]],
+    args: argparse.Namespace,
+) -> str:
+    """
+    One batch size: a row per target, then the ratios.
+    """
+    alone = args.latency_duration > 0
+    lines = [
+        "",
+        f"== {size} samples per request ({body_bytes / 1024:.1f} KiB snappy), "
+        f"upstream {args.upstream} ==",
+        f"{'':8} {'under load (' + str(args.connections) + ' connections)':^55}"
+        + (f" {'alone (1 conn.)':^17}" if alone else ""),
+        f"{'target':8} {'req/s':>8} {'samples/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'failed':>6} {'CPU prx/up/wrk':>14}"
+        + (f" {'p50 ms':>8} {'p99 ms':>8}" if alone else ""),
+    ]
+    for name, runs in by_target.items():
+        load = runs["load"]
+        cpu = "/".join(
+            f"{load.cpu[k]:.2f}" if k in load.cpu else "-" for k in ("proxy", "upstream", "wrk")
+        )
+        line = (
+            f"{name:8} {load.requests_per_second:8.1f} "
+            f"{load.requests_per_second * size:10.0f} {load.p50_ms:7.2f} {load.p99_ms:7.2f} "
+            f"{load.failed:6d} {cpu:>14}"
+        )
+        if alone:
+            line += f" {runs['alone'].p50_ms:8.2f} {runs['alone'].p99_ms:8.2f}"
+        lines.append(line)
+
+    r = _ratios(by_target)
+    lines += [
+        "",
+        f"throughput  sealgw/direct {r['throughput']['sealgw/direct']:.2f}x   "
+        f"sealgw/nginx {r['throughput']['sealgw/nginx']:.2f}x   "
+        f"(nginx/direct {r['throughput']['nginx/direct']:.2f}x)",
+        f"{'added latency over direct, ms':30} {'sealgw':>8} {'nginx':>8} {'sealgw/nginx':>13}",
+    ]
+    for key, added in r["added_latency_ms"].items():
+        lines.append(
+            f"  {key:28} {added['sealgw']:+8.2f} {added['nginx']:+8.2f} "
+            f"{_ratio_text(added['sealgw'], added['nginx']):>13}"
+        )
+    return "\n".join(lines)
+
+
+def _ratio_text(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0.005 else "n/a"
+
+
+def _ratios(by_target: dict[str, dict[str, Result]]) -> dict[str, Any]:
+    """
+    Throughput as ratios; latency as milliseconds added to the direct
+    connection's, which is what a client behind the proxy pays.
+    """
+    rps = {name: runs["load"].requests_per_second for name, runs in by_target.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return round(rps[a] / rps[b], 3) if rps[b] else 0.0
+
+    added: dict[str, dict[str, float]] = {}
+    for phase in ("load", "alone"):
+        if phase not in by_target["direct"]:
+            continue
+        for pct in ("p50", "p99"):
+            direct = getattr(by_target["direct"][phase], f"{pct}_ms")
+            added[f"{pct} {'under load' if phase == 'load' else 'alone'}"] = {
+                name: round(getattr(by_target[name][phase], f"{pct}_ms") - direct, 3)
+                for name in ("sealgw", "nginx")
+            }
+    return {
+        "throughput": {
+            "sealgw/direct": ratio("sealgw", "direct"),
+            "sealgw/nginx": ratio("sealgw", "nginx"),
+            "nginx/direct": ratio("nginx", "direct"),
+        },
+        "added_latency_ms": added,
+    }
+
+
+def _report(
+    args: argparse.Namespace,
+    batches: tuple[int, ...],
+    results: dict[int, dict[str, dict[str, Result]]],
+) -> dict[str, Any]:
+    return {
+        "settings": {
+            "upstream": args.upstream,
+            "duration_s": args.duration,
+            "latency_duration_s": args.latency_duration,
+            "connections": args.connections,
+            "threads": args.threads,
+            "sealgw_access_log": args.access_log,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "batches": {
+            str(size): {
+                "targets": {
+                    name: {phase: r.as_json(size) for phase, r in runs.items()}
+                    for name, runs in results[size].items()
+                },
+                "ratios": _ratios(results[size]),
+            }
+            for size in batches
+        },
+        "failed_requests": sum(
+            r.failed
+            for by_target in results.values()
+            for runs in by_target.values()
+            for r in runs.values()
+        ),
+    }
+
+
+def _dumps(report: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(report, indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
