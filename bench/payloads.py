@@ -74,7 +74,7 @@ def build(samples: int, timestamp_ms: int) -> WriteRequest:
     list sorted by name as the protocol requires.
     """
     request = WriteRequest()
-    for index, labels in zip(range(samples), _label_sets()):
+    for index, labels in enumerate(itertools.islice(_label_sets(), samples)):
         series = request.timeseries.add()
         for name in sorted(labels):
             series.labels.add(name=name, value=labels[name])

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     # Run as a script: the checkout's bench and sealgw packages.
     sys.path.insert(0, str(ROOT))
 
-from bench import payloads, processes  # noqa: E402
+from bench import payloads, processes, profile  # noqa: E402
 from bench.load import LoadError, Result, preflight, run_wrk  # noqa: E402
 
 TARGETS = ("direct", "nginx", "sealgw")
@@ -53,6 +53,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--access-log", action="store_true",
                         help="keep sealgw's access log on (off by default, as nginx's is)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample sealgw with py-spy during its load runs and write the "
+                        "stacks to DIR (skews that run's figures)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory (configs, logs) for inspection")
     return parser.parse_args(argv)
@@ -138,11 +141,22 @@ def _run(
             preflight(url, body, token)
             watch = {**proxy, "upstream": upstream}
             print(f"  {size} samples via {name} ...", flush=True)
+            profiler = None
+            if args.profile and name == "sealgw":
+                args.profile.mkdir(parents=True, exist_ok=True)
+                stacks = args.profile / f"sealgw-{size}.txt"
+                profiler = profile.start(sealgw.pid, args.duration, stacks)
             runs = {
                 "load": run_wrk(url, body, token, duration=args.duration,
                                 connections=args.connections, threads=args.threads,
                                 watch=watch),
             }
+            if profiler is not None:
+                _, err = profiler.communicate(timeout=60)
+                if profiler.returncode:
+                    print(f"  py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
+                else:
+                    print(f"  sealgw profile ({stacks}):\n{profile.hotspots(stacks)}")
             if args.latency_duration > 0:
                 runs["alone"] = run_wrk(url, body, token, duration=args.latency_duration,
                                         connections=1, threads=1, watch=watch)
@@ -189,9 +203,9 @@ def _table(
     r = _ratios(by_target)
     lines += [
         "",
-        f"throughput  sealgw/direct {r['throughput']['sealgw/direct']:.2f}x   "
-        f"sealgw/nginx {r['throughput']['sealgw/nginx']:.2f}x   "
-        f"(nginx/direct {r['throughput']['nginx/direct']:.2f}x)",
+        f"throughput  sealgw/direct {r['throughput']['sealgw/direct']:.3g}x   "
+        f"sealgw/nginx {r['throughput']['sealgw/nginx']:.3g}x   "
+        f"(nginx/direct {r['throughput']['nginx/direct']:.3g}x)",
         f"{'added latency over direct, ms':30} {'sealgw':>8} {'nginx':>8} {'sealgw/nginx':>13}",
     ]
     for key, added in r["added_latency_ms"].items():
@@ -203,7 +217,7 @@ def _table(
 
 
 def _ratio_text(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b > 0.005 else "n/a"
+    return f"{a / b:.3g}x" if b > 0.005 else "n/a"
 
 
 def _ratios(by_target: dict[str, dict[str, Result]]) -> dict[str, Any]:
@@ -214,7 +228,7 @@ def _ratios(by_target: dict[str, dict[str, Result]]) -> dict[str, Any]:
     rps = {name: runs["load"].requests_per_second for name, runs in by_target.items()}
 
     def ratio(a: str, b: str) -> float:
-        return round(rps[a] / rps[b], 3) if rps[b] else 0.0
+        return round(rps[a] / rps[b], 4) if rps[b] else 0.0
 
     added: dict[str, dict[str, float]] = {}
     for phase in ("load", "alone"):

@@ -11,25 +11,25 @@ as "start this, push that, look there".
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import resource
 import shutil
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, TypeVar
 
 import attr
-import treq
 import yaml
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
@@ -221,11 +221,14 @@ class Received:
     lost: Optional[Deferred[None]] = None
 
     def header(self, name: str) -> Optional[str]:
-        values = self.headers.getRawHeaders(name)
+        """
+        The last value of header C{name}, or L{None}.
+        """
+        values = self.headers.getRawHeaders(name.encode("latin-1"))
         return values[-1].decode("latin-1") if values else None
 
     def header_values(self, name: str) -> list[str]:
-        return [v.decode("latin-1") for v in self.headers.getRawHeaders(name, [])]
+        return [v.decode("latin-1") for v in self.headers.getRawHeaders(name.encode("latin-1"), [])]
 
 
 Action = Callable[[Request], Any]
@@ -349,8 +352,9 @@ class TrackingSite(Site):
 
     def close_all(self) -> Deferred[Any]:
         for protocol in list(self.connections):
-            if protocol.transport is not None:
-                protocol.transport.abortConnection()
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
         return DeferredList(list(self._closed))
 
 
@@ -481,7 +485,7 @@ def seal_sample_families(now_ms: int) -> list[metrics_pb2.MetricFamily]:
     h = duration.metric.add().histogram
     h.sample_count = SEAL_COUNT
     h.sample_sum = SEAL_SUM
-    for bound, count in zip(SEAL_BUCKETS, SEAL_BUCKET_COUNTS):
+    for bound, count in zip(SEAL_BUCKETS, SEAL_BUCKET_COUNTS, strict=True):
         h.bucket.add(upper_bound=bound, cumulative_count=count)
     return [current, info, duration]
 
@@ -671,16 +675,89 @@ async def wait_for_series(
     return await wait_until(found, what=f"{promql!r} in Prometheus", timeout=timeout)
 
 
-def inline(f: Callable[..., Awaitable[None]]) -> Callable[..., Deferred[None]]:
+# -- memory ------------------------------------------------------------------------
+
+
+class PeakMemory:
     """
-    Run an C{async def} test method as a Deferred-returning one.
+    The growth of this process's peak resident size (C{ru_maxrss}) over a
+    stretch of a test.  The gateway runs in the test process, so this is
+    what a request made it hold at its worst.
+
+    The peak is a high-water mark for the whole process: an earlier test
+    may have left it higher than anything measured here.  Linux lets a
+    process reset it (C{/proc/self/clear_refs}); where that is refused,
+    C{reset} is L{False} and a small growth proves less.
     """
 
-    @functools.wraps(f)
-    def run(self: Any) -> Deferred[None]:
-        return Deferred.fromCoroutine(f(self))  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        self.reset = _reset_peak()
+        self.before = _maxrss_bytes()
 
-    return run
+    def growth(self) -> int:
+        """
+        Bytes the peak grew by since this object was made.
+        """
+        return _maxrss_bytes() - self.before
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _maxrss_bytes() -> int:
+    # Kilobytes on Linux, bytes on macOS.
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(value) if sys.platform == "darwin" else int(value) * 1024
+
+
+# -- raw HTTP ------------------------------------------------------------------------
+
+
+class _Collect(Protocol):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.received = bytearray()
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.done.callback(bytes(self.received))
+
+
+async def raw_http(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """
+    Send C{data} as it is to 127.0.0.1:C{port} and return everything that
+    comes back until the server closes the connection: for requests treq
+    will not make (chunked bodies, broken framing).  Send
+    C{Connection: close}.
+    """
+    protocol = _Collect(data)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await connectProtocol(endpoint, protocol)
+    return await with_timeout(protocol.done, timeout, f"an answer from port {port}")
+
+
+def status_of(raw: bytes) -> int:
+    """
+    The status code of a raw HTTP/1.1 response.
+    """
+    line = raw.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        raise AssertionError(f"not an HTTP response: {raw[:200]!r}")
+    return int(parts[1])
 
 
 __all__ = [
@@ -703,7 +780,9 @@ __all__ = [
     "free_port",
     "hang",
     "http_client",
-    "inline",
+    "PeakMemory",
+    "raw_http",
+    "status_of",
     "now_ms",
     "prometheus_query",
     "remote_write_body",
@@ -713,7 +792,6 @@ __all__ = [
     "serve",
     "start_gateway",
     "start_prometheus",
-    "treq",
     "unix_ns",
     "varint",
     "wait_for_series",

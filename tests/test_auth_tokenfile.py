@@ -391,6 +391,44 @@ class ReloadTests(TokenFileTestsMixin, SynchronousTestCase):
             self.assertEqual(admission.tenant, f"t{prefix}")
             admission.release()
 
+    def test_admissions_waiting_during_a_swap(self) -> None:
+        """
+        Admissions held up before the token file is consulted, while the
+        file is swapped, all see the new file, whole.
+        """
+        from twisted.internet.defer import Deferred
+
+        from sealgw.auth import IBearerToken
+        from sealgw.auth._errors import NotRecognised
+
+        old = "".join(f"- {{name: a-{i}, token: tok-{i}, tenants: [ta]}}\n" for i in range(20))
+        new = "".join(f"- {{name: b-{i}, token: tok-{i}, tenants: [tb]}}\n" for i in range(20))
+        gate = self.gate(self.write(old))
+        held: list[Deferred[object]] = []
+
+        class Slow:
+            credentialInterfaces = (IBearerToken,)
+            name = "slow"
+
+            def requestAvatarId(self, credentials: object) -> Deferred[object]:
+                d: Deferred[object] = Deferred()
+                held.append(d)
+                return d
+
+        chain = gate.portal.checkers[IBearerToken]
+        chain.checkers = (Slow(), *chain.checkers)
+        waiting = [admit(gate, fake_request(f"tok-{i % 20}")) for i in range(100)]
+        self.assertEqual(len(held), 100)
+        self.write(new)
+        gate.reload()
+        for d in held:
+            d.errback(NotRecognised())
+        for i, d in enumerate(waiting):
+            a = self.successResultOf(d)
+            self.assertEqual(
+                (a.identity.name, a.identity.tenants), (f"b-{i % 20}", frozenset(["tb"]))
+            )
+
 
 class DevelopmentTokenTests(SynchronousTestCase):
     def test_development_token(self) -> None:

@@ -125,9 +125,9 @@ class PrometheusUpstreamTests(TestCase):
             count=len(SEAL_BUCKETS) + 1,
         )
         buckets = {s["metric"]["le"]: _value(s) for s in series}
-        expected = {le: float(c) for le, c in zip(
-            ["0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0"], SEAL_BUCKET_COUNTS
-        )}
+        # Prometheus's own spelling of le: whole numbers end in ".0".
+        les = ["0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0"]
+        expected = {le: float(c) for le, c in zip(les, SEAL_BUCKET_COUNTS, strict=True)}
         expected["+Inf"] = float(SEAL_COUNT)
         self.assertEqual(buckets, expected)
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import sys
 import textwrap
 
 import treq
@@ -22,7 +23,16 @@ from twisted.web.server import NOT_DONE_YET, Site
 from sealgw.cli import check_config, main
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
-from tests.subprocesses import free_port, healthy, spawn, stop, twistd, wait_for
+from tests.subprocesses import (
+    Child,
+    child_env,
+    free_port,
+    healthy,
+    spawn,
+    stop,
+    twistd,
+    wait_for,
+)
 
 
 def _write_request() -> bytes:
@@ -203,6 +213,78 @@ class DaemonTests(TestCase):
         self.assertIn(b"Address already in use", child.out + child.err)
 
 
+    async def test_sighup_reloads_token_file(self) -> None:
+        tokens = self.config("- name: old\n  token: old-token-0123456789abcdef\n")
+        port = free_port()
+        path = self.config(
+            f"""
+            listeners: [{{endpoint: "tcp:{port}:interface=127.0.0.1", ops: true}}]
+            upstreams: {{disk: {{type: file, directory: data}}}}
+            push: {{loki: {{upstream: disk}}}}
+            auth: {{token_file: {{path: {tokens}, watch_interval: 1h}}}}
+            """
+        )
+        child = twistd("sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        url = f"http://127.0.0.1:{port}"
+        await wait_for(lambda: Deferred.fromCoroutine(healthy(url)))
+
+        async def push(token: str) -> int:
+            response = await treq.post(
+                url + "/loki/api/v1/push",
+                data=b'{"streams": []}',
+                headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+                persistent=False,
+            )
+            await response.content()
+            return int(response.code)
+
+        self.assertEqual(await push("new-token-0123456789abcdef"), 401)
+        with open(tokens, "w") as f:
+            f.write("- name: new\n  token: new-token-0123456789abcdef\n")
+        child.signal("HUP")
+        await child.output_contains(b"reloading")
+        await wait_for(
+            lambda: Deferred.fromCoroutine(push("new-token-0123456789abcdef")).addCallback(
+                lambda code: code == 204
+            )
+        )
+        self.assertEqual(await push("old-token-0123456789abcdef"), 401)
+
+    async def test_systemd_socket_activation(self) -> None:
+        """
+        A socket handed over the way systemd does (descriptor 3,
+        LISTEN_FDS, LISTEN_PID) is served.
+        """
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.addCleanup(sock.close)
+        port = sock.getsockname()[1]
+        path = self.config('listeners: [{endpoint: "systemd:domain=INET:index=0", ops: true}]\n')
+        child = Child()
+        # LISTEN_PID must be the gateway's own pid: the shell sets it to its
+        # own and then becomes the gateway with exec.
+        script = (
+            "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=sealgw.socket exec "
+            f"{sys.executable} -c 'from twisted.scripts.twistd import run; run()' "
+            f"--nodaemon --pidfile= sealgw --config {path}"
+        )
+        reactor.spawnProcess(
+            child,
+            "/bin/sh",
+            ["/bin/sh", "-c", script],
+            env=child_env(),
+            childFDs={0: "w", 1: "r", 2: "r", 3: sock.fileno()},
+        )
+        self.addCleanup(stop, child)
+        await wait_for(lambda: Deferred.fromCoroutine(healthy(f"http://127.0.0.1:{port}")))
+        await stop(child)
+        self.assertEqual(child.exit_code, 0)
+
+
 class CommandTests(SynchronousTestCase):
     def test_check_config_ok(self) -> None:
         path = os.path.abspath(self.mktemp())
@@ -267,6 +349,22 @@ class CommandTests(SynchronousTestCase):
 
 class CommandProcessTests(TestCase):
     timeout = 60
+
+    async def test_plugin_imports_nothing_heavy(self) -> None:
+        """
+        twistd imports every plugin module to list them; sealgw's must not
+        pull in the gateway (or a reactor) to do so.
+        """
+        child = spawn(
+            [
+                "-c",
+                "import sys; import twisted.plugins.sealgw_plugin as p; "
+                "print(p.sealgw.tapname, sorted(m for m in sys.modules "
+                "if m.startswith('sealgw') or m == 'twisted.internet.reactor'))",
+            ]
+        )
+        await child.ended
+        self.assertEqual(child.out.decode().strip(), "sealgw []", child.err)
 
     async def test_hash_token(self) -> None:
         child = spawn(["-m", "sealgw", "hash-token"])
