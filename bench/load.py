@@ -1,5 +1,6 @@
 """
-The load generator: one wrk run against one URL, and its figures.
+The load generator: wrk runs against one URL, their figures, and rounds
+merged into one result.
 
 Before wrk, one request is sent by hand and must be answered 2xx: a
 target that refuses the body would otherwise be measured at the speed it
@@ -8,12 +9,14 @@ says no, which is usually flattering.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import resource
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from bench.processes import ROOT, Server
 
 SCRIPT = ROOT / "bench" / "post.lua"
 MARKER = "BENCH-RESULT "
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal
 
 
 class LoadError(Exception):
@@ -34,13 +38,16 @@ class LoadError(Exception):
 @attr.frozen
 class Result:
     """
-    What one wrk run measured.
+    What one wrk run, or several merged, measured.
 
     @ivar non_2xx: answers wrk counted as failures (status 400 and above).
     @ivar socket_errors: connect, read, write errors and timeouts.
-    @ivar cpu: CPU seconds per second of the run used by the proxy, the
-        upstream and wrk itself (1.0 is one core busy): on a small machine
-        they compete for the same cores.
+    @ivar cpu_seconds: CPU time used over the run by the proxy, the
+        upstream, wrk, and everything else on the machine ("other": other
+        people's work, which skews a run).
+    @ivar quantiles_us: (latency at every 0.1 percent from 0 to 100,
+        weight) for each run merged in, the weight being its request
+        count.
     """
 
     connections: int
@@ -48,10 +55,8 @@ class Result:
     requests: int
     non_2xx: int
     socket_errors: int
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
-    cpu: dict[str, float]
+    cpu_seconds: dict[str, float]
+    quantiles_us: tuple[tuple[tuple[float, ...], int], ...] = attr.field(repr=False)
 
     @property
     def requests_per_second(self) -> float:
@@ -61,12 +66,75 @@ class Result:
     def failed(self) -> int:
         return self.non_2xx + self.socket_errors
 
+    @property
+    def cpu(self) -> dict[str, float]:
+        """
+        CPU seconds per second of the run (1.0 is one core busy).
+        """
+        return {k: v / self.duration for k, v in self.cpu_seconds.items()}
+
+    def percentile_ms(self, p: float) -> float:
+        """
+        The latency under which C{p} percent of the requests finished, over
+        every merged run: each run's quantiles stand for equal shares of
+        its requests.
+        """
+        points = sorted(
+            (value, weight / len(quantiles))
+            for quantiles, weight in self.quantiles_us
+            for value in quantiles
+        )
+        if not points:
+            return 0.0
+        cumulative, total = [], 0.0
+        for _, weight in points:
+            total += weight
+            cumulative.append(total)
+        index = bisect.bisect_left(cumulative, total * p / 100)
+        return points[min(index, len(points) - 1)][0] / 1000
+
+    @property
+    def p50_ms(self) -> float:
+        return self.percentile_ms(50)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile_ms(99)
+
     def as_json(self, samples_per_request: int) -> dict[str, Any]:
         return {
-            **attr.asdict(self),
+            "connections": self.connections,
+            "duration_s": round(self.duration, 3),
+            "requests": self.requests,
             "requests_per_second": round(self.requests_per_second, 1),
             "samples_per_second": round(self.requests_per_second * samples_per_request),
+            "non_2xx": self.non_2xx,
+            "socket_errors": self.socket_errors,
+            "latency_ms": {
+                "p50": round(self.p50_ms, 3),
+                "p90": round(self.percentile_ms(90), 3),
+                "p99": round(self.p99_ms, 3),
+                "max": round(self.percentile_ms(100), 3),
+            },
+            "cpu_cores_busy": {k: round(v, 3) for k, v in self.cpu.items()},
         }
+
+
+def merge(results: Sequence[Result]) -> Result:
+    """
+    Rounds of the same measurement as one: counts and times added up,
+    latency distributions pooled.
+    """
+    names = {name for r in results for name in r.cpu_seconds}
+    return Result(
+        connections=results[0].connections,
+        duration=sum(r.duration for r in results),
+        requests=sum(r.requests for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        cpu_seconds={n: sum(r.cpu_seconds.get(n, 0.0) for r in results) for n in names},
+        quantiles_us=tuple(q for r in results for q in r.quantiles_us),
+    )
 
 
 def preflight(url: str, body_path: str, token: str) -> int:
@@ -116,13 +184,11 @@ def run_wrk(
         f"--connections={connections}",
         f"--duration={duration}s",
         "--timeout=10s",
-        "--latency",
         f"--script={SCRIPT}",
         url,
     ]
     env = {**os.environ, "BENCH_BODY": body_path, "BENCH_TOKEN": token}
-    before = {name: server.cpu_seconds() for name, server in watch.items()}
-    before["wrk"] = _children_cpu()
+    before = _cpu(watch)
     try:
         done = subprocess.run(
             argv,
@@ -135,30 +201,37 @@ def run_wrk(
         )
     except subprocess.TimeoutExpired:
         raise LoadError(f"wrk against {url} did not finish in {duration + 30}s") from None
-    after = {name: server.cpu_seconds() for name, server in watch.items()}
-    after["wrk"] = _children_cpu()
+    after = _cpu(watch)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)), None)
     if done.returncode != 0 or line is None:
         raise LoadError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     data = json.loads(line[len(MARKER) :])
-    seconds = data["duration_us"] / 1e6
     errors = data["errors"]
-    latency = data["latency_us"]
+    used = {name: after[name] - before[name] for name in after}
+    machine = used.pop("machine")
+    used["other"] = max(0.0, machine - sum(used.values()))
     return Result(
         connections=connections,
-        duration=seconds,
+        duration=data["duration_us"] / 1e6,
         requests=data["requests"],
         non_2xx=errors["status"],
         socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
-        p50_ms=latency["p50"] / 1000,
-        p99_ms=latency["p99"] / 1000,
-        mean_ms=latency["mean"] / 1000,
-        cpu={name: round((after[name] - before[name]) / seconds, 2) for name in after},
+        cpu_seconds=used,
+        quantiles_us=((tuple(data["latency_us"]["quantiles"]), data["requests"]),),
     )
 
 
-def _children_cpu() -> float:
-    # Children that have been waited for: the finished wrk runs (the
-    # servers are still running and not counted).
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu(watch: dict[str, Server]) -> dict[str, float]:
+    """
+    CPU seconds used so far by each watched server, by the finished wrk
+    runs (children that have been waited for; the servers have not), and
+    by the whole machine.
+    """
+    used = {name: server.cpu_seconds() for name, server in watch.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["wrk"] = children.ru_utime + children.ru_stime
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    ticks = os.sysconf("SC_CLK_TCK")
+    used["machine"] = sum(int(fields[i]) for i in _BUSY_FIELDS) / ticks
+    return used

@@ -23,14 +23,21 @@ wrk.headers["User-Agent"] = "sealgw-bench"
 wrk.headers["Authorization"] = "Bearer " .. assert(os.getenv("BENCH_TOKEN"), "BENCH_TOKEN is not set")
 
 -- Latencies are in microseconds.  errors.status counts answers >= 400.
+-- "quantiles" is the latency at every 0.1 percent, 0 to 100, so that runs
+-- done in several rounds can be merged into one distribution.
 function done(summary, latency, requests)
    local e = summary.errors
+   local quantiles = { latency.min }
+   for i = 1, 999 do
+      quantiles[#quantiles + 1] = latency:percentile(i / 10)
+   end
+   quantiles[#quantiles + 1] = latency.max
    io.write(string.format(
       'BENCH-RESULT {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
       '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-      '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d}}\n',
+      '"latency_us": {"mean": %.1f, "p50": %d, "p99": %d, "quantiles": [%s]}}\n',
       summary.duration, summary.requests, summary.bytes,
       e.connect, e.read, e.write, e.status, e.timeout,
-      latency.mean, latency.max,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+      latency.mean, latency:percentile(50), latency:percentile(99),
+      table.concat(quantiles, ",")))
 end

@@ -51,7 +51,7 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({module})" if module else name
 
 
-def hotspots(path: Path, top: int = 15) -> str:
+def hotspots(paths: list[Path], top: int = 15) -> str:
     """
     The functions with the most samples on top of the stack (self), and
     sealgw's own functions with the most samples anywhere on it (total:
@@ -62,7 +62,8 @@ def hotspots(path: Path, top: int = 15) -> str:
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     total = 0
-    for line in path.read_text(errors="replace").splitlines():
+    lines_in = (line for path in paths for line in path.read_text(errors="replace").splitlines())
+    for line in lines_in:
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue

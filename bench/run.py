@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import payloads, processes, profile  # noqa: E402
-from bench.load import LoadError, Result, preflight, run_wrk  # noqa: E402
+from bench.load import LoadError, Result, merge, preflight, run_wrk  # noqa: E402
 
 TARGETS = ("direct", "nginx", "sealgw")
 
@@ -39,9 +39,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of load per target and batch size (default 10)")
-    parser.add_argument("--latency-duration", type=int, default=5,
+    parser.add_argument("--latency-duration", type=int, default=4,
                         help="seconds of one-request-at-a-time per target and batch "
-                        "size, for latency without queueing (default 5; 0 skips it)")
+                        "size, for latency without queueing (default 4; 0 skips it)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="split each measurement into this many interleaved rounds "
+                        "(default 2)")
     parser.add_argument("--connections", type=int, default=8,
                         help="wrk connections under load (default 8)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
@@ -58,7 +61,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         "stacks to DIR (skews that run's figures)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory (configs, logs) for inspection")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.duration, args.connections, args.threads, args.rounds) < 1:
+        parser.error("--duration, --connections, --threads and --rounds must be at least 1")
+    return args
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -111,8 +117,9 @@ def _run(
     token: str,
 ) -> dict[int, dict[str, dict[str, Result]]]:
     """
-    Start everything, then for each batch size measure each target, first
-    under load and then one request at a time.
+    Start everything, then for each batch size measure each target under
+    load and then one request at a time, in interleaved rounds that are
+    merged at the end.
     """
     processes.check_twistd_plugin()
     bodies = payloads.write_bodies(str(workdir), batches)
@@ -129,38 +136,58 @@ def _run(
         "nginx": (nginx_url, {"proxy": nginx}),
         "sealgw": (sealgw_url, {"proxy": sealgw}),
     }
-    print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; {args.connections} "
-          f"connections x {args.duration}s under load, then 1 connection x "
-          f"{args.latency_duration}s, per target and batch size")
+    load_slice = max(1, round(args.duration / args.rounds))
+    alone_slice = max(1, round(args.latency_duration / args.rounds))
+    print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; per target and batch size, "
+          f"{args.rounds} round(s) of {load_slice}s under load ({args.connections} "
+          "connections)" + (f" and {alone_slice}s alone (1 connection)"
+                            if args.latency_duration > 0 else ""))
 
     results: dict[int, dict[str, dict[str, Result]]] = {}
     for size in batches:
         body = bodies[size]
-        results[size] = {}
-        for name, (url, proxy) in targets.items():
+        for url, _ in targets.values():
             preflight(url, body, token)
-            watch = {**proxy, "upstream": upstream}
-            print(f"  {size} samples via {name} ...", flush=True)
-            profiler = None
-            if args.profile and name == "sealgw":
-                args.profile.mkdir(parents=True, exist_ok=True)
-                stacks = args.profile / f"sealgw-{size}.txt"
-                profiler = profile.start(sealgw.pid, args.duration, stacks)
-            runs = {
-                "load": run_wrk(url, body, token, duration=args.duration,
-                                connections=args.connections, threads=args.threads,
-                                watch=watch),
-            }
-            if profiler is not None:
-                _, err = profiler.communicate(timeout=60)
-                if profiler.returncode:
-                    print(f"  py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
-                else:
-                    print(f"  sealgw profile ({stacks}):\n{profile.hotspots(stacks)}")
-            if args.latency_duration > 0:
-                runs["alone"] = run_wrk(url, body, token, duration=args.latency_duration,
-                                        connections=1, threads=1, watch=watch)
-            results[size][name] = runs
+        runs: dict[str, dict[str, list[Result]]] = {
+            name: {"load": [], "alone": []} for name in targets
+        }
+        stacks: list[Path] = []
+        for r in range(args.rounds):
+            # Interleaved, and each round in a rotated order, so that a
+            # change in the machine's other load falls on every target.
+            order = list(targets)[r % 3 :] + list(targets)[: r % 3]
+            print(f"  {size} samples, round {r + 1}/{args.rounds}: {', '.join(order)}",
+                  flush=True)
+            for name in order:
+                url, proxy = targets[name]
+                watch = {**proxy, "upstream": upstream}
+                profiler = None
+                if args.profile and name == "sealgw":
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    stacks.append(args.profile / f"sealgw-{size}-round{r + 1}.txt")
+                    profiler = profile.start(sealgw.pid, load_slice, stacks[-1])
+                runs[name]["load"].append(run_wrk(
+                    url, body, token, duration=load_slice, connections=args.connections,
+                    threads=args.threads, watch=watch,
+                ))
+                if profiler is not None:
+                    _, err = profiler.communicate(timeout=60)
+                    if profiler.returncode:
+                        print(f"  py-spy failed: {err.decode(errors='replace')}",
+                              file=sys.stderr)
+                if args.latency_duration > 0:
+                    runs[name]["alone"].append(run_wrk(
+                        url, body, token, duration=alone_slice, connections=1, threads=1,
+                        watch=watch,
+                    ))
+        results[size] = {
+            name: {phase: merge(rs) for phase, rs in phases.items() if rs}
+            for name, phases in runs.items()
+        }
+        stacks = [path for path in stacks if path.exists()]
+        if stacks:
+            print(f"\nsealgw under load, {size} samples per request, sampled by py-spy "
+                  f"({', '.join(map(str, stacks))}):\n{profile.hotspots(stacks)}")
         print(_table(size, os.path.getsize(body), results[size], args))
     return results
 
@@ -180,21 +207,21 @@ def _table(
         "",
         f"== {size} samples per request ({body_bytes / 1024:.1f} KiB snappy), "
         f"upstream {args.upstream} ==",
-        f"{'':8} {'under load (' + str(args.connections) + ' connections)':^55}"
+        f"{'':8} {'under load (' + str(args.connections) + ' connections)':^61}"
         + (f" {'alone (1 conn.)':^17}" if alone else ""),
         f"{'target':8} {'req/s':>8} {'samples/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'failed':>6} {'CPU prx/up/wrk':>14}"
+        f"{'failed':>6} {'CPU prx/up/wrk/other':>20}"
         + (f" {'p50 ms':>8} {'p99 ms':>8}" if alone else ""),
     ]
     for name, runs in by_target.items():
         load = runs["load"]
         cpu = "/".join(
-            f"{load.cpu[k]:.2f}" if k in load.cpu else "-" for k in ("proxy", "upstream", "wrk")
+            f"{load.cpu[k]:.2f}" if k in load.cpu else "-" for k in ("proxy", "upstream", "wrk", "other")
         )
         line = (
             f"{name:8} {load.requests_per_second:8.1f} "
             f"{load.requests_per_second * size:10.0f} {load.p50_ms:7.2f} {load.p99_ms:7.2f} "
-            f"{load.failed:6d} {cpu:>14}"
+            f"{load.failed:6d} {cpu:>20}"
         )
         if alone:
             line += f" {runs['alone'].p50_ms:8.2f} {runs['alone'].p99_ms:8.2f}"
@@ -260,6 +287,7 @@ def _report(
             "upstream": args.upstream,
             "duration_s": args.duration,
             "latency_duration_s": args.latency_duration,
+            "rounds": args.rounds,
             "connections": args.connections,
             "threads": args.threads,
             "sealgw_access_log": args.access_log,

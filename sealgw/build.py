@@ -116,7 +116,6 @@ def build_gateway(
     health.register("upstreams", lambda: _worst(upstreams.health()))
     health.require_for_ready("listening", lambda: service.listening)
     health.require_for_ready("not_draining", lambda: not service.draining)
-    health.require_for_ready("auth", lambda: _worst(gate.health())["status"] != DOWN)
     return service
 
 

@@ -15,8 +15,8 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
-from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.server import NOT_DONE_YET
 
 from sealgw.config import ListenerConfig

@@ -328,7 +328,7 @@ class Table:
             return {}
         known = list(known)
         return {
-            str(name): self.reader.table(item, self.at(str(name)), known)
+            str(name): self.reader.table(item, _join(self.at(key), str(name)), known)
             for name, item in value.items()
         }
 

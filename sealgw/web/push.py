@@ -236,9 +236,14 @@ class PushRoutes:
         def build(body: bytes, admission: Admission) -> list[Push]:
             content_type = _header(request, b"content-type")
             encoding = _header(request, b"content-encoding")
+            essence, _ = parse_media_type(content_type)
+            if (encoding or "").strip().lower() == "snappy" and essence != "application/json":
+                # A protobuf push is a snappy block whatever the header
+                # says; some clients say so, and Loki takes it
+                # (grafana/loki#3407), so this gateway does too.
+                encoding = None
             raw = decode_body(body, encoding, self.limit, allowed=("identity", "gzip"))
             decoded = loki.decode(raw, content_type, limit=self.limit)
-            essence, _ = parse_media_type(content_type)
             return [
                 Push(
                     signal="loki",
@@ -246,7 +251,7 @@ class PushRoutes:
                     # Relayed as it came: it was valid, and Loki reads both.
                     body=body,
                     content_type=essence or PROTOBUF,
-                    content_encoding=encoding,
+                    content_encoding=_relayed_encoding(encoding),
                     records=decoded.to_records,
                 )
             ]
@@ -279,7 +284,7 @@ class PushRoutes:
             message = otlp.decode(signal, raw, content_type)
             essence, _ = parse_media_type(content_type)
             if essence == PROTOBUF:
-                upstream_body, upstream_encoding = body, encoding
+                upstream_body, upstream_encoding = body, _relayed_encoding(encoding)
             else:
                 # JSON comes in; the upstream always gets protobuf.
                 upstream_body, upstream_encoding = otlp.encode_protobuf(message), None
@@ -322,6 +327,21 @@ def _with(push: Push, *, path: str, received_at: float) -> Push:
     import attr
 
     return attr.evolve(push, path=path, received_at=received_at)
+
+
+def _relayed_encoding(encoding: Optional[str]) -> Optional[str]:
+    """
+    The C{Content-Encoding} to send with a body relayed as it came: the
+    canonical name of what L{decode_body} accepted, or L{None} for none.
+    Upstreams compare the name exactly (Loki refuses C{x-gzip}, C{GZIP}
+    and C{identity}), so the client's spelling is not passed on.
+    """
+    value = (encoding or "").strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value == "x-gzip":
+        return "gzip"
+    return value
 
 
 def _no_content(request: IRequest) -> bytes:
