@@ -201,6 +201,8 @@ def run_wrk(
         )
     except subprocess.TimeoutExpired:
         raise LoadError(f"wrk against {url} did not finish in {duration + 30}s") from None
+    except OSError as e:
+        raise LoadError(f"wrk could not be run: {e}") from None
     after = _cpu(watch)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)), None)
     if done.returncode != 0 or line is None:

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -68,16 +68,22 @@ class Server:
         self.name = name
         self.log = log
         with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=log.parent,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+            try:
+                self.process = self._spawn(argv, out, env)
+            except OSError as e:
+                raise StartError(f"{name} could not be started ({argv[0]}): {e}") from None
+
+    def _spawn(self, argv: list[str], out: Any, env: Optional[dict]) -> subprocess.Popen:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.log.parent,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     @property
     def pid(self) -> int:

@@ -64,6 +64,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.threads, args.rounds) < 1:
         parser.error("--duration, --connections, --threads and --rounds must be at least 1")
+    if args.profile and profile.find_py_spy() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
     return args
 
 
@@ -166,6 +168,7 @@ def _run(
                     args.profile.mkdir(parents=True, exist_ok=True)
                     stacks.append(args.profile / f"sealgw-{size}-round{r + 1}.txt")
                     profiler = profile.start(sealgw.pid, load_slice, stacks[-1])
+                    cleanup.callback(profiler.kill)  # a no-op once it has finished
                 runs[name]["load"].append(run_wrk(
                     url, body, token, duration=load_slice, connections=args.connections,
                     threads=args.threads, watch=watch,
@@ -299,6 +302,7 @@ def _report(
         },
         "batches": {
             str(size): {
+                "samples_per_request": size,
                 "targets": {
                     name: {phase: r.as_json(size) for phase, r in runs.items()}
                     for name, runs in results[size].items()

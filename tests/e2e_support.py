@@ -181,22 +181,39 @@ async def start_gateway(
     path = os.path.join(directory, "sealgw.yaml")
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f)
-    loaded = load(path)
+    return run_gateway(test, path)
+
+
+def run_gateway(
+    test: TestCase, config_path: str, bearer_tokens_path: Optional[str] = None
+) -> Gateway:
+    """
+    Load the configuration file at C{config_path} (sealgw's or
+    seal-proxy's, with seal-proxy's C{--bearer-tokens-path}) and start a
+    gateway from it, stopped when the test ends.  Its first listener is
+    the one C{url} names.
+    """
+    loaded = load(config_path, bearer_tokens_path)
     registry = CollectorRegistry()
     service = build_gateway(loaded, reactor, registry=registry, install_signal_handlers=False)
     service.privilegedStartService()
     service.startService()
     test.addCleanup(service.stopService)
     port = service.listeners[0].port.getHost().port
+    directory = os.path.dirname(os.path.abspath(config_path))
     return Gateway(service, f"http://127.0.0.1:{port}", port, registry, directory)
 
 
-def bearer(token: str, **more: str) -> dict[str, list[str]]:
+#: Request headers as treq takes them.
+HeaderMap = dict[Any, Any]
+
+
+def bearer(token: str, **more: str) -> HeaderMap:
     """
     Request headers with C{Authorization: Bearer TOKEN} and C{more}
     (underscores in names become dashes).
     """
-    headers = {"Authorization": [f"Bearer {token}"]}
+    headers: HeaderMap = {"Authorization": [f"Bearer {token}"]}
     for name, value in more.items():
         headers[name.replace("_", "-")] = [value]
     return headers
@@ -424,7 +441,7 @@ def remote_write_body(request: remote_pb2.WriteRequest) -> bytes:
     return snappy_compress(request.SerializeToString())
 
 
-REMOTE_WRITE_HEADERS = {
+REMOTE_WRITE_HEADERS: HeaderMap = {
     "Content-Type": ["application/x-protobuf"],
     "Content-Encoding": ["snappy"],
     "X-Prometheus-Remote-Write-Version": ["0.1.0"],
@@ -490,7 +507,9 @@ def seal_sample_families(now_ms: int) -> list[metrics_pb2.MetricFamily]:
     return [current, info, duration]
 
 
-def seal_body(families: Sequence[metrics_pb2.MetricFamily], labels: Optional[dict[str, str]] = None) -> bytes:
+def seal_body(
+    families: Sequence[metrics_pb2.MetricFamily], labels: Optional[dict[str, str]] = None
+) -> bytes:
     """
     A seal-proxy push body: snappy of C{{"labels": ..., "buf": [bytes]}}.
     """
@@ -617,7 +636,7 @@ async def start_prometheus(
         transport = reactor.spawnProcess(
             process, binary, args, env={"PATH": os.environ.get("PATH", "/usr/bin")}, path=directory
         )
-        test.addCleanup(lambda t=transport, p=process: Deferred.fromCoroutine(_stop(t, p)))
+        test.addCleanup(_stopper(transport, process))
         prometheus = Prometheus(f"http://127.0.0.1:{port}", port, directory, process)
 
         async def ready(p: Prometheus = prometheus) -> Optional[bool]:
@@ -638,6 +657,10 @@ async def start_prometheus(
     raise AssertionError(f"Prometheus did not start:\n{last_problem}")
 
 
+def _stopper(transport: Any, process: _Output) -> Callable[[], Deferred[None]]:
+    return lambda: Deferred.fromCoroutine(_stop(transport, process))
+
+
 async def _stop(transport: Any, process: _Output) -> None:
     if process.exited:
         return
@@ -650,7 +673,9 @@ async def _stop(transport: Any, process: _Output) -> None:
         await process.ended
 
 
-async def prometheus_query(http: HTTPClient, prometheus: Prometheus, promql: str) -> list[dict[str, Any]]:
+async def prometheus_query(
+    http: HTTPClient, prometheus: Prometheus, promql: str
+) -> list[dict[str, Any]]:
     """
     The result vector of an instant query.
     """
@@ -769,6 +794,7 @@ __all__ = [
     "SEAL_SUM",
     "TEST_TIMEOUT",
     "Gateway",
+    "HeaderMap",
     "Prometheus",
     "Received",
     "ScriptedUpstream",
@@ -787,6 +813,7 @@ __all__ = [
     "prometheus_query",
     "remote_write_body",
     "require_prometheus",
+    "run_gateway",
     "seal_body",
     "seal_sample_families",
     "serve",

@@ -10,14 +10,16 @@ import json
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from sealgw.config import ListenerConfig
 from sealgw.daemon import GatewayService, Health, make_observer, prepare_listener
@@ -165,17 +167,60 @@ class ServiceTests(TestCase):
         self.assertNotIn("very-secret-token", out.getvalue())
 
     async def test_body_too_large(self) -> None:
-        pending = treq.post(self.url + "/push", data=b"x" * 2048, persistent=False)
+        """
+        A declared body over the limit is answered 413 at once, without
+        being read or routed, and the connection is closed.
+        """
+        response = await treq.post(self.url + "/push", data=b"x" * 2048, persistent=False)
+        self.assertEqual(response.code, 413)
+        self.assertEqual(
+            await response.content(),
+            b"body is larger than the limit of 1024 bytes (2048 bytes declared)\n",
+        )
+        self.assertEqual(self.slow.waiting, [])
+        self.assertEqual(self.site.in_flight, 0)
+
+    async def test_body_too_large_chunked(self) -> None:
+        """
+        Without a declared length, the body is counted as it arrives and
+        discarded past the limit; the route sees it marked too large.
+        """
+
+        pending = treq.post(self.url + "/push", data=_Chunked(), persistent=False)
         await self.slow.arrived
         [request] = [c for c in self.site._channels][0].requests
         self.assertTrue(request.body_too_large)
         self.assertEqual(request.body(), b"")
+        self.assertEqual(request.body_received, 2000)
         self.slow.waiting[0].callback(None)
         await pending
 
     def test_reload(self) -> None:
         self.service.reload()
         self.assertEqual(self.reloads, ["reloaded"])
+
+
+@implementer(IBodyProducer)
+class _Chunked:
+    """
+    A body of unknown length, so that it is sent chunked.
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def startProducing(self, consumer):  # type: ignore[no-untyped-def]
+        consumer.write(b"x" * 1000)
+        consumer.write(b"x" * 1000)
+        return succeed(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
 
 
 async def _turn() -> None:

@@ -16,6 +16,7 @@ from sealgw.signals import snappy_compress, snappy_decompress
 from sealgw.signals.proto import logproto_pb2
 from tests.e2e_support import (
     TEST_TIMEOUT,
+    HeaderMap,
     ScriptedUpstream,
     bearer,
     http_client,
@@ -24,7 +25,7 @@ from tests.e2e_support import (
     unix_ns,
 )
 
-TOKENS = [
+TOKENS: list[dict[str, Any]] = [
     {"name": "promtail-1", "token": "tok-promtail", "tenants": ["team-a"]},
     {"name": "anon", "token": "tok-anon"},
 ]
@@ -57,7 +58,7 @@ def push_protobuf(ts: int) -> bytes:
 class LokiPushTests(TestCase):
     timeout = TEST_TIMEOUT
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]
         self.upstream = ScriptedUpstream()
         server = serve(self, self.upstream)
         self.gateway = await start_gateway(
@@ -70,7 +71,7 @@ class LokiPushTests(TestCase):
         )
         self.http = http_client(self)
 
-    async def push(self, body: bytes, headers: dict[str, list[str]]) -> tuple[int, bytes]:
+    async def push(self, body: bytes, headers: HeaderMap) -> tuple[int, bytes]:
         response = await self.http.post(
             self.gateway.url + "/loki/api/v1/push", data=body, headers=headers
         )
@@ -128,6 +129,47 @@ class LokiPushTests(TestCase):
         self.assertEqual(entry.timestamp.seconds * 1_000_000_000 + entry.timestamp.nanos, ts)
         self.assertEqual(received.header("X-Scope-OrgID"), "team-a")
 
+    async def test_encoding_names_relayed_as_loki_spells_them(self) -> None:
+        """
+        Loki compares C{Content-Encoding} exactly: what the gateway
+        accepted is relayed as C{gzip} or nothing, whatever the client's
+        spelling; C{snappy} on a protobuf push (some clients send it, and
+        Loki takes it) is accepted and dropped.
+        """
+        ts = unix_ns()
+        doc = json.dumps(push_doc(ts)).encode("utf-8")
+        cases = [
+            (gzip.compress(doc), "application/json", "x-gzip", "gzip"),
+            (gzip.compress(doc), "application/json", "GZIP", "gzip"),
+            (doc, "application/json", "identity", None),
+            (push_protobuf(ts), "application/x-protobuf", "snappy", None),
+        ]
+        for body, content_type, sent, relayed in cases:
+            self.upstream.received.clear()
+            code, text = await self.push(
+                body,
+                {
+                    "Content-Type": [content_type],
+                    "Content-Encoding": [sent],
+                    **bearer("tok-promtail"),
+                },
+            )
+            self.assertEqual((code, text), (204, b""), sent)
+            [received] = self.upstream.received
+            self.assertEqual(received.header("Content-Encoding"), relayed, sent)
+            self.assertEqual(received.body, body)
+
+        # JSON is never snappy-encoded for Loki.
+        code, text = await self.push(
+            snappy_compress(doc),
+            {
+                "Content-Type": ["application/json"],
+                "Content-Encoding": ["snappy"],
+                **bearer("tok-promtail"),
+            },
+        )
+        self.assertEqual(code, 400, text)
+
     async def test_default_tenant(self) -> None:
         """
         An identity that names no tenant pushes as the default tenant.
@@ -142,7 +184,10 @@ class LokiPushTests(TestCase):
     async def test_forged_tenant(self) -> None:
         code, text = await self.push(
             json.dumps(push_doc(unix_ns())).encode("utf-8"),
-            {"Content-Type": ["application/json"], **bearer("tok-promtail", X_Scope_OrgID="team-z")},
+            {
+                "Content-Type": ["application/json"],
+                **bearer("tok-promtail", X_Scope_OrgID="team-z"),
+            },
         )
         self.assertEqual(code, 403, text)
         self.assertIn(b"may not use tenant 'team-z'", text)

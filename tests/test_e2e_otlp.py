@@ -18,6 +18,14 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -31,7 +39,17 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tests.e2e_support import TEST_TIMEOUT, Gateway, bearer, http_client, serve, start_gateway
+from tests.e2e_support import (
+    TEST_TIMEOUT,
+    Gateway,
+    ScriptedUpstream,
+    answer,
+    bearer,
+    http_client,
+    serve,
+    start_gateway,
+    unix_ns,
+)
 
 TOKENS = [
     {"name": "svc-a", "token": "tok-a", "tenants": ["team-a"]},
@@ -116,7 +134,7 @@ def _context_of(span: Any) -> Any:
 class OTLPExporterTests(TestCase):
     timeout = TEST_TIMEOUT
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]
         self.collector = Collector()
         upstream = serve(self, self.collector)
         self.gateway: Gateway = await start_gateway(
@@ -170,6 +188,26 @@ class OTLPExporterTests(TestCase):
         self.assertEqual(export.header("Content-Encoding"), "gzip")
         self.assertEqual(set(export.spans()), {"GET /cart", "SELECT carts"})
 
+    async def test_gzip_spelling_normalised(self) -> None:
+        """
+        A protobuf body relayed as it came carries C{gzip}, however the
+        client spelled it.
+        """
+        body = gzip.compress(ExportTraceServiceRequest().SerializeToString())
+        http = http_client(self)
+        response = await http.post(
+            self.gateway.url + "/v1/traces",
+            data=body,
+            headers={
+                "Content-Type": ["application/x-protobuf"],
+                "Content-Encoding": ["X-GZIP"],
+                **bearer("tok-a"),
+            },
+        )
+        self.assertEqual(response.code, 200, await response.content())
+        [export] = self.collector.exports
+        self.assertEqual(export.header("Content-Encoding"), "gzip")
+
     async def test_own_tenant_named(self) -> None:
         result = await self.export({"Authorization": "Bearer tok-a", "X-Scope-OrgID": "team-a"})
         self.assertEqual(result, SpanExportResult.SUCCESS)
@@ -192,7 +230,10 @@ class OTLPExporterTests(TestCase):
         response = await http.post(
             self.gateway.url + "/v1/traces",
             data=b"",
-            headers={"Content-Type": ["application/x-protobuf"], **bearer("tok-a", X_Scope_OrgID="team-b")},
+            headers={
+                "Content-Type": ["application/x-protobuf"],
+                **bearer("tok-a", X_Scope_OrgID="team-b"),
+            },
         )
         body = await response.content()
         self.assertEqual(response.code, 403)
@@ -247,9 +288,7 @@ class OTLPExporterTests(TestCase):
                                     "kind": 2,
                                     "startTimeUnixNano": "1700000000000000000",
                                     "endTimeUnixNano": "1700000000500000000",
-                                    "attributes": [
-                                        {"key": "retries", "value": {"intValue": "2"}}
-                                    ],
+                                    "attributes": [{"key": "retries", "value": {"intValue": "2"}}],
                                 }
                             ],
                         }
@@ -292,3 +331,70 @@ class OTLPExporterTests(TestCase):
         self.assertEqual(status.code, 3)
         self.assertIn("traceId", status.message)
         self.assertEqual(len(self.collector.exports), 1)
+
+
+class OTLPMetricsAndLogsTests(TestCase):
+    """
+    The metrics and logs routes, on both paths, relay protobuf with the
+    tenant and answer with the signal's own response message.
+    """
+
+    timeout = TEST_TIMEOUT
+
+    async def test_routes(self) -> None:
+        upstream = ScriptedUpstream(answer(200, b"", {"Content-Type": "application/x-protobuf"}))
+        server = serve(self, upstream)
+        gateway = await start_gateway(
+            self,
+            {
+                "upstreams": {
+                    "mimir": {"url": server.url + "/otlp"},
+                    "loki": {"url": server.url + "/loki-otlp"},
+                },
+                "push": {
+                    "otlp_metrics": {"upstream": "mimir", "path": "/v1/metrics"},
+                    "otlp_logs": {"upstream": "loki", "path": "/v1/logs"},
+                },
+            },
+            TOKENS,
+        )
+        http = http_client(self)
+        metrics = ExportMetricsServiceRequest()
+        gauge = metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="queue_depth")
+        gauge.gauge.data_points.add(as_int=7, time_unix_nano=unix_ns())
+        logs = ExportLogsServiceRequest()
+        record = logs.resource_logs.add().scope_logs.add().log_records.add()
+        record.body.string_value = "payment declined"
+        record.time_unix_nano = unix_ns()
+        cases: list[tuple[str, Any, Any, bytes]] = [
+            ("/v1/metrics", metrics, ExportMetricsServiceResponse, b"/otlp/v1/metrics"),
+            ("/otlp/v1/metrics", metrics, ExportMetricsServiceResponse, b"/otlp/v1/metrics"),
+            ("/v1/logs", logs, ExportLogsServiceResponse, b"/loki-otlp/v1/logs"),
+            ("/otlp/v1/logs", logs, ExportLogsServiceResponse, b"/loki-otlp/v1/logs"),
+        ]
+        for path, message, response_type, upstream_path in cases:
+            upstream.received.clear()
+            response = await http.post(
+                gateway.url + path,
+                data=message.SerializeToString(),
+                headers={"Content-Type": ["application/x-protobuf"], **bearer("tok-a")},
+            )
+            body = await response.content()
+            self.assertEqual(response.code, 200, body)
+            self.assertEqual(
+                response.headers.getRawHeaders(b"content-type"), [b"application/x-protobuf"]
+            )
+            response_type().ParseFromString(body)
+            [received] = upstream.received
+            self.assertEqual(received.path, upstream_path)
+            self.assertEqual(received.header("X-Scope-OrgID"), "team-a")
+            self.assertEqual(received.body, message.SerializeToString())
+
+        # A route that is not configured is a 404, not a relay anywhere.
+        response = await http.post(
+            gateway.url + "/v1/traces",
+            data=b"",
+            headers={"Content-Type": ["application/x-protobuf"], **bearer("tok-a")},
+        )
+        await response.content()
+        self.assertEqual(response.code, 404)

@@ -6,10 +6,13 @@ agent mode remote-writes through sealgw into a second one.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import yaml
 from twisted.trial.unittest import TestCase
 
+from sealgw.signals.proto import remote_pb2
 from tests.e2e_support import (
     REMOTE_WRITE_HEADERS,
     SEAL_BUCKET_COUNTS,
@@ -19,11 +22,13 @@ from tests.e2e_support import (
     TEST_TIMEOUT,
     TextMetrics,
     bearer,
+    free_port,
     http_client,
     now_ms,
     prometheus_query,
     remote_write_body,
     require_prometheus,
+    run_gateway,
     seal_body,
     seal_sample_families,
     serve,
@@ -31,6 +36,7 @@ from tests.e2e_support import (
     start_prometheus,
     wait_for_series,
     write_request,
+    write_tokens,
 )
 
 TOKENS = [{"name": "node-1", "token": "tok-node-1"}]
@@ -53,7 +59,7 @@ class PrometheusUpstreamTests(TestCase):
 
     timeout = TEST_TIMEOUT
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]
         require_prometheus()
         self.http = http_client(self)
         self.prometheus = await start_prometheus(self, RECEIVER_CONFIG, receiver=True)
@@ -79,7 +85,10 @@ class PrometheusUpstreamTests(TestCase):
         ts = now_ms()
         request = write_request(
             [
-                ({"__name__": "e2e_rw_total", "job": "e2e", "instance": "a"}, [(41.0, ts - 1000), (42.0, ts)]),
+                (
+                    {"__name__": "e2e_rw_total", "job": "e2e", "instance": "a"},
+                    [(41.0, ts - 1000), (42.0, ts)],
+                ),
                 ({"__name__": "e2e_rw_gauge", "job": "e2e", "color": "blue"}, [(0.25, ts)]),
             ]
         )
@@ -96,8 +105,21 @@ class PrometheusUpstreamTests(TestCase):
             counter["metric"], {"__name__": "e2e_rw_total", "job": "e2e", "instance": "a"}
         )
         self.assertEqual(_value(counter), 42.0)
-        gauge = _only(await prometheus_query(self.http, self.prometheus, 'e2e_rw_gauge{color="blue"}'))
+        gauge = _only(
+            await prometheus_query(self.http, self.prometheus, 'e2e_rw_gauge{color="blue"}')
+        )
         self.assertEqual(_value(gauge), 0.25)
+        # Prometheus sends metadata in requests of their own.
+        metadata = remote_pb2.WriteRequest()
+        metadata.metadata.add(
+            type=remote_pb2.MetricMetadata.COUNTER, metric_family_name="e2e_rw_total", help="h"
+        )
+        response = await self.http.post(
+            self.gateway.url + "/api/v1/push",
+            data=remote_write_body(metadata),
+            headers={**REMOTE_WRITE_HEADERS, **bearer("tok-node-1")},
+        )
+        self.assertEqual(response.code, 204, await response.content())
         # Both samples of the counter are stored, at their own timestamps.
         ranged = _only(await prometheus_query(self.http, self.prometheus, "e2e_rw_total[5m]"))
         self.assertEqual(
@@ -121,7 +143,9 @@ class PrometheusUpstreamTests(TestCase):
         self.assertEqual((response.code, body), (201, b"created"))
 
         series = await wait_for_series(
-            self.http, self.prometheus, '{__name__=~"seal_request_duration_bucket"}',
+            self.http,
+            self.prometheus,
+            '{__name__=~"seal_request_duration_bucket"}',
             count=len(SEAL_BUCKETS) + 1,
         )
         buckets = {s["metric"]["le"]: _value(s) for s in series}
@@ -147,9 +171,13 @@ class PrometheusUpstreamTests(TestCase):
             },
         )
         self.assertEqual(_value(first), 1.0)
-        total = _only(await prometheus_query(self.http, self.prometheus, "seal_request_duration_sum"))
+        total = _only(
+            await prometheus_query(self.http, self.prometheus, "seal_request_duration_sum")
+        )
         self.assertEqual(_value(total), SEAL_SUM)
-        count = _only(await prometheus_query(self.http, self.prometheus, "seal_request_duration_count"))
+        count = _only(
+            await prometheus_query(self.http, self.prometheus, "seal_request_duration_count")
+        )
         self.assertEqual(_value(count), float(SEAL_COUNT))
         self.assertEqual(count["metric"]["node_name"], "node-1")
 
@@ -161,6 +189,58 @@ class PrometheusUpstreamTests(TestCase):
         )
         self.assertEqual(_value(info), 1.0)
         self.assertEqual(info["metric"]["node_name"], "node-1")
+
+    async def test_seal_proxy_files(self) -> None:
+        """
+        A seal-proxy deployment's own C{seal-proxy.yaml} and
+        C{bearer-tokens.yaml}, unchanged, run a gateway whose pushes land
+        in Prometheus with the label actions applied.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = os.path.join(directory, "seal-proxy.yaml")
+        with open(config, "w", encoding="utf-8") as f:
+            yaml.safe_dump(
+                {
+                    "listen-address": f"127.0.0.1:{free_port()}",
+                    "metrics-address": f"127.0.0.1:{free_port()}",
+                    "label-actions": {"add": {"network": "testnet"}, "remove": {"host": ""}},
+                    "remote-write": {
+                        "url": self.prometheus.url + "/api/v1/write",
+                        "pool-max-idle-per-host": 4,
+                    },
+                },
+                f,
+            )
+        tokens = write_tokens(directory, [{"name": "seal-node-9", "token": "tok-seal-9"}])
+        gateway = run_gateway(self, config, bearer_tokens_path=tokens)
+        ts = now_ms()
+        response = await self.http.post(
+            gateway.url + "/publish/metrics",
+            data=seal_body(seal_sample_families(ts), labels={"host": "kv-3", "network": "x"}),
+            headers={"Content-Encoding": ["snappy"], **bearer("tok-seal-9")},
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        current = _only(
+            await wait_for_series(
+                self.http, self.prometheus, 'current_time{node_name="seal-node-9"}'
+            )
+        )
+        self.assertEqual(
+            current["metric"],
+            {
+                "__name__": "current_time",
+                "network": "testnet",
+                "node_name": "seal-node-9",
+                "client_ip": "127.0.0.1",
+            },
+        )
+        self.assertEqual(_value(current), float(ts))
+        # The metrics address serves the gateway's own metrics.
+        admin = gateway.service.listeners[1].port.getHost().port
+        response = await self.http.get(f"http://127.0.0.1:{admin}/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"# TYPE", await response.content())
 
     async def test_upstream_refusal_reaches_client(self) -> None:
         """
@@ -250,9 +330,7 @@ class PrometheusAgentTests(TestCase):
             },
             agent=True,
         )
-        series = _only(
-            await wait_for_series(http, receiver, "e2e_agent_marker", timeout=60)
-        )
+        series = _only(await wait_for_series(http, receiver, "e2e_agent_marker", timeout=60))
         self.assertEqual(
             series["metric"],
             {

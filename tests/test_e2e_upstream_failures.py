@@ -31,6 +31,7 @@ from tests.e2e_support import (
     seal_sample_families,
     serve,
     start_gateway,
+    with_timeout,
     write_request,
 )
 
@@ -73,7 +74,9 @@ class UpstreamFailureTests(TestCase):
         return upstream, await self.gateway_for(server.url, **settings)
 
     async def remote_write(self, gateway: Gateway) -> tuple[int, Any, bytes]:
-        body = remote_write_body(write_request([({"__name__": "up", "job": "x"}, [(1.0, now_ms())])]))
+        body = remote_write_body(
+            write_request([({"__name__": "up", "job": "x"}, [(1.0, now_ms())])])
+        )
         response = await self.http.post(
             gateway.url + "/api/v1/push",
             data=body,
@@ -103,7 +106,12 @@ class UpstreamFailureTests(TestCase):
         upstream, gateway = await self.scripted(
             hang(),
             timeouts={"response": "300ms"},
-            retry={"attempts": 5, "initial_backoff": "10ms", "max_backoff": "20ms", "deadline": "500ms"},
+            retry={
+                "attempts": 5,
+                "initial_backoff": "10ms",
+                "max_backoff": "20ms",
+                "deadline": "500ms",
+            },
         )
         started = reactor.seconds()
         code, _, body = await self.remote_write(gateway)
@@ -115,7 +123,7 @@ class UpstreamFailureTests(TestCase):
         self.assertLess(elapsed, 3.0)
         for received in upstream.received:
             assert received.lost is not None
-            await received.lost
+            await with_timeout(received.lost, 5, "the hung upstream request to be dropped")
 
     # -- the upstream answers 5xx --------------------------------------------------
 
@@ -139,7 +147,12 @@ class UpstreamFailureTests(TestCase):
     async def test_503_keeps_retry_after(self) -> None:
         upstream, gateway = await self.scripted(
             answer(503, b"shutting down", {"Retry-After": "7"}),
-            retry={"attempts": 3, "initial_backoff": "10ms", "max_backoff": "20ms", "deadline": "1s"},
+            retry={
+                "attempts": 3,
+                "initial_backoff": "10ms",
+                "max_backoff": "20ms",
+                "deadline": "1s",
+            },
         )
         code, headers, body = await self.remote_write(gateway)
         self.assertEqual(code, 503, body)
@@ -166,7 +179,12 @@ class UpstreamFailureTests(TestCase):
     async def test_429_every_time(self) -> None:
         upstream, gateway = await self.scripted(
             answer(429, b"ingestion rate limit exceeded", {"Retry-After": "1"}),
-            retry={"attempts": 2, "initial_backoff": "10ms", "max_backoff": "20ms", "deadline": "5s"},
+            retry={
+                "attempts": 2,
+                "initial_backoff": "10ms",
+                "max_backoff": "20ms",
+                "deadline": "5s",
+            },
         )
         code, headers, body = await self.remote_write(gateway)
         self.assertEqual(code, 429, body)
@@ -215,9 +233,11 @@ class UpstreamFailureTests(TestCase):
         upstream, gateway = await self.scripted(answer(500, b"down"), answer(400, b"out of order"))
         ts = now_ms()
         for expected in (201, 400):
-            upstream.script = [answer(500, b"down"), answer(204)] if expected == 201 else [
-                answer(400, b"out of order sample")
-            ]
+            upstream.script = (
+                [answer(500, b"down"), answer(204)]
+                if expected == 201
+                else [answer(400, b"out of order sample")]
+            )
             response = await self.http.post(
                 gateway.url + "/publish/metrics",
                 data=seal_body(seal_sample_families(ts)),
@@ -245,7 +265,12 @@ class UpstreamFailureTests(TestCase):
         """
         upstream, gateway = await self.scripted(
             answer(503, b"overloaded", {"Retry-After": "2"}),
-            retry={"attempts": 2, "initial_backoff": "10ms", "max_backoff": "20ms", "deadline": "500ms"},
+            retry={
+                "attempts": 2,
+                "initial_backoff": "10ms",
+                "max_backoff": "20ms",
+                "deadline": "500ms",
+            },
         )
         response = await self.http.post(
             gateway.url + "/v1/traces",

@@ -165,7 +165,19 @@ class DecodeDelimitedTests(SynchronousTestCase):
         self.assertEqual(seal.decode_delimited(b""), [])
 
     def test_empty_message(self) -> None:
-        self.assertEqual(seal.decode_delimited(b"\x00"), [MetricFamily()])
+        """
+        Empty families carry nothing and are not built.
+        """
+        self.assertEqual(seal.decode_delimited(b"\x00"), [])
+        self.assertEqual(seal.decode_delimited(b"\x00" * 100_000), [])
+
+    def test_too_many_families(self) -> None:
+        one = delimited(sample_client()[0])
+        self.assertEqual(len(seal.decode_delimited(one * 3, max_families=3)), 3)
+        error = self.assertRaises(
+            PayloadTooLarge, seal.decode_delimited, one * 4, max_families=3
+        )
+        self.assertEqual(error.message, "seal push: more than 3 metric families in one push")
 
     def test_truncated(self) -> None:
         stream = delimited(*sample_client())

@@ -21,7 +21,7 @@ from sealgw.signals._floats import format_bound
 from sealgw.signals._labels import METRIC_NAME, is_utf8_text, valid_label_name
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.compression import decode_body, snappy_decompress
-from sealgw.signals.errors import DecodeError, quote
+from sealgw.signals.errors import DecodeError, PayloadTooLarge, quote
 from sealgw.signals.proto.metrics_pb2 import (
     COUNTER,
     GAUGE,
@@ -104,32 +104,48 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     raise DecodeError(f"seal push: length prefix at byte {pos} is longer than 10 bytes")
 
 
-def decode_delimited(buf: bytes) -> list[MetricFamily]:
+#: The most metric families one push may carry.  seal's clients send a
+#: handful; a stream of thousands is a mistake or an attack, and parsing
+#: each one costs far more than the bytes that declare it.
+MAX_FAMILIES = 10_000
+
+
+def decode_delimited(buf: bytes, max_families: int = MAX_FAMILIES) -> list[MetricFamily]:
     """
     Split a stream of C{MetricFamily} messages, each preceded by its length
-    as a varint, and parse them.
+    as a varint, and parse them.  Empty messages carry nothing and are
+    skipped without being built.
 
     @raise DecodeError: naming the family and byte offset of a truncated or
         malformed message.
+    @raise PayloadTooLarge: past C{max_families} families.
     """
     families: list[MetricFamily] = []
     view = memoryview(buf)
     pos = 0
+    index = 0
     while pos < len(buf):
         start = pos
         length, pos = _read_varint(buf, pos)
         end = pos + length
         if end > len(buf):
             raise DecodeError(
-                f"seal push: metric family {len(families)} at byte {start} is truncated"
+                f"seal push: metric family {index} at byte {start} is truncated"
                 f" ({length} bytes declared, {len(buf) - pos} present)"
+            )
+        index += 1
+        if length == 0:
+            continue
+        if len(families) >= max_families:
+            raise PayloadTooLarge(
+                f"seal push: more than {max_families} metric families in one push"
             )
         family = MetricFamily()
         try:
             family.ParseFromString(view[pos:end])
         except ProtobufDecodeError as e:
             raise DecodeError(
-                f"seal push: metric family {len(families)} at byte {start}"
+                f"seal push: metric family {index - 1} at byte {start}"
                 " is not a valid MetricFamily protobuf"
             ) from e
         families.append(family)

@@ -38,6 +38,7 @@ class GatewayRequest(Request):
     identity_name: Optional[str] = None
     tenant: Optional[str] = None
     body_too_large: bool = False
+    answered_early: bool = False
     body_received: int = 0
     started: float = 0.0
 
@@ -52,9 +53,36 @@ class GatewayRequest(Request):
         if length is not None and length > self._max_body:
             self.body_too_large = True
             self.content = _Discard()
+            self._refuse_early(length)
         else:
             self.content = io.BytesIO()
         site.request_started(self)
+
+    def _refuse_early(self, length: int) -> None:
+        """
+        Answer 413 as soon as the headers declare a body over the limit,
+        and close the connection without reading the body.
+
+        Waiting for the whole body would mean reading all of it first; and
+        cutting the connection without an answer would make a sender such
+        as Prometheus retry the same batch for ever.  The answer is written
+        straight to the connection because Twisted routes a request only
+        once its body is in.
+        """
+        message = (
+            f"body is larger than the limit of {self._max_body} bytes ({length} bytes declared)\n"
+        ).encode("ascii")
+        self.code = 413
+        self.answered_early = True
+        transport: Any = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(message), message)
+        )
+        self.sentLength = len(message)
+        transport.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_received += len(data)

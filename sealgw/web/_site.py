@@ -75,10 +75,12 @@ class GatewaySite(Site):
     def _request_finished(self, result: Optional[Failure], request: GatewayRequest) -> None:
         self.in_flight -= 1
         self.metrics.in_flight.dec()
-        aborted = isinstance(result, Failure)
+        aborted = isinstance(result, Failure) and not request.answered_early
         status = CLIENT_CLOSED if aborted else int(request.code)
         elapsed = max(0.0, self.reactor.seconds() - request.started)
-        method = request.method.decode("ascii", "replace")
+        # A connection lost before the request line's body was complete
+        # leaves the request without a method or path.
+        method = (request.method or b"-").decode("ascii", "replace")
         tenant = request.tenant or ""
         self.metrics.observe(
             request.route,
@@ -90,7 +92,7 @@ class GatewaySite(Site):
             int(request.sentLength),
         )
         if self.access_log:
-            path = request.path.decode("utf-8", "replace")
+            path = (request.path or b"-").decode("utf-8", "replace")
             self._access.info(
                 "{method} {path} {status} {route} {bytes_in}B in {bytes_out}B out "
                 "{latency_ms:.1f}ms identity={identity} tenant={tenant} peer={peer}",
