@@ -109,7 +109,7 @@ class FakeClient:
         self.outcomes = list(outcomes)
         self.requests: list[FakeRequest] = []
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:
         headers = kwargs.pop("headers")
         data = kwargs.pop("data")
         outcome = self.outcomes.pop(0)
@@ -124,7 +124,9 @@ class FakeClient:
                 d.errback(Failure(ResponseNeverReceived([Failure(CancelledError())])))
 
             d = Deferred(cancel)
-        request = FakeRequest(method, url, headers, data, kwargs, d)
+        # treq takes a str or a parsed URL; record what it would send.
+        text = url if isinstance(url, str) else url.to_text()
+        request = FakeRequest(method, text, headers, data, kwargs, d)
         self.requests.append(request)
         return d
 

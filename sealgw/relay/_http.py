@@ -19,6 +19,7 @@ from typing import Any, Optional, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import attr
+from hyperlink import EncodedURL
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
@@ -84,7 +85,7 @@ class HTTPClientLike(Protocol):
     used here; tests pass fakes.
     """
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]: ...
+    def request(self, method: str, url: str | EncodedURL, **kwargs: Any) -> Deferred[Any]: ...
 
 
 @implementer(IBodyProducer)
@@ -182,6 +183,8 @@ class HTTPUpstream:
         self._metrics: IRelayMetrics = metrics if metrics is not None else NoMetrics()
         self._random = random
         self._health = UpstreamHealth(reactor)
+        # Parsed once per path: parsing a URL on every push is measurable.
+        self._urls: dict[str, EncodedURL] = {}
         self._static_headers = [
             (name.encode("utf-8"), value.encode("utf-8"))
             for name, value in config.headers.items()
@@ -231,7 +234,9 @@ class HTTPUpstream:
 
     async def _deliver(self, push: Push) -> Delivery:
         started = push.received_at or self._reactor.seconds()
-        url = join_url(self.config.url, push.path)
+        url = self._urls.get(push.path)
+        if url is None:
+            url = self._urls[push.path] = EncodedURL.from_text(join_url(self.config.url, push.path))
         attempts = 0
         while True:
             attempts += 1
@@ -325,7 +330,7 @@ class HTTPUpstream:
             headers.setRawHeaders(b"authorization", [authorization])
         return headers
 
-    async def _attempt(self, url: str, headers: Headers, body: bytes) -> Outcome:
+    async def _attempt(self, url: EncodedURL, headers: Headers, body: bytes) -> Outcome:
         began = self._reactor.seconds()
         label = "error"
         try:
@@ -338,7 +343,7 @@ class HTTPUpstream:
         finally:
             self._metrics.observe(self.name, label, self._reactor.seconds() - began)
 
-    async def _exchange(self, url: str, headers: Headers, body: bytes) -> Outcome:
+    async def _exchange(self, url: EncodedURL, headers: Headers, body: bytes) -> Outcome:
         timeouts = self.config.timeouts
         try:
             request = self._client.request(

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -27,6 +28,11 @@ from sealgw.web._client_ip import ClientAddress
 from sealgw.web._errors import answer_error
 
 REMOTE_WRITE_VERSION = "0.1.0"
+
+#: Bodies this large (as sent) are decoded and checked in a worker thread,
+#: so that a big batch does not hold up every other request on the reactor
+#: thread while it is parsed.  Smaller ones cost less than the hand-off.
+DECODE_IN_THREAD = 16 * 1024
 PROTOBUF = "application/x-protobuf"
 
 
@@ -78,7 +84,9 @@ class PushRoutes:
 
         @param build: turns the request body into pushes; raises
             L{PayloadError} for a body that cannot be accepted.  It runs
-            before anything is relayed, so a bad body is never half-sent.
+            before anything is relayed, so a bad body is never half-sent,
+            and, for large bodies, in a worker thread: it may read the
+            request but must not touch the reactor.
         @param answer: the success answer.
         @param refuse: how this route says no (OTLP's differs).
         """
@@ -103,8 +111,14 @@ class PushRoutes:
                     f"body is larger than the limit of {self.config.limits.max_body} bytes",
                     {},
                 )
+            body = req.body()
             try:
-                pushes = build(req.body(), admission)
+                if len(body) >= DECODE_IN_THREAD:
+                    pushes = await deferToThreadPool(
+                        self.reactor, self.reactor.getThreadPool(), build, body, admission
+                    )
+                else:
+                    pushes = build(body, admission)
             except PayloadError as e:
                 return refuse(request, e.status, e.message, {})
             upstream = self.upstreams[config.upstream]
@@ -185,6 +199,8 @@ class PushRoutes:
     @app.route("/publish/metrics", methods=["POST"])
     def seal_route(self, request: IRequest) -> Any:
         cfg = self.config.push.seal
+        # Read the clock here: build may run in a worker thread.
+        now_ms = int(self.reactor.seconds() * 1000)
 
         def build(body: bytes, admission: Admission) -> list[Push]:
             assert cfg is not None
@@ -208,7 +224,7 @@ class PushRoutes:
                 remove=cfg.labels.remove,
                 node_name=admission.identity.name,
                 client_ip=self.client_address.of(request),
-                now_ms=int(self.reactor.seconds() * 1000),
+                now_ms=now_ms,
             )
             pushes = []
             for batch in remote_write.batches(series, cfg.batch_size):
