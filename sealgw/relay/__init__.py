@@ -15,6 +15,7 @@ from sealgw.relay._http import USER_AGENT, HTTPUpstream, join_url, load_trust_ro
 from sealgw.relay._interfaces import (
     SIGNALS,
     Delivery,
+    DeliveryFailed,
     ICredentials,
     IRelayMetrics,
     IUpstream,
@@ -32,6 +33,7 @@ __all__ = [
     "BasicAuthCredentials",
     "BearerCredentials",
     "Delivery",
+    "DeliveryFailed",
     "FileUpstream",
     "HTTPUpstream",
     "ICredentials",

@@ -81,37 +81,12 @@ class Delivery:
     body_truncated: bool = False
 
 
-class UpstreamRejected(Exception):
+class DeliveryFailed(Exception):
     """
-    The upstream refused the data itself (a 4xx other than 408, 429 and
-    the credential statuses 401, 403, 407: see L{sealgw.relay._outcome});
-    sending it again will not help, so the client must be told the same
-    status and must not retry.
+    A push was not delivered; the subclass says whether the client may
+    send it again.
 
-    @ivar status: the upstream's 4xx, to be answered to the client as is.
-    @ivar reason: the start of the upstream's answer (at most ~1 KiB).
-    @ivar retry_after: always C{None} today; kept for symmetry.
-    """
-
-    def __init__(self, status: int, reason: str, retry_after: Optional[float] = None) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return f"upstream rejected the push with {self.status}: {self.reason}"
-
-
-class UpstreamUnavailable(Exception):
-    """
-    The push was not delivered, and sending it again later may work; the
-    client must get a status it retries on.
-
-    @ivar status: what to answer the client: 502 (upstream 5xx, a broken or
-        unexpected answer, upstream refused our credentials), 503 (cannot
-        connect, upstream said 503, local disk trouble), 504 (timed out) or
-        429 (upstream rate limit, retries exhausted).
+    @ivar status: the status to answer the client with.
     @ivar reason: short text for the client and the log; never a secret.
     @ivar retry_after: seconds the upstream asked to wait, if it said so;
         answer it as C{Retry-After}.
@@ -122,6 +97,30 @@ class UpstreamUnavailable(Exception):
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+
+
+class UpstreamRejected(DeliveryFailed):
+    """
+    The upstream refused the data itself (a 4xx other than 408, 429 and
+    the credential statuses 401, 403, 407: see L{sealgw.relay._outcome});
+    sending it again will not help, so the client must be told the same
+    status and must not retry.  C{status} is the upstream's 4xx, C{reason}
+    the start of its answer (at most ~1 KiB), C{retry_after} always
+    C{None}.
+    """
+
+    def __str__(self) -> str:
+        return f"upstream rejected the push with {self.status}: {self.reason}"
+
+
+class UpstreamUnavailable(DeliveryFailed):
+    """
+    The push was not delivered, and sending it again later may work; the
+    client must get a status it retries on: 502 (upstream 5xx, a broken or
+    unexpected answer, upstream refused our credentials), 503 (cannot
+    connect, upstream said 503, local disk trouble), 504 (timed out) or
+    429 (upstream rate limit, retries exhausted).
+    """
 
     def __str__(self) -> str:
         return f"upstream unavailable ({self.status}): {self.reason}"
