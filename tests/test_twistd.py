@@ -16,7 +16,7 @@ import textwrap
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -345,6 +345,56 @@ class CommandTests(SynchronousTestCase):
     def test_version(self) -> None:
         self.patch(__import__("sys"), "stdout", io.StringIO())
         self.assertEqual(main(["version"]), 0)
+
+
+def _site_packages() -> str:
+    """
+    Where pip installs for this interpreter, when sealgw is installed there;
+    the tests are skipped where sealgw runs from a checkout only (CI always
+    installs it, and fails them if it is missing).
+    """
+    import sysconfig
+
+    purelib = sysconfig.get_paths()["purelib"]
+    if not os.path.isfile(os.path.join(purelib, "sealgw", "__init__.py")):
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI runs the tests with sealgw installed in {purelib}")
+        raise SkipTest("sealgw is not installed in this interpreter")
+    return purelib
+
+
+class PackagingTests(TestCase):
+    """
+    What `pip install .` gives a new user, without the checkout on the path.
+    """
+
+    timeout = 60
+
+    def test_plugin_installed(self) -> None:
+        purelib = _site_packages()
+        for path in (
+            "twisted/plugins/sealgw_plugin.py",
+            "sealgw/signals/proto/remote_pb2.py",
+            "sealgw/signals/proto/remote.proto",
+            "sealgw/py.typed",
+        ):
+            self.assertTrue(os.path.isfile(os.path.join(purelib, path)), path)
+
+    async def test_installed_twistd_finds_plugin(self) -> None:
+        _site_packages()
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        child = Child()
+        reactor.spawnProcess(
+            child,
+            sys.executable,
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
+            env=env,
+            path=elsewhere,
+        )
+        await child.ended
+        self.assertIn(b"sealgw", child.out)
 
 
 class CommandProcessTests(TestCase):
