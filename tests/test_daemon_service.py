@@ -97,6 +97,7 @@ class ServiceTests(TestCase):
     async def test_health_ready_metrics(self) -> None:
         response = await treq.get(self.url + "/health", persistent=False)
         self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"server"), [b"sealgw"])
         body = json.loads(await response.content())
         self.assertEqual(body["status"], "ok")
         response = await treq.get(self.url + "/ready", persistent=False)

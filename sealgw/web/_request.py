@@ -58,6 +58,12 @@ class GatewayRequest(Request):
             self.content = io.BytesIO()
         site.request_started(self)
 
+    def render(self, resrc: Any) -> None:
+        # Twisted names itself and its version in Server; say only what
+        # answers, and nothing an attacker could match against advisories.
+        self.setHeader(b"server", b"sealgw")
+        super().render(resrc)
+
     def _refuse_early(self, length: int) -> None:
         """
         Answer 413 as soon as the headers declare a body over the limit,
