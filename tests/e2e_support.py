@@ -43,6 +43,7 @@ from sealgw.config import load
 from sealgw.daemon import GatewayService
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto import metrics_pb2, remote_pb2
+from tests.wire import delimited, varint
 
 reactor: Any = _reactor
 T = TypeVar("T")
@@ -448,30 +449,6 @@ REMOTE_WRITE_HEADERS: HeaderMap = {
 }
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def delimited(families: Sequence[metrics_pb2.MetricFamily]) -> bytes:
-    """
-    C{MetricFamily} messages in the delimited encoding: each preceded by
-    its length as a varint.
-    """
-    out = bytearray()
-    for family in families:
-        data = family.SerializeToString()
-        out += varint(len(data)) + data
-    return bytes(out)
-
-
 #: The histogram buckets of the seal sample client.
 SEAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SEAL_BUCKET_COUNTS = (1, 2, 4, 5, 6, 7, 7, 7)
@@ -513,7 +490,7 @@ def seal_body(
     """
     A seal-proxy push body: snappy of C{{"labels": ..., "buf": [bytes]}}.
     """
-    doc: dict[str, Any] = {"buf": list(delimited(families))}
+    doc: dict[str, Any] = {"buf": list(delimited(*families))}
     if labels is not None:
         doc["labels"] = labels
     return snappy_compress(json.dumps(doc).encode("utf-8"))

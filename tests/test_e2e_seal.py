@@ -229,7 +229,7 @@ class SealPushTests(TestCase):
         """
         await self.start()
         ts = now_ms()
-        stream = delimited(seal_sample_families(ts))
+        stream = delimited(*seal_sample_families(ts))
         for body, encoding in [(stream, []), (snappy_compress(stream), ["snappy"])]:
             self.upstream.received.clear()
             response = await self.http.post(

@@ -27,22 +27,11 @@ from sealgw.signals.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from tests.wire import varint
 
 GiB = 1024**3
 MiB = 1024**2
 FUZZ = settings(derandomize=True, deadline=None, max_examples=300)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 class ErrorTests(SynchronousTestCase):

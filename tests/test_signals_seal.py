@@ -26,30 +26,11 @@ from sealgw.signals.proto.metrics_pb2 import (
     MetricFamily,
 )
 from sealgw.signals.proto.remote_pb2 import TimeSeries
+from tests.wire import delimited, varint
 
 FUZZ = settings(derandomize=True, deadline=None, max_examples=400)
 NOW = 1_700_000_000_000
 BOUNDS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def delimited(*families: MetricFamily) -> bytes:
-    out = b""
-    for family in families:
-        raw = family.SerializeToString()
-        out += varint(len(raw)) + raw
-    return out
 
 
 def sample_client() -> list[MetricFamily]:
