@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import sys
 import time
 import urllib.parse
@@ -43,6 +42,7 @@ from sealgw.config import load
 from sealgw.daemon import GatewayService
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto import metrics_pb2, remote_pb2
+from tests.subprocesses import free_port
 from tests.wire import delimited, varint
 
 reactor: Any = _reactor
@@ -50,17 +50,6 @@ T = TypeVar("T")
 
 #: How long a whole end-to-end test may take, for trial's C{timeout}.
 TEST_TIMEOUT = 120
-
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 nothing listens on right now.  For programs
-    that must be told their port up front (Prometheus); the gateway and
-    the test servers listen on port 0 instead.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_client(test: TestCase) -> HTTPClient:

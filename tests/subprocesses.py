@@ -23,7 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def free_port() -> int:
     """
-    A loopback port nobody is listening on right now.
+    A TCP port on 127.0.0.1 nothing listens on right now, for programs
+    that must be told their port up front (twistd, Prometheus); servers in
+    the test process listen on port 0 instead.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ import os
 import re
 from typing import Any, Optional
 
+import attr
 import yaml
 
 from sealgw.config._auth import AUTH_KEYS, TokenFileConfig, read_auth
@@ -203,8 +204,6 @@ def read(
 
 
 def _with_token_file(auth: Any, path: str) -> Any:
-    import attr
-
     watch = auth.token_file.watch_interval if auth.token_file else 5.0
     return attr.evolve(auth, token_file=TokenFileConfig(path=path, watch_interval=watch))
 

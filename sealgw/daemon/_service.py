@@ -12,6 +12,7 @@ from typing import Any, Optional
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from sealgw.daemon._listeners import Listener
 from sealgw.web._site import GatewaySite
@@ -52,6 +53,7 @@ class GatewayService(MultiService):
         self.draining = False
         self._previous_sighup: Any = None
         self._stopping: Optional[Deferred[None]] = None
+        self._binding: Optional[list[Deferred[Any]]] = None
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -62,28 +64,37 @@ class GatewayService(MultiService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        # Bind while still privileged (ports below 1024), and fail start-up
-        # right here when a port cannot be had.
+        self._bind()
+
+    def _bind(self) -> None:
+        """
+        Bind every listener: while still privileged (ports below 1024), and
+        failing start-up right here when a port cannot be had.
+        """
+        self._binding = []
         for listener in self.listeners:
+            failed: list[Failure] = []
             d = listener.endpoint.listen(listener.factory)
-            failures: list[Any] = []
-            d.addCallback(_keep_port, listener).addErrback(failures.append)
-            if failures:
-                failures[0].raiseException()
+            d.addCallback(_keep_port, listener).addErrback(_note, failed)
+            if failed:
+                d.addErrback(lambda _: None)
+                failed[0].raiseException()
+            self._binding.append(d)
 
     def startService(self) -> None:
         super().startService()
-        if not all(li.port is not None for li in self.listeners):
-            # Endpoints that listen asynchronously; rare, but wait for them.
-            pending = [li for li in self.listeners if li.port is None]
-            ds = [li.endpoint.listen(li.factory) for li in pending]
-            for li, d in zip(pending, ds, strict=True):
-                d.addCallback(_keep_port, li)
-            gatherResults(ds).addCallback(lambda _: self._listening())
-        else:
-            self._listening()
+        if self._binding is None:
+            self._bind()
+        assert self._binding is not None
+        # Most endpoints have bound by now; a few listen asynchronously.
+        gatherResults(self._binding, consumeErrors=True).addCallbacks(
+            lambda _: self._listening(), self._bind_failed
+        )
         if self._install_signals and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _bind_failed(self, failure: Failure) -> None:
+        self.log.failure("a listener could not be bound; not ready", failure)
 
     def _listening(self) -> None:
         self.listening = True
@@ -163,6 +174,11 @@ class GatewayService(MultiService):
             self.reactor._exitSignal = None
 
 
+def _note(failure: Failure, failed: list[Failure]) -> Failure:
+    failed.append(failure)
+    return failure
+
+
 def _keep_port(port: Any, listener: Listener) -> None:
     listener.port = port
 
@@ -170,7 +186,7 @@ def _keep_port(port: Any, listener: Listener) -> None:
 def _address(port: Any) -> str:
     try:
         host = port.getHost()
-    except Exception:
+    except AttributeError:
         return "?"
     if hasattr(host, "port"):
         return f"{host.host}:{host.port}"

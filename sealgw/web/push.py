@@ -13,9 +13,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
+import attr
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
+from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -23,7 +25,16 @@ from twisted.web.iweb import IRequest
 from sealgw.auth import Admission, AuthError, Gate
 from sealgw.config import Config, LabelActions, RouteConfig
 from sealgw.relay import DeliveryFailed, IUpstream, Push, UpstreamRejected
-from sealgw.signals import PayloadError, decode_body, loki, otlp, remote_write, seal
+from sealgw.signals import (
+    BadEncoding,
+    PayloadError,
+    UnsupportedMediaType,
+    decode_body,
+    loki,
+    otlp,
+    remote_write,
+    seal,
+)
 from sealgw.signals._media import parse_media_type
 from sealgw.web._client_ip import ClientAddress
 from sealgw.web._errors import answer_error
@@ -38,10 +49,6 @@ REMOTE_WRITE_VERSION = "0.1.0"
 #: the throughput when measured (docs/benchmarks.rst).
 DECODE_IN_THREAD = 256 * 1024
 PROTOBUF = "application/x-protobuf"
-
-
-class RouteNotConfigured(Exception):
-    pass
 
 
 class LengthRequired(PayloadError):
@@ -157,16 +164,16 @@ class PushRoutes:
         def build(body: bytes, admission: Admission) -> list[Push]:
             essence, params = parse_media_type(_header(request, b"content-type"))
             if essence not in ("", PROTOBUF):
-                raise _unsupported(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
+                raise UnsupportedMediaType(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
             proto = params.get("proto")
             if proto is not None and proto != "prometheus.WriteRequest":
-                raise _unsupported(
+                raise UnsupportedMediaType(
                     f"remote write: {proto!r} is not supported; send remote write 1.0 "
                     "(prometheus.WriteRequest)"
                 )
             encoding = _header(request, b"content-encoding")
             if (encoding or "").strip().lower() != "snappy":
-                raise seal_bad_encoding("remote write")
+                raise _snappy_required("remote write")
             raw = decode_body(body, encoding, self.limit, allowed=("snappy",))
             write = remote_write.decode(raw)
             remote_write.validate(write)
@@ -218,7 +225,7 @@ class PushRoutes:
                 if request.getHeader(b"content-length") is None:
                     raise LengthRequired("seal push: Content-Length is required")
                 if (encoding or "").strip().lower() != "snappy":
-                    raise seal_bad_encoding("seal push")
+                    raise _snappy_required("seal push")
                 raw = decode_body(body, encoding, self.limit, allowed=("snappy",))
                 client_labels, buf = seal.decode_seal_json(raw)
                 families = seal.decode_delimited(buf)
@@ -335,8 +342,6 @@ class PushRoutes:
 
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Any) -> bytes:
-        from twisted.internet.defer import CancelledError
-
         if failure.check(CancelledError):
             # The client went away; nobody is left to answer.
             return b""
@@ -345,8 +350,6 @@ class PushRoutes:
 
 
 def _with(push: Push, *, path: str, received_at: float) -> Push:
-    import attr
-
     return attr.evolve(push, path=path, received_at=received_at)
 
 
@@ -376,15 +379,7 @@ def _created(request: IRequest) -> bytes:
     return b"created"
 
 
-def _unsupported(message: str) -> PayloadError:
-    from sealgw.signals import UnsupportedMediaType
-
-    return UnsupportedMediaType(message)
-
-
-def seal_bad_encoding(what: str) -> PayloadError:
-    from sealgw.signals import BadEncoding
-
+def _snappy_required(what: str) -> PayloadError:
     return BadEncoding(f"{what}: Content-Encoding must be snappy (block format)")
 
 
