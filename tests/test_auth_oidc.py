@@ -1,26 +1,27 @@
 """
-OpenID Connect against a fake identity provider on a real socket: JWT
-verification (what is accepted and everything that is not), key refresh and
-rotation, userinfo with its cache, and failing closed when the issuer is
-down.
+OpenID Connect against L{sealgw.testing.MemoryIdentityProvider} on a
+L{Clock}: JWT verification (what is accepted and everything that is not),
+key refresh (on an unknown kid and on schedule) and rotation, userinfo with
+its cache (expiry, refusals, eviction), and failing closed when the issuer
+is down.  One smoke test crosses a real socket, over TLS with a CA bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
+import json
 from typing import Any
 
 from joserfc.jwk import RSAKey
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sealgw.auth import (
+    Admission,
     AuthError,
     Forbidden,
     IdentityProviderUnavailable,
@@ -28,23 +29,26 @@ from sealgw.auth import (
     Unauthorized,
     build_gate,
 )
-from sealgw.config import AuthConfig, Config, OIDCConfig, RateLimitConfig
+from sealgw.auth._userinfo import NEGATIVE_TTL
+from sealgw.config import AuthConfig, Config, ConfigError, OIDCConfig, RateLimitConfig
+from sealgw.testing import MemoryHTTPClient, MemoryIdentityProvider, b64url, generate_keys
 from tests.idp import AUDIENCE, FakeIdentityProvider, admit, fake_request
+from tests.pki import Chain
 
 OPAQUE = "opaque-access-token-3f9a1c"
 
+#: Generating RSA keys is slow: one issuer key pair, and one key the issuer
+#: never published, for the whole module.
+KEYS = generate_keys()
+STRANGER = RSAKey.generate_key(2048, parameters={"kid": "stranger"})
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await deferLater(reactor, 0.01, lambda: None)
+#: When the tests' clock starts: a realistic epoch time.
+START = 1_700_000_000.0
 
 
-class OIDCTestCase(TestCase):
+class OIDCTestCase(SynchronousTestCase):
     """
-    Starts a fake identity provider and a gate pointed at it.
+    A gate asking an in-memory identity provider, on a clock.
     """
 
     mode = "auto"
@@ -53,10 +57,10 @@ class OIDCTestCase(TestCase):
     group_limits: dict[str, RateLimitConfig] = {}
     wait_for_discovery = True
 
-    async def setUp(self) -> None:
-        self.idp = FakeIdentityProvider()
-        self.idp.start()
-        self.addCleanup(lambda: Deferred.fromCoroutine(self.idp.stop()))
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.idp = MemoryIdentityProvider(self.clock, keys=KEYS)
         self.idp.opaque[OPAQUE] = {
             "sub": "svc-7",
             "email": "robot@example.com",
@@ -65,7 +69,7 @@ class OIDCTestCase(TestCase):
         self.gate = self.build()
         if self.wait_for_discovery:
             self.start()
-            await self.gate.oidc.when_discovered()
+            self.successResultOf(self.gate.oidc.when_discovered())
 
     def start(self) -> None:
         self.gate.startService()
@@ -88,118 +92,133 @@ class OIDCTestCase(TestCase):
         values.update(overrides)
         return OIDCConfig(**values)
 
-    def build(self, **overrides: Any) -> Any:
+    def build(self, client: Any = None, **overrides: Any) -> Any:
         self.registry = CollectorRegistry()
+        self.client = client if client is not None else self.idp.client()
         config = Config(
             source="test.yaml",
             listeners=(),
             auth=AuthConfig(oidc=self.oidc_config(**overrides)),
         )
-        gate = build_gate(config, reactor, self.registry)
-        gate.oidc.retry_interval = 0.05
-        return gate
+        return build_gate(config, self.clock, self.registry, idp_client=self.client)
 
-    async def refused(self, request: Any, kind: type[AuthError], **kw: Any) -> Any:
-        try:
-            admission = await admit(self.gate, request, **kw)
-        except kind as e:
-            return e
-        self.fail(f"admitted as {admission!r}, expected {kind.__name__}")
+    def admitted(self, request: Any, **kw: Any) -> Admission:
+        admission: Admission = self.successResultOf(admit(self.gate, request, **kw))
+        return admission
+
+    def refused(self, request: Any, kind: type[AuthError], **kw: Any) -> Any:
+        return self.failureResultOf(admit(self.gate, request, **kw), kind).value
+
+    def tick(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass, a maintenance interval at a time.
+        """
+        step = self.gate.oidc.retry_interval
+        self.clock.pump([step] * int(seconds // step))
 
 
 class JWTTests(OIDCTestCase):
-    async def test_rs256_accepted(self) -> None:
-        token = self.idp.issue(self.idp.rsa)
-        admission = await admit(self.gate, fake_request(token))
+    def test_rs256_accepted(self) -> None:
+        admission = self.admitted(fake_request(self.idp.issue(self.idp.rsa)))
         self.assertEqual(admission.identity.name, "alice@example.com")
         self.assertEqual(admission.identity.checker, "oidc")
         self.assertEqual(admission.identity.tenants, frozenset(["team-a"]))
         self.assertEqual(admission.tenant, "team-a")
 
-    async def test_es256_accepted(self) -> None:
+    def test_es256_accepted(self) -> None:
         token = self.idp.issue(self.idp.ec, groups=["team-a", "team-b"], email="bob@example.com")
-        admission = await admit(self.gate, fake_request(token, tenant="team-b"))
+        admission = self.admitted(fake_request(token, tenant="team-b"))
         self.assertEqual(admission.identity.name, "bob@example.com")
         self.assertEqual(admission.identity.tenants, frozenset(["team-a", "team-b"]))
         self.assertEqual(admission.tenant, "team-b")
 
-    async def test_name_falls_back_to_sub(self) -> None:
-        token = self.idp.issue(email=None)
-        admission = await admit(self.gate, fake_request(token))
+    def test_name_falls_back_to_sub(self) -> None:
+        admission = self.admitted(fake_request(self.idp.issue(email=None)))
         self.assertEqual(admission.identity.name, "user-1")
 
-    async def test_no_groups_default_tenant(self) -> None:
-        admission = await admit(self.gate, fake_request(self.idp.issue(groups=None)))
+    def test_no_groups_default_tenant(self) -> None:
+        admission = self.admitted(fake_request(self.idp.issue(groups=None)))
         self.assertEqual(admission.tenant, "anonymous")
 
-    async def test_audience_list(self) -> None:
-        token = self.idp.issue(aud=["someone-else", AUDIENCE])
-        await admit(self.gate, fake_request(token))
+    def test_audience_list(self) -> None:
+        self.admitted(fake_request(self.idp.issue(aud=["someone-else", AUDIENCE])))
 
-    async def test_within_leeway(self) -> None:
-        now = int(time.time())
-        await admit(self.gate, fake_request(self.idp.issue(exp=now - 10)))
-        await admit(self.gate, fake_request(self.idp.issue(nbf=now + 10)))
+    def test_within_leeway(self) -> None:
+        now = int(self.clock.seconds())
+        self.admitted(fake_request(self.idp.issue(exp=now - 10)))
+        self.admitted(fake_request(self.idp.issue(nbf=now + 10)))
 
-    async def test_expired(self) -> None:
-        token = self.idp.issue(exp=int(time.time()) - 120)
-        error = await self.refused(fake_request(token), Unauthorized)
+    def test_expired(self) -> None:
+        token = self.idp.issue(exp=int(self.clock.seconds()) - 120)
+        error = self.refused(fake_request(token), Unauthorized)
         self.assertEqual((error.status, error.reason), (401, "expired"))
-        self.assertEqual(
-            error.headers["WWW-Authenticate"], 'Bearer realm="sealgw", error="invalid_token"'
+        self.assertTrue(
+            error.headers["WWW-Authenticate"].startswith(
+                'Bearer realm="sealgw", error="invalid_token"'
+            )
         )
 
-    async def test_not_yet_valid(self) -> None:
-        token = self.idp.issue(nbf=int(time.time()) + 120)
-        error = await self.refused(fake_request(token), Unauthorized)
+    def test_expires_while_held(self) -> None:
+        """
+        Expiry is judged by the gate's clock: the same token is accepted,
+        then refused once C{exp} plus the leeway has passed.
+        """
+        token = self.idp.issue()
+        self.admitted(fake_request(token))
+        self.clock.advance(300 + 30 + 1)
+        error = self.refused(fake_request(token), Unauthorized)
+        self.assertEqual(error.reason, "expired")
+
+    def test_not_yet_valid(self) -> None:
+        token = self.idp.issue(nbf=int(self.clock.seconds()) + 120)
+        error = self.refused(fake_request(token), Unauthorized)
         self.assertEqual(error.reason, "not_yet_valid")
 
-    async def test_no_expiry(self) -> None:
-        error = await self.refused(fake_request(self.idp.issue(exp=None)), Unauthorized)
+    def test_no_expiry(self) -> None:
+        error = self.refused(fake_request(self.idp.issue(exp=None)), Unauthorized)
         self.assertIn("exp", error.message)
 
-    async def test_wrong_issuer(self) -> None:
+    def test_wrong_issuer(self) -> None:
         token = self.idp.issue(iss="https://evil.example.com")
-        error = await self.refused(fake_request(token), Unauthorized)
+        error = self.refused(fake_request(token), Unauthorized)
         self.assertEqual(error.reason, "invalid_token")
         self.assertIn("issuer", error.message)
 
-    async def test_wrong_audience(self) -> None:
-        error = await self.refused(fake_request(self.idp.issue(aud="other-app")), Unauthorized)
+    def test_wrong_audience(self) -> None:
+        error = self.refused(fake_request(self.idp.issue(aud="other-app")), Unauthorized)
         self.assertIn("aud", error.message)
 
-    async def test_unknown_kid_after_refresh(self) -> None:
+    def test_unknown_kid_after_refresh(self) -> None:
         """
         A token signed by a key the issuer does not publish makes the gate
         fetch the JWKS again, then refuses it.
         """
-        stranger = RSAKey.generate_key(2048, parameters={"kid": "stranger"})
         before = self.idp.requests["jwks"]
-        error = await self.refused(fake_request(self.idp.issue(stranger)), Unauthorized)
+        error = self.refused(fake_request(self.idp.issue(STRANGER)), Unauthorized)
         self.assertEqual(self.idp.requests["jwks"], before + 1)
         self.assertIn("signing key is unknown", error.message)
 
-    async def test_stolen_kid(self) -> None:
+    def test_stolen_kid(self) -> None:
         """
         A foreign key claiming a published kid fails on the signature.
         """
-        impostor = RSAKey.generate_key(2048, parameters={"kid": self.idp.rsa.kid})
-        error = await self.refused(fake_request(self.idp.issue(impostor)), Unauthorized)
+        impostor = RSAKey.import_key(STRANGER.as_dict(private=True) | {"kid": self.idp.rsa.kid})
+        error = self.refused(fake_request(self.idp.issue(impostor)), Unauthorized)
         self.assertIn("signature", error.message)
 
-    async def test_alg_none(self) -> None:
+    def test_alg_none(self) -> None:
         before = self.idp.requests["jwks"]
-        error = await self.refused(fake_request(self.idp.forge_none()), Unauthorized)
+        error = self.refused(fake_request(self.idp.forge_none()), Unauthorized)
         self.assertIn("algorithm", error.message)
         self.assertEqual(self.idp.requests["jwks"], before)
         self.assertEqual(self.idp.requests["userinfo"], 0)
 
-    async def test_hs256_with_public_key(self) -> None:
+    def test_hs256_with_public_key(self) -> None:
         token = self.idp.forge_hs256_with_public_key()
-        error = await self.refused(fake_request(token), Unauthorized)
+        error = self.refused(fake_request(token), Unauthorized)
         self.assertIn("algorithm", error.message)
 
-    async def test_altered_signature(self) -> None:
+    def test_altered_signature(self) -> None:
         token = self.idp.issue()
         header, payload, signature = token.split(".")
         # Change one byte of the signature (not just the base64 padding bits
@@ -207,55 +226,116 @@ class JWTTests(OIDCTestCase):
         raw = bytearray(signature.encode())
         raw[10] = ord("A") if raw[10] != ord("A") else ord("B")
         forged = f"{header}.{payload}.{raw.decode()}"
-        error = await self.refused(fake_request(forged), Unauthorized)
+        error = self.refused(fake_request(forged), Unauthorized)
         self.assertEqual(error.reason, "invalid_token")
         self.assertIn("signature", error.message)
 
-    async def test_altered_payload(self) -> None:
+    def test_altered_payload(self) -> None:
         """
         Claims changed after signing (a tenant grab) do not verify.
         """
-        token = self.idp.issue()
-        header, _, signature = token.split(".")
-        import json
-
-        from tests.idp import b64url
-
+        header, _, signature = self.idp.issue().split(".")
         payload = b64url(json.dumps(self.idp.claims(groups=["team-admin"])).encode())
-        error = await self.refused(fake_request(f"{header}.{payload}.{signature}"), Unauthorized)
+        error = self.refused(fake_request(f"{header}.{payload}.{signature}"), Unauthorized)
         self.assertIn("signature", error.message)
 
-    async def test_key_rotation(self) -> None:
+    def test_key_rotation(self) -> None:
         new_key = self.idp.rotate()
         before = self.idp.requests["jwks"]
-        admission = await admit(self.gate, fake_request(self.idp.issue(new_key)))
+        admission = self.admitted(fake_request(self.idp.issue(new_key)))
         self.assertEqual(admission.identity.name, "alice@example.com")
         self.assertEqual(self.idp.requests["jwks"], before + 1)
 
-    async def test_forbidden_tenant(self) -> None:
-        error = await self.refused(fake_request(self.idp.issue(), tenant="team-z"), Forbidden)
+    def test_forbidden_tenant(self) -> None:
+        error = self.refused(fake_request(self.idp.issue(), tenant="team-z"), Forbidden)
         self.assertEqual(error.status, 403)
 
-    async def test_health(self) -> None:
+    def test_health(self) -> None:
+        self.clock.advance(2)
         health = self.gate.health()["oidc"]
         self.assertEqual(health["status"], "ok")
         self.assertEqual(health["keys"], 2)
-        self.assertGreaterEqual(health["jwks_age_seconds"], 0)
+        self.assertEqual(health["jwks_age_seconds"], 2)
+
+    def test_issuer_asked_with_json_accept(self) -> None:
+        """
+        Discovery and JWKS are GETs asking for JSON, with no credentials.
+        """
+        for request in self.client.requests:
+            self.assertEqual(request.method, "GET")
+            self.assertEqual(request.header("Accept"), "application/json")
+            self.assertIsNone(request.header("Authorization"))
+        self.assertEqual(
+            [r.url for r in self.client.requests],
+            [self.idp.issuer + "/.well-known/openid-configuration", self.idp.issuer + "/jwks"],
+        )
 
 
 class RefreshRateTests(OIDCTestCase):
     min_refresh = 3600.0
 
-    async def test_no_refresh_within_min_interval(self) -> None:
+    def test_no_refresh_within_min_interval(self) -> None:
         """
         Unknown kids do not make the gate hammer the issuer: within
         jwks_min_refresh_interval of the last fetch, no new fetch happens.
         """
-        stranger = RSAKey.generate_key(2048, parameters={"kid": "stranger"})
         before = self.idp.requests["jwks"]
         for _ in range(3):
-            await self.refused(fake_request(self.idp.issue(stranger)), Unauthorized)
+            self.refused(fake_request(self.idp.issue(STRANGER)), Unauthorized)
         self.assertEqual(self.idp.requests["jwks"], before)
+
+
+class ScheduledRefreshTests(OIDCTestCase):
+    """
+    The keys are fetched every C{jwks_refresh_interval} (an hour), so a
+    key the issuer withdrew stops being accepted even when no token ever
+    names an unknown kid.
+    """
+
+    min_refresh = 30.0
+
+    def test_withdrawn_key_refused_after_refresh(self) -> None:
+        old = self.idp.rsa
+        self.idp.rotate()
+        self.tick(3595)
+        # Not refreshed yet: the withdrawn key still verifies.
+        self.assertEqual(self.idp.requests["jwks"], 1)
+        self.admitted(fake_request(self.idp.issue(old)))
+        self.tick(5)
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-2"])
+        error = self.refused(fake_request(self.idp.issue(old)), Unauthorized)
+        self.assertIn("signing key is unknown", error.message)
+        self.admitted(fake_request(self.idp.issue()))
+
+    def test_failed_refresh_keeps_keys_and_retries(self) -> None:
+        """
+        An issuer down at refresh time leaves the keys in force; the loop
+        tries again after C{jwks_min_refresh_interval}.
+        """
+        self.idp.down = True
+        self.tick(3600)
+        self.assertEqual(len(self.gate.oidc.jwks), 2)
+        self.assertEqual(self.gate.health()["oidc"]["status"], "degraded")
+        self.admitted(fake_request(self.idp.issue()))
+        self.idp.down = False
+        self.tick(25)
+        self.assertEqual(self.idp.requests["jwks"], 1)
+        self.tick(5)
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.assertEqual(self.gate.health()["oidc"]["status"], "ok")
+
+    def test_maintenance_survives_errors(self) -> None:
+        """
+        The loop does not stop when a refresh fails: it is still running,
+        and still refreshing, hours later.
+        """
+        self.idp.failing.add("jwks")
+        self.tick(3600 * 3)
+        self.assertTrue(self.gate.oidc._loop.running)
+        self.idp.failing.clear()
+        self.tick(30)
+        self.assertEqual(self.gate.health()["oidc"]["status"], "ok")
 
 
 class GroupTests(OIDCTestCase):
@@ -265,90 +345,160 @@ class GroupTests(OIDCTestCase):
         "team-a": RateLimitConfig(requests_per_second=100),
     }
 
-    async def test_group_tenants_mapping(self) -> None:
+    def test_group_tenants_mapping(self) -> None:
         token = self.idp.issue(groups=["team-a", "unmapped"])
-        admission = await admit(self.gate, fake_request(token, tenant="logs-a"))
+        admission = self.admitted(fake_request(token, tenant="logs-a"))
         self.assertEqual(admission.identity.tenants, frozenset(["metrics-a", "logs-a"]))
         self.assertEqual(admission.tenant, "logs-a")
-        await self.refused(fake_request(token, tenant="team-a"), Forbidden)
+        self.refused(fake_request(token, tenant="team-a"), Forbidden)
 
-    async def test_group_limits_first_listed_wins(self) -> None:
+    def test_group_limits_first_listed_wins(self) -> None:
         token = self.idp.issue(groups=["team-a", "admins"])
-        admission = await admit(self.gate, fake_request(token, tenant="ops"))
+        admission = self.admitted(fake_request(token, tenant="ops"))
         self.assertEqual(admission.identity.limits, RateLimitConfig(max_concurrent=1))
-        await self.refused(fake_request(token, tenant="ops"), RateLimited)
+        self.refused(fake_request(token, tenant="ops"), RateLimited)
         admission.release()
-        await admit(self.gate, fake_request(token, tenant="ops"))
+        self.admitted(fake_request(token, tenant="ops"))
 
 
 class UserinfoTests(OIDCTestCase):
-    async def test_opaque_token(self) -> None:
-        admission = await admit(self.gate, fake_request(OPAQUE))
+    def test_opaque_token(self) -> None:
+        admission = self.admitted(fake_request(OPAQUE))
         self.assertEqual(admission.identity.name, "robot@example.com")
         self.assertEqual(admission.tenant, "team-x")
         self.assertEqual(self.idp.requests["userinfo"], 1)
+        [asked] = [r for r in self.client.requests if r.url.endswith("/userinfo")]
+        self.assertEqual(asked.header("Authorization"), f"Bearer {OPAQUE}")
 
-    async def test_cached_within_ttl(self) -> None:
-        await admit(self.gate, fake_request(OPAQUE))
-        await admit(self.gate, fake_request(OPAQUE))
+    def test_cached_within_ttl(self) -> None:
+        self.admitted(fake_request(OPAQUE))
+        self.clock.advance(299)
+        self.admitted(fake_request(OPAQUE))
         self.assertEqual(self.idp.requests["userinfo"], 1)
 
-    async def test_cache_key_is_not_the_token(self) -> None:
-        await admit(self.gate, fake_request(OPAQUE))
+    def test_asked_again_after_ttl(self) -> None:
+        """
+        An answer is reused for C{cache_ttl}, then the issuer is asked
+        again, and its new answer counts.
+        """
+        self.admitted(fake_request(OPAQUE))
+        self.clock.advance(300)
+        self.idp.opaque[OPAQUE] = {"sub": "svc-7", "email": "renamed@example.com"}
+        admission = self.admitted(fake_request(OPAQUE))
+        self.assertEqual(self.idp.requests["userinfo"], 2)
+        self.assertEqual(admission.identity.name, "renamed@example.com")
+
+    def test_revoked_token_refused_after_ttl(self) -> None:
+        self.admitted(fake_request(OPAQUE))
+        del self.idp.opaque[OPAQUE]
+        self.clock.advance(300)
+        self.refused(fake_request(OPAQUE), Unauthorized)
+
+    def test_cache_key_is_not_the_token(self) -> None:
+        self.admitted(fake_request(OPAQUE))
         cache = self.gate.userinfo
         self.assertEqual(cache.keys(), [hashlib.sha256(OPAQUE.encode()).digest()])
         self.assertNotIn(OPAQUE, repr(vars(cache)))
         self.assertNotIn(OPAQUE.encode(), cache.keys())
 
-    async def test_concurrent_requests_share_one_call(self) -> None:
+    def test_concurrent_requests_share_one_call(self) -> None:
         hold: Deferred[None] = Deferred()
         self.idp.userinfo_hold = hold
         waiting = [admit(self.gate, fake_request(OPAQUE)) for _ in range(5)]
-        await until(lambda: self.idp.requests["userinfo"] == 1)
-        # Give any extra lookups a chance to show up before answering.
-        await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(self.idp.requests["userinfo"], 1)
         self.idp.userinfo_hold = None
         hold.callback(None)
-        admissions = await gatherResults(waiting)
+        admissions = self.successResultOf(gatherResults(waiting))
         self.assertEqual({a.identity.name for a in admissions}, {"robot@example.com"})
         self.assertEqual(self.idp.requests["userinfo"], 1)
 
-    async def test_refused_token(self) -> None:
-        error = await self.refused(fake_request("opaque-unknown"), Unauthorized)
+    def test_refused_token(self) -> None:
+        error = self.refused(fake_request("opaque-unknown"), Unauthorized)
         self.assertEqual(error.reason, "invalid_token")
         # The refusal is remembered for a while too.
-        await self.refused(fake_request("opaque-unknown"), Unauthorized)
+        self.refused(fake_request("opaque-unknown"), Unauthorized)
         self.assertEqual(self.idp.requests["userinfo"], 1)
 
-    async def test_timeout_fails_closed(self) -> None:
+    def test_refusal_remembered_for_negative_ttl(self) -> None:
+        """
+        A refusal is kept for L{NEGATIVE_TTL} (shorter than C{cache_ttl}):
+        a token the issuer learns meanwhile works once that has passed.
+        """
+        self.refused(fake_request("opaque-new"), Unauthorized)
+        self.idp.opaque["opaque-new"] = {"sub": "late", "groups": ["team-x"]}
+        self.clock.advance(NEGATIVE_TTL - 1)
+        self.refused(fake_request("opaque-new"), Unauthorized)
+        self.assertEqual(self.idp.requests["userinfo"], 1)
+        self.clock.advance(1)
+        self.assertEqual(self.admitted(fake_request("opaque-new")).identity.name, "late")
+        self.assertEqual(self.idp.requests["userinfo"], 2)
+
+    def test_refusal_never_outlives_cache_ttl(self) -> None:
+        self.gate = self.build(cache_ttl=10.0)
+        self.start()
+        self.refused(fake_request("opaque-new"), Unauthorized)
+        self.idp.opaque["opaque-new"] = {"sub": "late"}
+        self.clock.advance(10)
+        self.admitted(fake_request("opaque-new"))
+
+    def test_least_recently_used_evicted(self) -> None:
+        """
+        Past C{max_entries} the answer used least recently goes first.
+        """
+        cache = self.gate.userinfo
+        cache.max_entries = 2
+        for token in ("tok-a", "tok-b", "tok-c"):
+            self.idp.opaque[token] = {"sub": token}
+        self.admitted(fake_request("tok-a"))
+        self.admitted(fake_request("tok-b"))
+        self.admitted(fake_request("tok-a"))
+        self.admitted(fake_request("tok-c"))
+        digest = {t: hashlib.sha256(t.encode()).digest() for t in ("tok-a", "tok-b", "tok-c")}
+        self.assertEqual(cache.keys(), [digest["tok-a"], digest["tok-c"]])
+        self.assertEqual(self.idp.requests["userinfo"], 3)
+        self.admitted(fake_request("tok-a"))
+        self.assertEqual(self.idp.requests["userinfo"], 3)
+        self.admitted(fake_request("tok-b"))
+        self.assertEqual(self.idp.requests["userinfo"], 4)
+
+    def test_timeout_fails_closed(self) -> None:
+        """
+        No answer within C{timeout}: 503, and the request to the issuer
+        is cancelled, not left open.
+        """
         self.gate = self.build(timeout=0.3)
         self.start()
-        await self.gate.oidc.when_discovered()
+        self.successResultOf(self.gate.oidc.when_discovered())
         self.idp.userinfo_hold = Deferred()
-        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        waiting = admit(self.gate, fake_request(OPAQUE))
+        self.clock.advance(0.299)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.001)
+        error = self.failureResultOf(waiting, IdentityProviderUnavailable).value
         self.assertEqual(error.status, 503)
         self.assertIn("Retry-After", error.headers)
+        self.assertTrue(self.client.requests[-1].cancelled)
+        self.assertIn("no answer within 0.3s", self.gate.oidc.last_error)
 
-    async def test_issuer_error_fails_closed(self) -> None:
+    def test_issuer_error_fails_closed(self) -> None:
         self.idp.failing.add("userinfo")
-        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        error = self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
         self.assertEqual(error.status, 503)
         # Not cached: once the issuer is well again, the token works.
         self.idp.failing.clear()
-        await admit(self.gate, fake_request(OPAQUE))
+        self.admitted(fake_request(OPAQUE))
 
-    async def test_token_never_logged(self) -> None:
+    def test_token_never_logged(self) -> None:
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         jwt = self.idp.issue()
-        await admit(self.gate, fake_request(OPAQUE))
-        await admit(self.gate, fake_request(jwt))
-        await self.refused(fake_request("opaque-unknown"), Unauthorized)
-        await self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
-        await self.idp.go_down()
-        await self.refused(fake_request("opaque-other"), IdentityProviderUnavailable)
+        self.admitted(fake_request(OPAQUE))
+        self.admitted(fake_request(jwt))
+        self.refused(fake_request("opaque-unknown"), Unauthorized)
+        self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
+        self.idp.down = True
+        self.refused(fake_request("opaque-other"), IdentityProviderUnavailable)
         self.assertTrue(events)
         for event in events:
             text = repr(event) + (formatEvent(event) or "")
@@ -361,55 +511,53 @@ class BadAnswerTests(OIDCTestCase):
     An issuer that answers, but nonsense, is treated like one that is down.
     """
 
-    async def test_userinfo_not_json(self) -> None:
+    def test_userinfo_not_json(self) -> None:
         self.idp.overrides["userinfo"] = (200, b"<html>login</html>")
-        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        error = self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
         self.assertEqual(error.status, 503)
 
-    async def test_userinfo_not_an_object(self) -> None:
+    def test_userinfo_not_an_object(self) -> None:
         self.idp.overrides["userinfo"] = (200, b"[1, 2]")
-        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
 
-    async def test_userinfo_too_large(self) -> None:
+    def test_userinfo_too_large(self) -> None:
         self.idp.overrides["userinfo"] = (200, b'{"sub": "' + b"x" * (2 * 1024 * 1024) + b'"}')
-        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        error = self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
         self.assertIn("could not be reached", error.message)
         self.assertIn("larger than", self.gate.oidc.last_error)
 
-    async def test_userinfo_redirect(self) -> None:
+    def test_userinfo_redirect(self) -> None:
         self.idp.overrides["userinfo"] = (302, b"")
-        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
 
-    async def test_userinfo_429(self) -> None:
+    def test_userinfo_429(self) -> None:
         self.idp.overrides["userinfo"] = (429, b"slow down")
-        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
 
-    async def test_garbage_jwks_keeps_keys(self) -> None:
+    def test_garbage_jwks_keeps_keys(self) -> None:
         self.idp.overrides["jwks"] = (200, b'{"no": "keys"}')
-        await self.gate.oidc.refresh_keys()
+        self.successResultOf(self.gate.oidc.refresh_keys())
         self.assertEqual(len(self.gate.oidc.jwks), 2)
         self.assertEqual(self.gate.health()["oidc"]["status"], "degraded")
-        await admit(self.gate, fake_request(self.idp.issue()))
+        self.admitted(fake_request(self.idp.issue()))
 
-    async def test_odd_keys_skipped(self) -> None:
+    def test_odd_keys_skipped(self) -> None:
         """
         Symmetric and malformed keys in the JWKS are ignored; the others work.
         """
-        import json
-
         good = [k.as_dict(private=False) for k in self.idp.published]
         odd = [{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}, {"kty": "RSA", "kid": "broken"}]
         self.idp.overrides["jwks"] = (200, json.dumps({"keys": odd + good}).encode())
-        await self.gate.oidc.refresh_keys()
+        self.successResultOf(self.gate.oidc.refresh_keys())
         self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-1"])
 
 
 class AuditTests(OIDCTestCase):
-    async def test_decisions_name_the_checker(self) -> None:
-        await admit(self.gate, fake_request(self.idp.issue()))
-        await self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
-        await self.idp.go_down()
-        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+    def test_decisions_name_the_checker(self) -> None:
+        self.admitted(fake_request(self.idp.issue()))
+        self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
+        self.idp.down = True
+        self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
 
         def value(outcome: str, reason: str) -> Any:
             return self.registry.get_sample_value(
@@ -425,10 +573,10 @@ class AuditTests(OIDCTestCase):
 class UserinfoModeTests(OIDCTestCase):
     mode = "userinfo"
 
-    async def test_jwt_sent_to_userinfo(self) -> None:
+    def test_jwt_sent_to_userinfo(self) -> None:
         jwt = self.idp.issue()
         self.idp.opaque[jwt] = {"sub": "via-userinfo", "groups": ["g"]}
-        admission = await admit(self.gate, fake_request(jwt))
+        admission = self.admitted(fake_request(jwt))
         self.assertEqual(admission.identity.name, "via-userinfo")
         self.assertEqual(self.idp.requests["jwks"], 0)
 
@@ -436,105 +584,174 @@ class UserinfoModeTests(OIDCTestCase):
 class JWTModeTests(OIDCTestCase):
     mode = "jwt"
 
-    async def test_opaque_refused(self) -> None:
-        await self.refused(fake_request(OPAQUE), Unauthorized)
+    def test_opaque_refused(self) -> None:
+        self.refused(fake_request(OPAQUE), Unauthorized)
         self.assertEqual(self.idp.requests["userinfo"], 0)
 
 
 class IssuerDownTests(OIDCTestCase):
-    async def test_cached_keys_keep_working(self) -> None:
-        await self.idp.go_down()
+    def test_cached_keys_keep_working(self) -> None:
+        self.idp.down = True
         for key in (self.idp.rsa, self.idp.ec):
-            admission = await admit(self.gate, fake_request(self.idp.issue(key)))
+            admission = self.admitted(fake_request(self.idp.issue(key)))
             self.assertEqual(admission.identity.name, "alice@example.com")
 
-    async def test_userinfo_identities_get_503(self) -> None:
-        await self.idp.go_down()
-        error = await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+    def test_userinfo_identities_get_503(self) -> None:
+        self.idp.down = True
+        error = self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
         self.assertEqual(error.status, 503)
         self.assertEqual(error.reason, "idp_unavailable")
-        self.assertEqual(error.headers, {"Retry-After": "1"})
+        self.assertEqual(error.headers, {"Retry-After": "5"})
 
-    async def test_nobody_let_in(self) -> None:
+    def test_nobody_let_in(self) -> None:
         """
         With the issuer down, tokens that need it are refused with 503 and
         bad tokens still with 401: no path lets anyone in.
         """
-        await self.idp.go_down()
-        stranger = RSAKey.generate_key(2048, parameters={"kid": "new-key"})
-        await self.refused(fake_request(self.idp.issue(stranger)), IdentityProviderUnavailable)
-        await self.refused(fake_request("opaque-unknown"), IdentityProviderUnavailable)
-        await self.refused(fake_request(self.idp.forge_none()), Unauthorized)
-        await self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
+        self.idp.down = True
+        self.refused(fake_request(self.idp.issue(STRANGER)), IdentityProviderUnavailable)
+        self.refused(fake_request("opaque-unknown"), IdentityProviderUnavailable)
+        self.refused(fake_request(self.idp.forge_none()), Unauthorized)
+        self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
         self.assertEqual(self.gate.health()["oidc"]["status"], "degraded")
 
-    async def test_keys_kept_after_failed_refresh(self) -> None:
-        await self.idp.go_down()
-        await self.gate.oidc.refresh_keys()
+    def test_keys_kept_after_failed_refresh(self) -> None:
+        self.idp.down = True
+        self.successResultOf(self.gate.oidc.refresh_keys())
         self.assertEqual(len(self.gate.oidc.jwks), 2)
-        await admit(self.gate, fake_request(self.idp.issue()))
+        self.admitted(fake_request(self.idp.issue()))
 
-    async def test_back_up(self) -> None:
-        await self.idp.go_down()
-        await self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
-        self.idp.come_up()
-        await admit(self.gate, fake_request(OPAQUE))
+    def test_back_up(self) -> None:
+        self.idp.down = True
+        self.refused(fake_request(OPAQUE), IdentityProviderUnavailable)
+        self.idp.down = False
+        self.admitted(fake_request(OPAQUE))
         self.assertEqual(self.gate.health()["oidc"]["status"], "ok")
 
 
 class DiscoveryTests(OIDCTestCase):
     wait_for_discovery = False
 
-    async def test_503_until_discovered(self) -> None:
+    def test_503_until_discovered(self) -> None:
         """
         Discovery does not hold up start-up; until it succeeds every OIDC
         token gets 503, and the LoopingCall keeps trying.
         """
-        await self.idp.go_down()
+        self.idp.down = True
         self.start()
         self.assertTrue(self.gate.running)
+        discovered = self.gate.oidc.when_discovered()
         for token in (self.idp.issue(), OPAQUE):
-            error = await self.refused(fake_request(token), IdentityProviderUnavailable)
+            error = self.refused(fake_request(token), IdentityProviderUnavailable)
             self.assertEqual(error.status, 503)
             self.assertIn("Retry-After", error.headers)
         self.assertEqual(self.gate.health()["oidc"]["status"], "down")
-        await deferLater(reactor, 0.2, lambda: None)
+        self.tick(60)
+        self.assertNoResult(discovered)
+        # Tried at start, then every retry_interval.
+        self.assertEqual(len(self.client.requests), 1 + 60 // 5)
         self.assertEqual(self.idp.requests["discovery"], 0)
-        self.idp.come_up()
-        await self.gate.oidc.when_discovered()
-        await admit(self.gate, fake_request(self.idp.issue()))
+        self.idp.down = False
+        self.tick(5)
+        self.successResultOf(discovered)
+        self.admitted(fake_request(self.idp.issue()))
         self.assertEqual(self.gate.health()["oidc"]["status"], "ok")
 
-    async def test_wrong_issuer_in_discovery(self) -> None:
-        self.gate = self.build(issuer=self.idp.issuer + "/tenant-1")
+    def test_wrong_issuer_in_discovery(self) -> None:
+        document = {"issuer": "https://other.example.com", "jwks_uri": self.idp.issuer + "/jwks"}
+        self.idp.overrides["discovery"] = (200, json.dumps(document).encode())
         self.start()
-        await until(lambda: self.gate.oidc.last_error is not None)
         self.assertIn("discovery", self.gate.oidc.last_error)
-        await self.refused(fake_request(self.idp.issue()), IdentityProviderUnavailable)
+        self.assertIn("another issuer", self.gate.oidc.last_error)
+        self.refused(fake_request(self.idp.issue()), IdentityProviderUnavailable)
 
-    async def test_stop_while_discovering(self) -> None:
+    def test_stop_while_discovering(self) -> None:
         """
         Stopping the gate while discovery waits on a silent issuer cancels
-        it, leaving nothing behind in the reactor.
+        the request, leaving no timer behind.
         """
-        # Discovery against a port that accepts and never answers.
-        from twisted.internet.protocol import Factory, Protocol
+        silent = MemoryHTTPClient(lambda request: Deferred())
+        self.gate = self.build(client=silent, timeout=30.0)
+        self.gate.startService()
+        [request] = silent.requests
+        self.assertFalse(request.cancelled)
+        self.successResultOf(self.gate.stopService())
+        self.assertTrue(request.cancelled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # A client given to the gate is its giver's to close.
+        self.assertFalse(silent.closed)
 
-        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-        self.addCleanup(silent.stopListening)
-        self.gate = build_gate(
+
+class CAFileTests(SynchronousTestCase):
+    def test_unreadable(self) -> None:
+        config = Config(
+            source="test.yaml",
+            listeners=(),
+            auth=AuthConfig(oidc=OIDCConfig(issuer="https://idp", ca_file="/nonexistent.pem")),
+        )
+        with self.assertRaises(ConfigError) as raised:
+            build_gate(config, Clock())
+        self.assertEqual(
+            raised.exception.problems,
+            ["auth.oidc.ca_file: cannot load /nonexistent.pem: No such file or directory"],
+        )
+
+    def test_not_a_certificate(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        config = Config(
+            source="test.yaml",
+            listeners=(),
+            auth=AuthConfig(oidc=OIDCConfig(issuer="https://idp", ca_file=path)),
+        )
+        with self.assertRaises(ConfigError) as raised:
+            build_gate(config, Clock())
+        self.assertEqual(
+            raised.exception.problems, [f"auth.oidc.ca_file: {path}: no PEM certificate found"]
+        )
+
+
+class RealSocketSmokeTests(TestCase):
+    """
+    The whole path over a real socket and a real TLS handshake: discovery,
+    JWKS and userinfo from an https issuer whose certificate comes from an
+    intermediate CA, trusted through a C{ca_file} bundle holding the
+    intermediate and the root.
+    """
+
+    # A handshake that fails leaves discovery retrying: fail fast instead.
+    timeout = 15
+
+    async def test_https_issuer_with_ca_bundle(self) -> None:
+        chain = Chain()
+        idp = FakeIdentityProvider(tls=chain.server_pem())
+        idp.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(idp.stop()))
+        idp.opaque[OPAQUE] = {"sub": "svc-7", "email": "robot@example.com"}
+        bundle = self.mktemp()
+        with open(bundle, "wb") as f:
+            f.write(chain.bundle())
+        gate = build_gate(
             Config(
                 source="test.yaml",
                 listeners=(),
                 auth=AuthConfig(
-                    oidc=self.oidc_config(
-                        issuer=f"http://127.0.0.1:{silent.getHost().port}", timeout=30.0
+                    oidc=OIDCConfig(
+                        issuer=idp.issuer, audience=(AUDIENCE,), timeout=5.0, ca_file=bundle
                     )
                 ),
             ),
             reactor,
             CollectorRegistry(),
         )
-        self.gate.startService()
-        await deferLater(reactor, 0.1, lambda: None)
-        await self.gate.stopService()
+        gate.startService()
+        self.addCleanup(gate.stopService)
+        await gate.oidc.when_discovered()
+        admission = await admit(gate, fake_request(idp.issue()))
+        self.assertEqual(admission.identity.name, "alice@example.com")
+        admission = await admit(gate, fake_request(OPAQUE))
+        self.assertEqual(admission.identity.name, "robot@example.com")
+        self.assertEqual(
+            (idp.requests["discovery"], idp.requests["jwks"], idp.requests["userinfo"]), (1, 1, 1)
+        )

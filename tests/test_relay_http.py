@@ -1,7 +1,8 @@
 """
 Tests for L{sealgw.relay.HTTPUpstream}'s logic: retries, status mapping,
-timeouts, cancellation, headers and body limits, against a scripted fake
-client (and treq's C{StubTreq}) on a L{Clock}.
+timeouts, cancellation, headers and body limits, on a L{Clock}: through the
+real L{sealgw.http.HTTPClient} over a scripted treq-like fake (and treq's
+C{StubTreq}), and over L{sealgw.testing.MemoryHTTPClient}.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from sealgw.config import (
     Secret,
     TimeoutsConfig,
 )
+from sealgw.credentials import BearerCredentials, credentials_for
+from sealgw.http import USER_AGENT, HTTPClient
 from sealgw.relay import (
-    USER_AGENT,
-    BearerCredentials,
     Delivery,
     HTTPUpstream,
     Push,
@@ -39,6 +40,7 @@ from sealgw.relay import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from sealgw.testing import MemoryHTTPClient, MemoryResponse, script
 
 HANG = object()
 """A scripted outcome: the request never gets an answer."""
@@ -168,6 +170,27 @@ def push(**kwargs: Any) -> Push:
     return Push(**defaults)
 
 
+def client_over(
+    treq: Any,
+    upstream: HTTPUpstreamConfig,
+    clock: Clock,
+    credentials: Any = None,
+    tenant_header: str = "X-Scope-OrgID",
+) -> HTTPClient:
+    """
+    The real client for C{upstream}, sending through C{treq}.
+    """
+    return HTTPClient(
+        clock,
+        name=upstream.name,
+        timeouts=upstream.timeouts,
+        headers=upstream.headers,
+        tenant_header=tenant_header,
+        credentials=credentials if credentials is not None else credentials_for(upstream),
+        treq=treq,
+    )
+
+
 class Harness:
     """
     An upstream over a fake client on a clock.  The random half of the
@@ -183,13 +206,13 @@ class Harness:
             k: kwargs.pop(k) for k in ("credentials", "tenant_header") if k in kwargs
         }
         metrics = kwargs.pop("metrics", self.metrics)
+        upstream_config = config(**kwargs)
         self.upstream = HTTPUpstream(
-            config(**kwargs),
+            upstream_config,
             self.clock,
-            client=self.client,
+            client=client_over(self.client, upstream_config, self.clock, **upstream_kwargs),
             metrics=metrics,
             random=lambda: 0.0,
-            **upstream_kwargs,
         )
 
     def deliver(self, **kwargs: Any) -> Deferred[Delivery]:
@@ -683,10 +706,11 @@ class StubTreqTests(SynchronousTestCase):
              (200, {b"Content-Type": b"text/plain"}, b"ok")),
         ])
         stub = StubTreq(StringStubbingResource(sequence))
+        upstream_config = config(bearer_token=Secret("tok", "test"))
         upstream = HTTPUpstream(
-            config(bearer_token=Secret("tok", "test")),
+            upstream_config,
             clock,
-            client=stub,  # type: ignore[arg-type]
+            client=client_over(stub, upstream_config, clock),
             random=lambda: 0.0,
         )
         with sequence.consume(self.fail):
@@ -703,7 +727,75 @@ class StubTreqTests(SynchronousTestCase):
              (400, {}, b"bad labels")),
         ])
         stub = StubTreq(StringStubbingResource(sequence))
-        upstream = HTTPUpstream(config(), Clock(), client=stub)  # type: ignore[arg-type]
+        clock = Clock()
+        upstream = HTTPUpstream(config(), clock, client=client_over(stub, config(), clock))
         with sequence.consume(self.fail):
             error = self.failureResultOf(upstream.deliver(push()), UpstreamRejected).value
         self.assertEqual((error.status, error.reason), (400, "bad labels"))
+
+
+class MemoryClientTests(SynchronousTestCase):
+    """
+    The relay over L{sealgw.testing.MemoryHTTPClient}: what an upstream
+    would receive, without a treq in between.
+    """
+
+    def upstream(self, *answers: Any, **kwargs: Any) -> tuple[HTTPUpstream, MemoryHTTPClient]:
+        self.clock = Clock()
+        self.metrics = ListMetrics()
+        client = MemoryHTTPClient(script(*answers), **kwargs)
+        upstream = HTTPUpstream(
+            config(), self.clock, client=client, metrics=self.metrics, random=lambda: 0.0
+        )
+        return upstream, client
+
+    def test_delivered(self) -> None:
+        upstream, client = self.upstream(MemoryResponse(204))
+        delivery = self.successResultOf(upstream.deliver(push(
+            received_at=0.0,
+            extra_headers={"Authorization": "Bearer client", "User-Agent": "evil",
+                           "X-Scope-OrgID": "other", "X-Prometheus-Remote-Write-Version": "0.1.0"},
+        )))
+        self.assertEqual(delivery.status, 204)
+        [sent] = client.requests
+        self.assertEqual((sent.method, sent.url, sent.body),
+                         ("POST", "http://mimir:9009/api/v1/push", b"\x00snappy"))
+        self.assertEqual(sent.header("X-Scope-OrgID"), "team-a")
+        self.assertEqual(sent.header("Content-Encoding"), "snappy")
+        self.assertEqual(sent.header("X-Prometheus-Remote-Write-Version"), "0.1.0")
+        self.assertEqual(sent.header("User-Agent"), USER_AGENT.decode())
+        self.assertIsNone(sent.header("Authorization"))
+
+    def test_credentials_unavailable_not_timed(self) -> None:
+        """
+        A request never sent because there were no credentials is a 503
+        without retries, and is not counted as a request attempt.
+        """
+        class Broken:
+            def authorization(self) -> Deferred[Optional[bytes]]:
+                return fail(RuntimeError("no token"))
+
+        upstream, client = self.upstream(MemoryResponse(204), credentials=Broken())
+        error = self.failureResultOf(upstream.deliver(push()), UpstreamUnavailable).value
+        self.assertEqual((error.status, error.reason),
+                         (503, "upstream credentials are not available"))
+        self.assertEqual(client.requests, [])
+        self.assertEqual(self.metrics.observed, [])
+        self.assertEqual(self.metrics.retries, [])
+
+    def test_given_client_not_closed(self) -> None:
+        """
+        A client passed in is its giver's to close; one the upstream built
+        is closed with it.
+        """
+        upstream, client = self.upstream()
+        self.successResultOf(upstream.close())
+        self.assertFalse(client.closed)
+        owned = HTTPUpstream(config(), Clock())
+        assert isinstance(owned.client, HTTPClient) and owned.client.pool is not None
+        closed: list[bool] = []
+        owned.client.pool.closeCachedConnections = (  # type: ignore[method-assign]
+            lambda: succeed(closed.append(True))
+        )
+        self.successResultOf(owned.close())
+        self.assertEqual(closed, [True])

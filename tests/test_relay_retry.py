@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.config import RetryConfig
-from sealgw.relay import backoff, join_url, next_retry, parse_retry_after
+from sealgw.relay import backoff, next_retry, parse_retry_after
 
 RETRY = RetryConfig(attempts=4, initial_backoff=0.25, max_backoff=5.0, deadline=30.0)
 
@@ -114,21 +114,3 @@ class NextRetryTests(SynchronousTestCase):
             RETRY, 1, now=0.0, started=0.0, random=lambda: 0.0, retry_after=31.0
         )
         self.assertIsNone(decision.delay)
-
-
-class JoinURLTests(SynchronousTestCase):
-    def test_no_path(self) -> None:
-        self.assertEqual(join_url("http://m:9009/x/", ""), "http://m:9009/x/")
-
-    def test_slashes(self) -> None:
-        for base in ["http://m:9009", "http://m:9009/"]:
-            for path in ["api/v1/push", "/api/v1/push"]:
-                self.assertEqual(join_url(base, path), "http://m:9009/api/v1/push")
-
-    def test_keeps_query(self) -> None:
-        self.assertEqual(
-            join_url("https://dce.example/dataCollectionRules/d?api-version=2023-04-24",
-                     "/streams/s/api/v1/write"),
-            "https://dce.example/dataCollectionRules/d/streams/s/api/v1/write"
-            "?api-version=2023-04-24",
-        )

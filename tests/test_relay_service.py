@@ -26,15 +26,19 @@ from sealgw.config import (
     UpstreamConfig,
     default_config,
 )
-from sealgw.relay import (
+from sealgw.credentials import (
     BasicAuthCredentials,
     BearerCredentials,
+    ICredentials,
+    NoCredentials,
+    credentials_for,
+)
+from sealgw.http import HTTPClient
+from sealgw.relay import (
     FileUpstream,
     HTTPUpstream,
-    ICredentials,
     IRelayMetrics,
     IUpstream,
-    NoCredentials,
     NoMetrics,
     Push,
     RelayMetrics,
@@ -42,7 +46,6 @@ from sealgw.relay import (
     UpstreamsService,
     UpstreamUnavailable,
     build_upstreams,
-    credentials_for,
 )
 from sealgw.relay._health import UpstreamHealth
 
@@ -72,9 +75,9 @@ class BuildTests(SynchronousTestCase):
         upstream = HTTPUpstream(
             HTTPUpstreamConfig(name="m", url="http://m", max_connections=7), Clock()
         )
-        assert upstream._pool is not None
-        self.assertEqual(upstream._pool.maxPersistentPerHost, 7)
-        self.assertTrue(upstream._pool.persistent)
+        assert isinstance(upstream.client, HTTPClient) and upstream.client.pool is not None
+        self.assertEqual(upstream.client.pool.maxPersistentPerHost, 7)
+        self.assertTrue(upstream.client.pool.persistent)
         self.successResultOf(upstream.close())
 
 
@@ -169,10 +172,11 @@ class HealthTests(SynchronousTestCase):
             def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
                 return fail(ConnectionRefusedError())
 
+        clock = Clock()
         upstream = HTTPUpstream(
             HTTPUpstreamConfig(name="m", url="http://m", retry=RetryConfig(attempts=1)),
-            Clock(),
-            client=Refusing(),
+            clock,
+            client=HTTPClient(clock, name="m", treq=Refusing()),
         )
         self.failureResultOf(upstream.deliver(Push("loki", "t", b"", "a/b", None)))
         self.assertEqual(upstream.health()["status"], "degraded")

@@ -10,7 +10,8 @@ from typing import Any, Optional
 import attr
 from twisted.application.service import Service
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -19,14 +20,14 @@ from zope.interface import implementer
 from sealgw.auth._bearer import IBearerToken
 from sealgw.auth._errors import NotRecognised
 from sealgw.auth._identity import IdentityProviderUnavailable, Principal, Unauthorized
-from sealgw.auth._idphttp import IdPClient, IdPUnreachable
+from sealgw.auth._issuer import IdPUnreachable, get_json, idp_client
 from sealgw.auth._jwt import JWKS, check_claims, jwt_header, parse_jwks, verify_signature
 from sealgw.auth._shared import Coalescer
 from sealgw.config import OIDCConfig
+from sealgw.http import IHTTPClient
 from sealgw.tenancy import TenantError, parse_tenant
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
-
 
 @attr.frozen
 class ProviderMetadata:
@@ -54,10 +55,22 @@ class OIDCProvider(Service):
     log = Logger()
     retry_interval = 5.0
 
-    def __init__(self, config: OIDCConfig, reactor: Any) -> None:
+    def __init__(
+        self, config: OIDCConfig, clock: IReactorTime, client: Optional[IHTTPClient] = None
+    ) -> None:
+        """
+        @param clock: the reactor, or a C{Clock} in tests: every timer and
+            timestamp comes from it.
+        @param client: how the issuer is asked; by default an L{idp_client}
+            over C{clock} (then the reactor), owned and closed on stop.  A
+            client passed in is its giver's to close.
+        """
         self.config = config
-        self._clock = reactor
-        self.client = IdPClient(reactor, config.timeout, config.ca_file)
+        self._clock = clock
+        self._owned: Optional[IHTTPClient] = None
+        if client is None:
+            client = self._owned = idp_client(config, clock)
+        self.client: IHTTPClient = client
         self.metadata: Optional[ProviderMetadata] = None
         self.jwks: Optional[JWKS] = None
         self.last_error: Optional[str] = None
@@ -91,7 +104,9 @@ class OIDCProvider(Service):
         if self._tick_in_flight is not None:
             self._tick_in_flight.cancel()
         self._refreshes.cancel_all()
-        return self.client.close()
+        if self._owned is None:
+            return succeed(None)
+        return self._owned.close()
 
     def when_discovered(self) -> Deferred[None]:
         """
@@ -149,6 +164,12 @@ class OIDCProvider(Service):
 
     # -- talking to the issuer ---------------------------------------------
 
+    def get_json(self, url: str, bearer: Optional[str] = None) -> Deferred[tuple[int, Any]]:
+        """
+        GET C{url} from the issuer, within C{timeout}: see L{get_json}.
+        """
+        return get_json(self.client, self._clock, self.config.timeout, url, bearer)
+
     def note_success(self) -> None:
         self.last_success = self._clock.seconds()
         self.last_error = None
@@ -171,7 +192,7 @@ class OIDCProvider(Service):
         """
         url = self.config.issuer.rstrip("/") + DISCOVERY_PATH
         try:
-            status, doc = await self.client.get_json(url)
+            status, doc = await self.get_json(url)
             if status != 200 or not isinstance(doc, dict):
                 raise IdPUnreachable(f"discovery answered {status}")
             metadata = _metadata(doc, self.config)
@@ -204,7 +225,7 @@ class OIDCProvider(Service):
             return False
         self._last_key_fetch = now
         try:
-            status, doc = await self.client.get_json(self.metadata.jwks_uri)
+            status, doc = await self.get_json(self.metadata.jwks_uri)
             if status != 200:
                 raise IdPUnreachable(f"JWKS answered {status}")
             jwks = parse_jwks(doc, self._clock.seconds())
@@ -270,9 +291,10 @@ class OIDCProvider(Service):
         now = self._clock.seconds()
         if not self.ready:
             status = "down"
-        elif self.last_failure is not None and (
-            self.last_success is None or self.last_failure > self.last_success
-        ):
+        elif self.last_error is not None:
+            # The issuer's last answer, or lack of one, was a failure.
+            # Ordered by event, not time: on one clock tick a success and
+            # a failure have the same timestamp.
             status = "degraded"
         else:
             status = "ok"

@@ -12,7 +12,7 @@ import attr
 from twisted.internet.defer import Deferred, fail, succeed
 
 from sealgw.auth._identity import IdentityProviderUnavailable, Unauthorized
-from sealgw.auth._idphttp import IdPUnreachable
+from sealgw.auth._issuer import IdPUnreachable
 from sealgw.auth._shared import Coalescer
 
 # Refusals are remembered for a shorter time than acceptances: long enough
@@ -77,7 +77,7 @@ class UserinfoCache:
         if metadata.userinfo_endpoint is None:
             raise Unauthorized("the token is not a JWT and the issuer has no userinfo endpoint")
         try:
-            status, claims = await self.provider.client.get_json(
+            status, claims = await self.provider.get_json(
                 metadata.userinfo_endpoint, bearer=token
             )
         except IdPUnreachable as e:

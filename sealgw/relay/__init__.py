@@ -1,22 +1,17 @@
 """
 Delivering pushes to upstreams (HTTP, or local files) with nothing silently
 lost: every push ends as a 2xx L{Delivery}, an L{UpstreamRejected} the
-client must not retry, or an L{UpstreamUnavailable} it must.
+client must not retry, or an L{UpstreamUnavailable} it must.  HTTP goes
+through the one outbound client, L{sealgw.http}; this layer adds retries,
+the status mapping and C{Retry-After}.
 """
 
-from sealgw.relay._credentials import (
-    BasicAuthCredentials,
-    BearerCredentials,
-    NoCredentials,
-    credentials_for,
-)
 from sealgw.relay._file import FileUpstream
-from sealgw.relay._http import USER_AGENT, HTTPUpstream, join_url, load_trust_root
+from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import (
     SIGNALS,
     Delivery,
     DeliveryFailed,
-    ICredentials,
     IRelayMetrics,
     IUpstream,
     Push,
@@ -29,17 +24,12 @@ from sealgw.relay._service import UpstreamsService, build_upstreams
 
 __all__ = [
     "SIGNALS",
-    "USER_AGENT",
-    "BasicAuthCredentials",
-    "BearerCredentials",
     "Delivery",
     "DeliveryFailed",
     "FileUpstream",
     "HTTPUpstream",
-    "ICredentials",
     "IRelayMetrics",
     "IUpstream",
-    "NoCredentials",
     "NoMetrics",
     "Push",
     "RelayMetrics",
@@ -48,9 +38,6 @@ __all__ = [
     "UpstreamsService",
     "backoff",
     "build_upstreams",
-    "credentials_for",
-    "join_url",
-    "load_trust_root",
     "next_retry",
     "parse_retry_after",
 ]

@@ -1,7 +1,7 @@
 """
-Delivering pushes to an HTTP(S) upstream with treq: one connection pool per
-upstream, bounded waits, bounded bodies, and retries that stop at the
-client's deadline.
+Delivering pushes to an HTTP(S) upstream: retries that stop at the
+client's deadline, on top of the one outbound client (L{sealgw.http}),
+which owns the pool, TLS, timeouts, credentials and header policy.
 
 What the client is answered decides whether data survives an outage (see
 PROTOCOLS.md, section 2), so every way a request can end is mapped to
@@ -13,34 +13,31 @@ refused: the same 4xx) or L{UpstreamUnavailable} (try again later: 429,
 from __future__ import annotations
 
 import random as _random
-import re
-from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Optional, Protocol, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Optional
 
 import attr
 from hyperlink import EncodedURL
-from OpenSSL import SSL
-from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from sealgw._version import __version__
 from sealgw.config import HTTPUpstreamConfig
-from sealgw.relay._body import Body, read_body
-from sealgw.relay._credentials import credentials_for
+from sealgw.credentials import ICredentials
+from sealgw.http import (
+    Body,
+    BodyReadFailed,
+    CredentialsUnavailable,
+    HTTPClient,
+    IHTTPClient,
+    IHTTPResponse,
+    describe,
+    join_url,
+)
 from sealgw.relay._health import UpstreamHealth
 from sealgw.relay._interfaces import (
     Delivery,
-    ICredentials,
     IRelayMetrics,
     IUpstream,
     Push,
@@ -48,106 +45,18 @@ from sealgw.relay._interfaces import (
     UpstreamUnavailable,
 )
 from sealgw.relay._metrics import NoMetrics
-from sealgw.relay._outcome import Outcome, describe, failure_outcome, response_outcome
+from sealgw.relay._outcome import Outcome, failure_outcome, response_outcome
 from sealgw.relay._retry import RandomSource, next_retry
-from sealgw.relay._timeout import bounded
 
-USER_AGENT = f"sealgw/{__version__}".encode("ascii")
-
-#: Idle pooled connections are dropped after this long.  Load balancers
-#: and ingresses commonly close idle keep-alive connections after 60 s; a
-#: POST sent on a connection the server is closing fails without a
-#: response and costs a retry, so let ours go first.
-CACHED_CONNECTION_TIMEOUT = 50.0
-
-#: Headers that describe the connection or the body's framing: Twisted
-#: writes them, nobody else may.
-_FRAMING = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"te",
-     b"upgrade", b"keep-alive", b"expect", b"proxy-connection"}
+#: Besides what the HTTP client's header policy already keeps out, a
+#: push's C{extra_headers} (which may echo what a client sent) can never
+#: set these.
+_NOT_FROM_PUSH = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "user-agent"}
 )
 
-#: Besides the framing headers and the tenant header, a push's
-#: C{extra_headers} (which may echo what a client sent) can never set these.
-_NOT_FROM_PUSH = _FRAMING | {
-    b"authorization", b"proxy-authorization", b"cookie", b"content-type",
-    b"content-encoding", b"user-agent",
-}
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-class HTTPClientLike(Protocol):
-    """
-    The part of C{treq.client.HTTPClient} (and C{treq.testing.StubTreq})
-    used here; tests pass fakes.
-    """
-
-    def request(self, method: str, url: str | EncodedURL, **kwargs: Any) -> Deferred[Any]: ...
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    Writes a body that is already in memory in one go.
-
-    treq would wrap bytes in a C{FileBodyProducer}, which feeds them
-    through the global reactor's cooperator in 64 KiB steps; a push body is
-    at most a few MiB that we hold anyway, and this keeps the injected
-    reactor the only clock involved.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def stopProducing(self) -> None:
-        pass
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-
-def load_trust_root(ca_file: str) -> Any:
-    """
-    A Twisted trust root made of every certificate in the PEM file
-    C{ca_file}, read now (at start-up), not per connection.
-
-    @raise ValueError: naming the file when it holds no certificate.
-    """
-    with open(ca_file, "rb") as f:
-        data = f.read()
-    blocks = _PEM_CERTIFICATE.findall(data)
-    if not blocks:
-        raise ValueError(f"{ca_file}: no PEM certificate found")
-    try:
-        certificates = [Certificate.loadPEM(block) for block in blocks]
-    except SSL.Error as e:
-        raise ValueError(f"{ca_file}: not a valid PEM certificate ({e})") from e
-    return trustRootFromCertificates(certificates)
-
-
-def join_url(base: str, path: str) -> str:
-    """
-    C{base} with C{path} appended to its path, keeping C{base}'s query
-    (Azure Monitor's C{?api-version=}) after it.
-    """
-    if not path:
-        return base
-    parts = urlsplit(base)
-    path, _, query = path.partition("?")
-    joined = parts.path.rstrip("/") + "/" + path.lstrip("/")
-    queries = "&".join(q for q in (parts.query, query) if q)
-    return urlunsplit((parts.scheme, parts.netloc, joined, queries, parts.fragment))
+#: A request attempt that was never sent (no credentials) is not timed.
+_UNSENT = ""
 
 
 @implementer(IUpstream)
@@ -156,10 +65,13 @@ class HTTPUpstream:
     An HTTP(S) upstream (Mimir, Loki, Tempo, Prometheus, an OpenTelemetry
     Collector, Azure Monitor).
 
-    @param client: a treq-like client; by default one over an owned
-        C{HTTPConnectionPool}.  Tests pass fakes or C{StubTreq}.
-    @param credentials: overrides the static ones the configuration names
-        (how Azure AD tokens come in).
+    @param client: the upstream's HTTP client; by default one built from
+        C{config} and owned (closed by L{close}).  A client passed in is
+        its giver's to close.
+    @param tenant_header: the header the push's tenant goes in; for the
+        client built here only.
+    @param credentials: replace the static ones the configuration names
+        (how Azure AD tokens come in); for the client built here only.
     @param random: the jitter source, C{[0, 1)}.
     """
 
@@ -172,56 +84,31 @@ class HTTPUpstream:
         tenant_header: str = "X-Scope-OrgID",
         credentials: Optional[ICredentials] = None,
         metrics: Optional[IRelayMetrics] = None,
-        client: Optional[HTTPClientLike] = None,
+        client: Optional[IHTTPClient] = None,
         random: RandomSource = _random.random,
     ) -> None:
         self.name = config.name
         self.config = config
         self._reactor: IReactorTime = reactor
-        self._tenant_header = tenant_header.encode("ascii")
-        self._credentials = credentials if credentials is not None else credentials_for(config)
         self._metrics: IRelayMetrics = metrics if metrics is not None else NoMetrics()
         self._random = random
         self._health = UpstreamHealth(reactor)
         # Parsed once per path: parsing a URL on every push is measurable.
         self._urls: dict[str, EncodedURL] = {}
-        self._static_headers = [
-            (name.encode("utf-8"), value.encode("utf-8"))
-            for name, value in config.headers.items()
-            if name.lower().encode("utf-8") not in _FRAMING
-        ]
-        self._pool: Optional[HTTPConnectionPool] = None
+        self._owned: Optional[IHTTPClient] = None
         if client is None:
-            client = self._build_client(reactor)
-        self._client = client
-
-    def _build_client(self, reactor: Any) -> HTTPClientLike:
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = self.config.max_connections
-        pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT  # type: ignore[assignment]
-        self._pool = pool
-        trust_root = None
-        if self.config.ca_file is not None:
-            trust_root = load_trust_root(self.config.ca_file)
-        agent = Agent(
-            reactor,
-            contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust_root),
-            connectTimeout=self.config.timeouts.connect,
-            pool=pool,
-        )
-        # Cookies an upstream's load balancer sets must not be replayed on
-        # every later request, whichever tenant it carries.
-        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-        client = HTTPClient(agent, cookiejar=no_cookies, data_to_body_producer=_BytesProducer)
-        return cast(HTTPClientLike, client)
+            client = self._owned = HTTPClient.for_upstream(
+                config, reactor, tenant_header=tenant_header, credentials=credentials
+            )
+        self.client: IHTTPClient = client
 
     def __repr__(self) -> str:
         return f"<HTTPUpstream {self.name!r} {self.config.url!r}>"
 
     def close(self) -> Deferred[None]:
-        if self._pool is None:
+        if self._owned is None:
             return succeed(None)
-        return self._pool.closeCachedConnections()
+        return self._owned.close()
 
     def deliver(self, push: Push) -> Deferred[Delivery]:
         return self._health.watch(Deferred.fromCoroutine(self._deliver(push)))
@@ -237,12 +124,15 @@ class HTTPUpstream:
         url = self._urls.get(push.path)
         if url is None:
             url = self._urls[push.path] = EncodedURL.from_text(join_url(self.config.url, push.path))
+        headers = {
+            name: value
+            for name, value in push.extra_headers.items()
+            if name.lower() not in _NOT_FROM_PUSH
+        }
         attempts = 0
         while True:
             attempts += 1
-            authorization = await self._authorization()
-            headers = self._headers(push, authorization)
-            outcome = await self._attempt(url, headers, push.body)
+            outcome = await self._attempt(url, headers, push)
             if outcome.delivery is not None:
                 if attempts > 1:
                     self._log.info(
@@ -284,101 +174,50 @@ class HTTPUpstream:
             )
             await deferLater(self._reactor, decision.delay, lambda: None)
 
-    async def _authorization(self) -> Optional[bytes]:
-        try:
-            return await bounded(
-                self._credentials.authorization(),
-                self.config.timeouts.response,
-                self._reactor,
-                "getting upstream credentials",
-            )
-        except CancelledError:
-            raise
-        except Exception as e:
-            # Never log the exception's text blindly: a token endpoint's
-            # answer could be in it.  The provider logs its own details.
-            self._log.error(
-                "{upstream}: no upstream credentials: {kind}",
-                upstream=self.name, kind=type(e).__name__,
-            )
-            raise UpstreamUnavailable(503, "upstream credentials are not available") from e
-
-    def _headers(self, push: Push, authorization: Optional[bytes]) -> Headers:
-        """
-        The request's headers, in rising precedence: the User-Agent, the
-        push's protocol headers, the operator's static headers, then what
-        only the gateway decides: the body's type and encoding, the tenant
-        and the credentials.
-        """
-        headers = Headers()
-        headers.setRawHeaders(b"user-agent", [USER_AGENT])
-        for name, value in push.extra_headers.items():
-            raw = name.encode("utf-8")
-            if raw.lower() in _NOT_FROM_PUSH or raw.lower() == self._tenant_header.lower():
-                continue
-            headers.setRawHeaders(raw, [value.encode("utf-8")])
-        for raw, value_bytes in self._static_headers:
-            headers.setRawHeaders(raw, [value_bytes])
-        headers.setRawHeaders(b"content-type", [push.content_type.encode("utf-8")])
-        if push.content_encoding:
-            headers.setRawHeaders(b"content-encoding", [push.content_encoding.encode("utf-8")])
-        else:
-            headers.removeHeader(b"content-encoding")
-        if push.tenant is not None:
-            headers.setRawHeaders(self._tenant_header, [push.tenant.encode("utf-8")])
-        if authorization is not None:
-            headers.setRawHeaders(b"authorization", [authorization])
-        return headers
-
-    async def _attempt(self, url: EncodedURL, headers: Headers, body: bytes) -> Outcome:
+    async def _attempt(self, url: EncodedURL, headers: dict[str, str], push: Push) -> Outcome:
         began = self._reactor.seconds()
         label = "error"
         try:
-            outcome = await self._exchange(url, headers, body)
+            outcome = await self._exchange(url, headers, push)
             label = outcome.label
             return outcome
         except CancelledError:
             label = "cancelled"
             raise
+        except CredentialsUnavailable:
+            label = _UNSENT
+            raise UpstreamUnavailable(503, "upstream credentials are not available") from None
         finally:
-            self._metrics.observe(self.name, label, self._reactor.seconds() - began)
+            if label != _UNSENT:
+                self._metrics.observe(self.name, label, self._reactor.seconds() - began)
 
-    async def _exchange(self, url: EncodedURL, headers: Headers, body: bytes) -> Outcome:
-        timeouts = self.config.timeouts
+    async def _exchange(self, url: EncodedURL, headers: dict[str, str], push: Push) -> Outcome:
         try:
-            request = self._client.request(
-                "POST", url, headers=headers, data=body,
-                allow_redirects=False, unbuffered=True,
+            response: IHTTPResponse = await self.client.request(
+                "POST",
+                url,
+                headers=headers,
+                body=push.body,
+                content_type=push.content_type,
+                content_encoding=push.content_encoding,
+                tenant=push.tenant,
             )
-            response: IResponse = await bounded(
-                request, timeouts.response, self._reactor, "waiting for the response"
-            )
-        except CancelledError:
+        except (CancelledError, CredentialsUnavailable):
             raise
         except Exception as e:
             return failure_outcome(e)
 
-        status = response.code
-        response_body: Body
-        if response.length == 0:
-            response_body = Body(b"", truncated=False)
-        else:
-            finished, reader = read_body(response, self.config.max_response_body)
-            try:
-                response_body = await bounded(
-                    finished, timeouts.body, self._reactor, "reading the response body"
-                )
-            except CancelledError:
-                raise
-            except Exception as e:
-                # The status has arrived and decides the outcome; only the
-                # text is lost.
-                self._log.warn(
-                    "{upstream}: answered {status} but its body could not be read: {why}",
-                    upstream=self.name, status=status, why=describe(e),
-                )
-                response_body = Body(reader.partial(), truncated=True)
+        status = response.status
+        try:
+            response_body = await response.read(self.config.max_response_body)
+        except BodyReadFailed as e:
+            # The status has arrived and decides the outcome; only the
+            # text is lost.
+            self._log.warn(
+                "{upstream}: answered {status} but its body could not be read: {why}",
+                upstream=self.name, status=status, why=describe(e.cause),
+            )
+            response_body = Body(e.partial, truncated=True)
         return response_outcome(
             status, response.headers, response_body, self._reactor.seconds()
         )
-

@@ -151,21 +151,6 @@ class IUpstream(Interface):
         """
 
 
-class ICredentials(Interface):
-    """
-    Outbound credentials for one upstream; static ones today, issued tokens
-    (Azure AD) later.  Asked once per request attempt, so a provider that
-    refreshes tokens is picked up between retries.
-    """
-
-    def authorization() -> Deferred[Optional[bytes]]:
-        """
-        The value of the C{Authorization} header, or C{None} to send none.
-        A failure means no request can be made now: the delivery fails with
-        L{UpstreamUnavailable} (503) without retrying.
-        """
-
-
 class IRelayMetrics(Interface):
     """
     Where upstream request outcomes are counted.  L{RelayMetrics} puts them

@@ -39,10 +39,9 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
-from sealgw.relay._body import Body
+from sealgw.http import Body, OperationTimedOut, describe, inner_failures
 from sealgw.relay._interfaces import Delivery, UpstreamRejected, UpstreamUnavailable
 from sealgw.relay._retry import parse_retry_after
-from sealgw.relay._timeout import OperationTimedOut
 
 try:
     from service_identity import VerificationError
@@ -83,7 +82,9 @@ def response_outcome(status: int, headers: Headers, body: Body, now: float) -> O
 
     @param now: the reactor's time, for C{Retry-After} dates.
     """
-    label = str(status)
+    # The status is the upstream's to choose, any integer Twisted parsed;
+    # a label gets only the ones HTTP defines.
+    label = str(status) if 100 <= status <= 599 else "invalid"
     if 200 <= status < 300:
         return Outcome(
             label,
@@ -203,25 +204,7 @@ def flat_headers(headers: Headers) -> dict[str, str]:
     }
 
 
-def _inner_failures(exc: BaseException) -> list[Failure]:
-    reasons = getattr(exc, "reasons", None)
-    return list(reasons) if isinstance(reasons, list) else []
-
-
-def describe(exc: BaseException) -> str:
-    """
-    A one-line description; Twisted's wrapper exceptions otherwise print
-    as a list of Failure reprs.
-    """
-    inner = _inner_failures(exc)
-    if inner:
-        return "; ".join(
-            f.getErrorMessage() or (f.type.__name__ if f.type else "error") for f in inner
-        )
-    return str(exc) or type(exc).__name__
-
-
 def _is_tls_failure(exc: BaseException) -> bool:
     if isinstance(exc, (SSL.Error, VerificationError)):
         return True
-    return any(f.check(SSL.Error, VerificationError) for f in _inner_failures(exc))
+    return any(f.check(SSL.Error, VerificationError) for f in inner_failures(exc))

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from sealgw.config import HTTPUpstreamConfig, Secret
-from sealgw.relay._interfaces import ICredentials
+from sealgw.credentials._interfaces import ICredentials
 
 
 @implementer(ICredentials)

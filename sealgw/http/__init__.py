@@ -1,0 +1,37 @@
+"""
+The one outbound HTTP client: every request sealgw makes (pushes relayed
+upstream, identity provider lookups) goes through an L{IHTTPClient}.
+"""
+
+from sealgw.http._body import Body, StreamStopped
+from sealgw.http._client import CACHED_CONNECTION_TIMEOUT, HTTPClient, HTTPResponse
+from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable, describe, inner_failures
+from sealgw.http._headers import FRAMING, USER_AGENT, HeaderPolicy
+from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
+from sealgw.http._timeout import OperationTimedOut, bounded
+from sealgw.http._tls import https_policy, load_trust_root
+from sealgw.http._url import join_url
+
+__all__ = [
+    "CACHED_CONNECTION_TIMEOUT",
+    "FRAMING",
+    "URL",
+    "USER_AGENT",
+    "Body",
+    "BodyReadFailed",
+    "CredentialsUnavailable",
+    "HTTPClient",
+    "HTTPResponse",
+    "HeaderPolicy",
+    "IHTTPClient",
+    "IHTTPResponse",
+    "OperationTimedOut",
+    "RequestBody",
+    "StreamStopped",
+    "bounded",
+    "describe",
+    "https_policy",
+    "inner_failures",
+    "join_url",
+    "load_trust_root",
+]

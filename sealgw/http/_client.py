@@ -1,0 +1,303 @@
+"""
+The one outbound HTTP client, on treq and Twisted's Agent: a connection
+pool per client, TLS against the configured trust roots, a connect, a
+response and a body timeout, the outbound credentials hook and the
+header policy.  Retries and what an answer means belong to the callers
+(L{sealgw.relay} for pushes, L{sealgw.auth} for identity providers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http.cookiejar import DefaultCookiePolicy
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
+
+from treq.client import HTTPClient as TreqClient
+from treq.cookies import IndexableCookieJar
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from sealgw.config import HTTPUpstreamConfig, TimeoutsConfig
+from sealgw.credentials._interfaces import ICredentials
+from sealgw.credentials._static import NoCredentials, credentials_for
+from sealgw.http._body import Body, CappedBody, StreamingBody
+from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable
+from sealgw.http._headers import HeaderPolicy
+from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
+from sealgw.http._timeout import bounded
+from sealgw.http._tls import https_policy, load_trust_root
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
+
+#: Idle pooled connections are dropped after this long.  Load balancers
+#: and ingresses commonly close idle keep-alive connections after 60 s; a
+#: POST sent on a connection the server is closing fails without a
+#: response and costs a retry, so let ours go first.
+CACHED_CONNECTION_TIMEOUT = 50.0
+
+
+class TreqLike(Protocol):
+    """
+    The part of C{treq.client.HTTPClient} (and C{treq.testing.StubTreq})
+    the client uses; tests pass scripted fakes.
+    """
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]: ...
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    Writes a body that is already in memory in one go.
+
+    treq would wrap bytes in a C{FileBodyProducer}, which feeds them
+    through the global reactor's cooperator in 64 KiB steps; a push body is
+    at most a few MiB that we hold anyway, and this keeps the injected
+    reactor the only clock involved.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+
+def _body_producer(data: RequestBody) -> IBodyProducer:
+    if IBodyProducer.providedBy(data):
+        return cast(IBodyProducer, data)
+    return _BytesProducer(cast(bytes, data))
+
+
+@implementer(IHTTPResponse)
+class HTTPResponse:
+    """
+    A response from L{HTTPClient}, its body not yet read.
+    """
+
+    def __init__(self, response: IResponse, clock: IReactorTime, body_timeout: float) -> None:
+        self.status: int = response.code
+        self.headers = response.headers
+        self.length: Optional[int] = (
+            None if response.length is UNKNOWN_LENGTH else cast(int, response.length)
+        )
+        self._response = response
+        self._clock = clock
+        self._body_timeout = body_timeout
+        self._taken = False
+
+    def _take(self) -> None:
+        if self._taken:
+            raise RuntimeError("a response body can only be read once")
+        self._taken = True
+
+    def read(self, limit: int) -> Deferred[Body]:
+        self._take()
+        if self.length == 0:
+            return succeed(Body(b"", truncated=False))
+        reader = CappedBody(limit)
+        self._response.deliverBody(reader)
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(CancelledError):
+                return failure
+            assert failure.value is not None
+            return Failure(BodyReadFailed(failure.value, reader.partial()))
+
+        return bounded(
+            reader.finished, self._body_timeout, self._clock, "reading the response body"
+        ).addErrback(failed)
+
+    def stream(self, consumer: IConsumer) -> Deferred[int]:
+        self._take()
+        reader = StreamingBody(consumer, self._clock, self._body_timeout)
+        self._response.deliverBody(reader)
+        return reader.finished
+
+
+@implementer(IHTTPClient)
+class HTTPClient:
+    """
+    Requests to one upstream over an owned C{HTTPConnectionPool}.
+
+    @param reactor: connects, and is the clock for every timeout.
+    @param name: what the client talks to, for logs.
+    @param timeouts: C{connect} bounds establishing a connection (TLS
+        included), C{response} the wait for the status and headers (and for
+        the credentials), C{body} reading a capped body whole, or the
+        silence between chunks of a streamed one.
+    @param max_connections: pooled connections kept per host.
+    @param trust_root: the CAs to trust for https; the system's when
+        C{None}.
+    @param headers: the operator's static headers.
+    @param credentials: asked before every request; none by default.
+    @param treq: a treq-like client to send through instead of the owned
+        pool (tests pass fakes or C{StubTreq}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        name: str,
+        timeouts: TimeoutsConfig = TimeoutsConfig(),
+        max_connections: int = 10,
+        trust_root: Optional[IOpenSSLTrustRoot] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        tenant_header: str = "X-Scope-OrgID",
+        credentials: Optional[ICredentials] = None,
+        treq: Optional[TreqLike] = None,
+    ) -> None:
+        self.name = name
+        self.timeouts = timeouts
+        self._clock: IReactorTime = reactor
+        self._policy = HeaderPolicy.build(headers or {}, tenant_header)
+        self._credentials: ICredentials = (
+            credentials if credentials is not None else NoCredentials()
+        )
+        self.pool: Optional[HTTPConnectionPool] = None
+        if treq is None:
+            treq = self._own_pool(reactor, max_connections, trust_root)
+        self._treq = treq
+
+    @classmethod
+    def for_upstream(
+        cls,
+        config: HTTPUpstreamConfig,
+        reactor: Any,
+        *,
+        tenant_header: str = "X-Scope-OrgID",
+        credentials: Optional[ICredentials] = None,
+    ) -> HTTPClient:
+        """
+        The client a configured upstream describes, with the static
+        credentials it names unless C{credentials} replaces them.  Reads
+        its C{ca_file} now.
+
+        @raise OSError: when C{ca_file} cannot be read.
+        @raise ValueError: when C{ca_file} holds no usable certificate.
+        """
+        trust_root = load_trust_root(config.ca_file) if config.ca_file is not None else None
+        return cls(
+            reactor,
+            name=config.name,
+            timeouts=config.timeouts,
+            max_connections=config.max_connections,
+            trust_root=trust_root,
+            headers=config.headers,
+            tenant_header=tenant_header,
+            credentials=credentials if credentials is not None else credentials_for(config),
+        )
+
+    def _own_pool(
+        self, reactor: Any, max_connections: int, trust_root: Optional[IOpenSSLTrustRoot]
+    ) -> TreqLike:
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = max_connections
+        pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT  # type: ignore[assignment]
+        self.pool = pool
+        agent = Agent(
+            reactor,
+            contextFactory=https_policy(trust_root),
+            connectTimeout=self.timeouts.connect,
+            pool=pool,
+        )
+        # Cookies an upstream's load balancer sets must not be replayed on
+        # every later request, whichever tenant it carries.
+        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        client = TreqClient(agent, cookiejar=no_cookies, data_to_body_producer=_body_producer)
+        return cast(TreqLike, client)
+
+    def __repr__(self) -> str:
+        return f"<HTTPClient {self.name!r}>"
+
+    def close(self) -> Deferred[None]:
+        if self.pool is None:
+            return succeed(None)
+        return self.pool.closeCachedConnections()
+
+    def request(
+        self,
+        method: str,
+        url: URL,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        headers: Optional[Mapping[str, str]] = None,
+        body: Optional[RequestBody] = None,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+        tenant: Optional[str] = None,
+    ) -> Deferred[IHTTPResponse]:
+        return Deferred.fromCoroutine(
+            self._request(method, url, query, headers or {}, body, content_type,
+                          content_encoding, tenant)
+        )
+
+    async def _request(
+        self,
+        method: str,
+        url: URL,
+        query: Sequence[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: Optional[RequestBody],
+        content_type: Optional[str],
+        content_encoding: Optional[str],
+        tenant: Optional[str],
+    ) -> IHTTPResponse:
+        authorization = await self._authorization()
+        kwargs: dict[str, Any] = {
+            "headers": self._policy.compose(
+                headers, content_type, content_encoding, tenant, authorization
+            ),
+            "allow_redirects": False,
+            "unbuffered": True,
+        }
+        if query:
+            kwargs["params"] = list(query)
+        if body is not None:
+            kwargs["data"] = body
+        response: IResponse = await bounded(
+            self._treq.request(method, url, **kwargs),
+            self.timeouts.response,
+            self._clock,
+            "waiting for the response",
+        )
+        return HTTPResponse(response, self._clock, self.timeouts.body)
+
+    async def _authorization(self) -> Optional[bytes]:
+        try:
+            return await bounded(
+                self._credentials.authorization(),
+                self.timeouts.response,
+                self._clock,
+                "getting outbound credentials",
+            )
+        except CancelledError:
+            raise
+        except Exception as e:
+            # Never the exception's text: a token endpoint's answer could
+            # be in it.  The provider logs its own details.
+            self._log.error(
+                "{client}: no outbound credentials: {kind}", client=self.name,
+                kind=type(e).__name__,
+            )
+            raise CredentialsUnavailable("outbound credentials are not available") from None

@@ -1,0 +1,34 @@
+"""
+In-memory fakes for sealgw's seams, shipped so that tests (sealgw's and
+its users') run on a C{twisted.internet.task.Clock} without sockets:
+
+  - L{MemoryHTTPClient}, an L{sealgw.http.IHTTPClient} that records what it
+    is asked to send and answers from a handler (or a L{script});
+  - L{MemoryIdentityProvider}, an OpenID Connect issuer answering through
+    one.
+"""
+
+from sealgw.testing._http import (
+    Answer,
+    Handler,
+    MemoryHTTPClient,
+    MemoryHTTPResponse,
+    MemoryResponse,
+    SentRequest,
+    script,
+)
+from sealgw.testing._idp import AUDIENCE, MemoryIdentityProvider, b64url, generate_keys
+
+__all__ = [
+    "AUDIENCE",
+    "Answer",
+    "Handler",
+    "MemoryHTTPClient",
+    "MemoryHTTPResponse",
+    "MemoryIdentityProvider",
+    "MemoryResponse",
+    "SentRequest",
+    "b64url",
+    "generate_keys",
+    "script",
+]
