@@ -31,6 +31,8 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
             err.write(problem + "\n")
         err.write(f"{path}: {len(e.problems)} problem(s)\n")
         return 1
+    for warning in config.warnings:
+        err.write(f"warning: {warning}\n")
     out.write(
         f"{path}: ok ({len(config.listeners)} listener(s), "
         f"{len(config.upstreams)} upstream(s))\n"

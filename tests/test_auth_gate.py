@@ -35,6 +35,11 @@ TOKENS = """\
 - {name: limited, token: limited-token-0123456789, limits: {requests_per_second: 1}}
 """
 SECRETS = ("solo-token-0123456789", "multi-token-0123456789", "limited-token-0123456789")
+#: Basic auth is on unless turned off, and a 401 says so next to Bearer.
+CHALLENGE = 'Bearer realm="sealgw", Basic realm="sealgw", charset="UTF-8"'
+INVALID_TOKEN_CHALLENGE = (
+    'Bearer realm="sealgw", error="invalid_token", Basic realm="sealgw", charset="UTF-8"'
+)
 
 
 class GateTestsMixin:
@@ -73,13 +78,14 @@ class StatusTests(GateTestsMixin, SynchronousTestCase):
         error = self.refused(self.gate, fake_request(), Unauthorized)
         self.assertEqual(error.status, 401)
         self.assertEqual(error.reason, "missing")
-        self.assertEqual(error.headers, {"WWW-Authenticate": 'Bearer realm="sealgw"'})
+        self.assertEqual(error.headers, {"WWW-Authenticate": CHALLENGE})
 
     def test_401_garbled(self) -> None:
         for value in (
             b"Bearer",
             b"Bearer ",
-            b"Basic dXNlcjpwYXNz",
+            b"Basic",
+            b"Basic not-base64!",
             b"Bearer two words",
             b"Bearer caf\xc3\xa9",
             b"Bearer tab\there",
@@ -88,7 +94,7 @@ class StatusTests(GateTestsMixin, SynchronousTestCase):
             request = fake_request(headers={b"Authorization": [value]})
             error = self.refused(self.gate, request, Unauthorized)
             self.assertEqual((error.status, error.reason), (401, "malformed"), value)
-            self.assertEqual(error.headers, {"WWW-Authenticate": 'Bearer realm="sealgw"'})
+            self.assertEqual(error.headers, {"WWW-Authenticate": CHALLENGE})
 
     def test_401_two_authorization_headers(self) -> None:
         request = fake_request(
@@ -104,9 +110,7 @@ class StatusTests(GateTestsMixin, SynchronousTestCase):
     def test_401_unknown_token(self) -> None:
         error = self.refused(self.gate, fake_request("not-a-known-token"), Unauthorized)
         self.assertEqual((error.status, error.reason), (401, "invalid_token"))
-        self.assertEqual(
-            error.headers, {"WWW-Authenticate": 'Bearer realm="sealgw", error="invalid_token"'}
-        )
+        self.assertEqual(error.headers, {"WWW-Authenticate": INVALID_TOKEN_CHALLENGE})
 
     def test_403_forbidden_tenant(self) -> None:
         error = self.refused(self.gate, fake_request(SECRETS[0], tenant="other"), Forbidden)

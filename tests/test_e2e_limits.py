@@ -313,7 +313,10 @@ class LimitsTests(TestCase):
             "/api/v1/push", b"", {"Content-Type": ["application/x-protobuf"]}
         )
         self.assertEqual(code, 401, body)
-        self.assertEqual(headers.getRawHeaders(b"www-authenticate"), [b'Bearer realm="sealgw"'])
+        self.assertEqual(
+            headers.getRawHeaders(b"www-authenticate"),
+            [b'Bearer realm="sealgw", Basic realm="sealgw", charset="UTF-8"'],
+        )
         self.assertNothingRelayed()
 
     async def test_unknown_token(self) -> None:
@@ -325,7 +328,7 @@ class LimitsTests(TestCase):
         self.assertEqual(code, 401, body)
         self.assertEqual(
             headers.getRawHeaders(b"www-authenticate"),
-            [b'Bearer realm="sealgw", error="invalid_token"'],
+            [b'Bearer realm="sealgw", error="invalid_token", Basic realm="sealgw", charset="UTF-8"'],
         )
         self.assertNotIn(b"tok-nobody", body)
         self.assertNothingRelayed()

@@ -2,11 +2,16 @@
 Inbound identity: every request but health and metrics is authenticated,
 and its tenant is decided from the identity, never taken on trust.
 
+Credentials are an C{Authorization: Bearer} token, the token as the
+password of C{Authorization: Basic} (unless C{auth.basic} is off), or a
+verified client certificate.
+
 The web layer codes against L{Gate}: C{await gate.admit(request, ...)}
 before relaying, C{admission.release()} when the request ends, and an
 L{AuthError}'s C{status}, C{headers} and C{message} for the answer.
 """
 
+from sealgw.auth._basic import BasicToken, BasicTokenCredentialFactory, IBasicToken
 from sealgw.auth._bearer import BearerCredentialFactory, BearerToken, IBearerToken
 from sealgw.auth._clientcert import (
     ClientCertificate,
@@ -37,6 +42,8 @@ __all__ = [
     "Admission",
     "AuthError",
     "BadTenant",
+    "BasicToken",
+    "BasicTokenCredentialFactory",
     "BearerCredentialFactory",
     "BearerToken",
     "ClientCertificate",
@@ -44,6 +51,7 @@ __all__ = [
     "DevelopmentTokenChecker",
     "Forbidden",
     "Gate",
+    "IBasicToken",
     "IBearerToken",
     "IClientCertificate",
     "IIdentity",

@@ -17,6 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from sealgw.auth._audit import Audit
+from sealgw.auth._basic import BASIC_CHALLENGE, BasicTokenCredentialFactory
 from sealgw.auth._bearer import BearerCredentialFactory, split_authorization
 from sealgw.auth._chain import FirstRecognises
 from sealgw.auth._clientcert import ClientCertificate, ClientCertificateChecker, peer_certificate
@@ -36,7 +37,15 @@ from sealgw.auth._realm import IdentityRealm
 from sealgw.auth._tokenfile import TokenFile, TokenFileChecker
 from sealgw.auth._userinfo import UserinfoCache
 from sealgw.config import Config
-from sealgw.tenancy import TenantError, TenantForbidden, TenantRequired, choose_tenant
+from sealgw.http import IHTTPClient
+from sealgw.tenancy import (
+    TenantConflict,
+    TenantError,
+    TenantForbidden,
+    TenantRequired,
+    UsernameTenantError,
+    choose_tenant,
+)
 
 
 class Gate(MultiService):
@@ -50,6 +59,10 @@ class Gate(MultiService):
     request with both a bearer token and a client certificate is decided by
     the token.
 
+    Unless C{auth.basic} is off, C{Authorization: Basic} is read too: its
+    password is offered to the same sources as a bearer token, and its
+    username, when not empty, chooses the tenant as the tenant header does.
+
     Its children are the token file watch and the OIDC provider, started
     and stopped with it.
     """
@@ -61,6 +74,7 @@ class Gate(MultiService):
         config: Config,
         reactor: Any,
         registry: Optional[CollectorRegistry] = None,
+        idp_client: Optional[IHTTPClient] = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -70,6 +84,9 @@ class Gate(MultiService):
         self.realm = IdentityRealm(config.tenancy.default_tenant, config.auth.default_limits)
         self.limiter = Limiter(reactor)
         self.credential_factory = BearerCredentialFactory()
+        self.basic_factory: Optional[BasicTokenCredentialFactory] = (
+            BasicTokenCredentialFactory() if config.auth.basic else None
+        )
         self.portal = Portal(self.realm)
 
         bearer: list[Any] = []
@@ -89,7 +106,7 @@ class Gate(MultiService):
         self.oidc: Optional[OIDCProvider] = None
         self.userinfo: Optional[UserinfoCache] = None
         if config.auth.oidc is not None:
-            self.oidc = OIDCProvider(config.auth.oidc, reactor)
+            self.oidc = OIDCProvider(config.auth.oidc, reactor, client=idp_client)
             self.oidc.setName("oidc")
             self.oidc.setServiceParent(self)
             self.userinfo = UserinfoCache(self.oidc, reactor)
@@ -137,11 +154,13 @@ class Gate(MultiService):
         try:
             credentials = self._credentials(request)
             identity = await self._login(credentials)
-            tenant = self._tenant(request, identity, federation)
+            tenant = self._tenant(request, identity, federation, credentials)
             slot = self.limiter.acquire(identity, max(0, body_size))
         except AuthError as e:
             if e.tenant is None:
                 e.tenant = tenant
+            if isinstance(e, Unauthorized) and self.basic_factory is not None:
+                self._offer_basic(e)
             self._denied(route, e.status, e.reason, credentials, identity, e)
             raise
         except CancelledError:
@@ -185,8 +204,23 @@ class Gate(MultiService):
             credential=getattr(credentials, "fingerprint", None) if identity is None else None,
         )
 
+    def _offer_basic(self, error: Unauthorized) -> None:
+        """
+        Name Basic next to Bearer in a 401's challenge, so a client that
+        can do only Basic knows it may.
+        """
+        bearer = error.headers.get("WWW-Authenticate")
+        error.headers["WWW-Authenticate"] = (
+            f"{bearer}, {BASIC_CHALLENGE}" if bearer else BASIC_CHALLENGE
+        )
+
     def _credentials(self, request: Any) -> Any:
         values = request.requestHeaders.getRawHeaders(b"authorization")
+        token = (
+            "Bearer token (or Basic credentials with the token as the password)"
+            if self.basic_factory is not None
+            else "Bearer token"
+        )
         if values:
             # A garbled header is refused outright, even on a connection
             # with a client certificate: the client meant to use a token.
@@ -194,9 +228,13 @@ class Gate(MultiService):
                 raise Unauthorized("more than one Authorization header", "malformed")
             try:
                 scheme, rest = split_authorization(values[0])
-                if scheme != self.credential_factory.scheme:
-                    raise LoginFailed("only Bearer tokens are accepted")
-                return self.credential_factory.decode(rest, request)
+                if scheme == self.credential_factory.scheme:
+                    return self.credential_factory.decode(rest, request)
+                if self.basic_factory is not None and scheme == self.basic_factory.scheme:
+                    return self.basic_factory.decode(rest, request)
+                if scheme == BasicTokenCredentialFactory.scheme:
+                    raise LoginFailed("Basic credentials are turned off here (auth.basic)")
+                raise LoginFailed(f"only a {token} is accepted")
             except LoginFailed as e:
                 raise Unauthorized(str(e), "malformed") from None
         if self.client_certificates is not None:
@@ -204,9 +242,9 @@ class Gate(MultiService):
             if cert is not None:
                 return ClientCertificate(cert)
             raise Unauthorized(
-                "an Authorization: Bearer token or a client certificate is required", "missing"
+                f"an Authorization: {token} or a client certificate is required", "missing"
             )
-        raise Unauthorized("an Authorization: Bearer token is required", "missing")
+        raise Unauthorized(f"an Authorization: {token} is required", "missing")
 
     async def _login(self, credentials: Any) -> Identity:
         try:
@@ -220,8 +258,12 @@ class Gate(MultiService):
         assert isinstance(identity, Identity)
         return identity
 
-    def _tenant(self, request: Any, identity: Identity, federation: bool) -> str:
+    def _tenant(
+        self, request: Any, identity: Identity, federation: bool, credentials: Any
+    ) -> str:
         header = self.config.tenancy.header
+        # Only Basic credentials have a username; None tells "not Basic".
+        username: Optional[str] = getattr(credentials, "username", None)
         raw = request.requestHeaders.getRawHeaders(header.encode("ascii"))
         try:
             values = [v.decode("ascii") for v in raw] if raw else None
@@ -235,14 +277,22 @@ class Gate(MultiService):
                 identity.tenants,
                 header=header,
                 federation=federation and self.config.tenancy.federation,
+                username=username,
             )
         except TenantRequired as e:
             raise BadTenant(str(e), "tenant_required") from None
+        except UsernameTenantError as e:
+            raise BadTenant(str(e)) from None
+        except TenantConflict as e:
+            raise BadTenant(str(e), "tenant_conflict") from None
         except TenantError as e:
             raise BadTenant(f"{header}: {e}") from None
         except TenantForbidden as e:
             error = Forbidden(f"identity {identity.name!r} may not use tenant {e.tenant!r}")
-            error.tenant = e.tenant
+            # The username is part of a credential: a tenant it named is
+            # not written to the audit log unless it was also the header's.
+            if not username or raw:
+                error.tenant = e.tenant
             raise error from None
 
     # -- operations ----------------------------------------------------------
@@ -277,11 +327,17 @@ class Gate(MultiService):
 
 
 def build_gate(
-    config: Config, reactor: Any, registry: Optional[CollectorRegistry] = None
+    config: Config,
+    reactor: Any,
+    registry: Optional[CollectorRegistry] = None,
+    idp_client: Optional[IHTTPClient] = None,
 ) -> Gate:
     """
     The gate for C{config}.
 
+    @param idp_client: how the OIDC issuer is asked; by default a client of
+        its own (tests pass L{sealgw.testing.MemoryIdentityProvider}'s).
+
     @raise sealgw.config.ConfigError: when the token file cannot be used.
     """
-    return Gate(config, reactor, registry)
+    return Gate(config, reactor, registry, idp_client)

@@ -96,10 +96,18 @@ class ClientCertConfig:
 
 @attr.frozen
 class AuthConfig:
+    """
+    @ivar basic: whether C{Authorization: Basic} is accepted, with a token
+        as the password and, optionally, a tenant as the username; for
+        clients that cannot send a bearer token (Promtail, Alloy,
+        Prometheus's C{basic_auth}).
+    """
+
     token_file: Optional[TokenFileConfig] = None
     oidc: Optional[OIDCConfig] = None
     client_certificates: Optional[ClientCertConfig] = None
     default_limits: RateLimitConfig = RateLimitConfig()
+    basic: bool = True
 
 
 def _check_tenants(t: Table, key: str, tenants: Optional[tuple[str, ...]]) -> None:
@@ -219,7 +227,8 @@ def read_auth(t: Optional[Table]) -> AuthConfig:
         oidc=oidc,
         client_certificates=client_certs,
         default_limits=default_limits or RateLimitConfig(),
+        basic=t.bool("basic", True),
     )
 
 
-AUTH_KEYS = ("token_file", "oidc", "client_certificates", "default_limits")
+AUTH_KEYS = ("token_file", "oidc", "client_certificates", "default_limits", "basic")

@@ -60,14 +60,31 @@ class Reader:
     Collects problems for one configuration source.
     """
 
-    def __init__(self, source: str, base_dir: str = ".") -> None:
+    def __init__(
+        self, source: str, base_dir: str = ".", *, lenient_keys: bool = False
+    ) -> None:
+        """
+        @param lenient_keys: report unknown keys as warnings rather than
+            problems, for formats whose own reader ignores them (seal-proxy's
+            serde); sealgw's own format stays strict.
+        """
         self.source = source
         self.base_dir = base_dir
+        self.lenient_keys = lenient_keys
         self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def _where(self, path: str) -> str:
+        return f"{self.source}: {path}" if path else self.source
 
     def problem(self, path: str, message: str) -> None:
-        where = f"{self.source}: {path}" if path else self.source
-        self.problems.append(f"{where}: {message}")
+        self.problems.append(f"{self._where(path)}: {message}")
+
+    def warning(self, path: str, message: str) -> None:
+        """
+        Something accepted but not used, worth telling the operator once.
+        """
+        self.warnings.append(f"{self._where(path)}: {message}")
 
     def raise_if_problems(self) -> None:
         if self.problems:
@@ -100,7 +117,10 @@ class Reader:
             elif names is not None and key not in names:
                 hint = difflib.get_close_matches(key, names, n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.problem(_join(path, key), f"unknown key{suffix}")
+                if self.lenient_keys:
+                    self.warning(_join(path, key), f"unknown key, ignored{suffix}")
+                else:
+                    self.problem(_join(path, key), f"unknown key{suffix}")
         return Table(self, path, dict(value))
 
 
@@ -343,8 +363,16 @@ class Table:
                 return None
             return default
         value = self.values[key]
-        if isinstance(value, _Str) and value:
+        if isinstance(value, _Str):
+            if not value:
+                self.problem(key, "must not be empty")
+                return None
             return Secret(value, f"{self.source_name()} {self.at(key)}")
+        if not isinstance(value, Mapping):
+            self.problem(
+                key, f"expected a string or a mapping with file or env, got {_kind(value)}"
+            )
+            return None
         sub = self.table(key, ["file", "env"])
         assert sub is not None
         if ("file" in sub) == ("env" in sub):

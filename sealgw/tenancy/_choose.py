@@ -1,6 +1,7 @@
 """
 Which tenant a request runs as: the one the identity may use, as named in
-the tenant header, checked against what the identity is allowed.
+the tenant header or the Basic auth username, checked against what the
+identity is allowed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from sealgw.tenancy._tenant import TenantError, parse_tenant
 class TenantRequired(TenantError):
     """
     The identity may use several tenants and the request named none.
+    """
+
+
+class UsernameTenantError(TenantError):
+    """
+    The Basic auth username is not a tenant id; the message says so
+    without repeating it.
+    """
+
+
+class TenantConflict(TenantError):
+    """
+    The tenant header and the Basic auth username name different tenants.
     """
 
 
@@ -55,30 +69,58 @@ def choose_tenant(
     *,
     header: str = "X-Scope-OrgID",
     federation: bool = False,
+    username: Optional[str] = None,
 ) -> str:
     """
     Decide the tenant header value to send upstream.
+
+    The Basic auth username, when not empty, names a tenant exactly as the
+    header does (clients such as Prometheus's C{basic_auth} can set nothing
+    else); when both are sent they must agree.
 
     @param values: the tenant header's values on the request (L{None} or
         empty when it was not sent).
     @param allowed: the tenants the identity may use.
     @param federation: whether this request may name several tenants.
-    @raise TenantRequired: no header and several tenants allowed.
+    @param username: the Basic auth username; L{None} when the request did
+        not use Basic auth, empty for "no choice".
+    @raise TenantRequired: nothing named and several tenants allowed.
     @raise TenantError: a malformed header, sent twice, or C{a|b} refused.
+    @raise UsernameTenantError: a username that is not a tenant id.
+    @raise TenantConflict: the header and the username disagree.
     @raise TenantForbidden: a tenant outside C{allowed}.
     """
-    if not values:
+    tenants: Optional[tuple[str, ...]] = None
+    if values:
+        if len(values) > 1:
+            raise TenantError(f"{header} was sent more than once")
+        tenants = parse_tenant_header(values[0], federation=federation)
+    if username:
+        try:
+            chosen = parse_tenant_header(username, federation=federation)
+        except TenantError as e:
+            raise UsernameTenantError(f"the Basic auth username: {e}") from None
+        if tenants is None:
+            tenants = chosen
+        elif set(tenants) != set(chosen):
+            raise TenantConflict(
+                f"the Basic auth username and {header} name different tenants; "
+                "send one of them, or the same tenant in both"
+            )
+    if tenants is None:
         if len(allowed) == 1:
             (only,) = allowed
             return only
         if not allowed:
             raise TenantForbidden("(none)")
+        if username is not None:
+            raise TenantRequired(
+                f"{header} or the Basic auth username is required: "
+                "this identity may use several tenants"
+            )
         raise TenantRequired(
             f"{header} is required: this identity may use several tenants"
         )
-    if len(values) > 1:
-        raise TenantError(f"{header} was sent more than once")
-    tenants = parse_tenant_header(values[0], federation=federation)
     for tenant in tenants:
         if tenant not in allowed:
             raise TenantForbidden(tenant)
