@@ -41,7 +41,8 @@ class Options(usage.Options):
 def makeService(options: Options, reactor: Any = None) -> Any:
     """
     Read the configuration and build the gateway.  A configuration problem
-    ends twistd here with every problem listed, before anything listens.
+    ends twistd here with every problem listed, before anything listens; a
+    port that cannot be bound ends it when the service starts, in one line.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -63,7 +64,9 @@ def makeService(options: Options, reactor: Any = None) -> Any:
             "sealgw: configuration problems:\n  " + "\n  ".join(e.problems)
         ) from None
     if config.development_token is not None:
-        _announce_development_token(config)
+        # Only once it listens: a port that cannot be had ends start-up with
+        # one line, and no banner promising a gateway that is not there.
+        service.when_listening().addCallback(lambda _: _announce_development_token(config))
     return service
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
 from typing import Optional
 
 import attr
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -22,10 +23,15 @@ class Issued:
     certificate: str
     key: str
     cert_obj: x509.Certificate
-    key_obj: ec.EllipticCurvePrivateKey
+    key_obj: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def _write(directory: str, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
+def _write(
+    directory: str,
+    name: str,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+) -> Issued:
     cert_path = os.path.join(directory, f"{name}.crt")
     key_path = os.path.join(directory, f"{name}.key")
     with open(cert_path, "wb") as f:
@@ -89,8 +95,17 @@ class CertificateAuthority:
         ips: tuple[str, ...] = ("127.0.0.1",),
         emails: tuple[str, ...] = (),
         common_name: Optional[str] = None,
+        rsa_key: bool = False,
     ) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
+        """
+        @param rsa_key: an RSA key rather than an EC one, for what only RSA
+            certificates can negotiate (static RSA key exchange).
+        """
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsa_key:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
@@ -116,3 +131,14 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return _write(self.directory, name, cert, key)
+
+
+def install(issued: Issued, certificate: str, key: str) -> None:
+    """
+    Put a certificate and its key at the paths a server reads, the way
+    cert-manager and ACME clients rotate them: each written aside, then
+    renamed over the old file (the key first).
+    """
+    for source, target in ((issued.key, key), (issued.certificate, certificate)):
+        shutil.copyfile(source, target + ".new")
+        os.replace(target + ".new", target)

@@ -1,13 +1,15 @@
 """
-TLS listeners over real sockets: TLS 1.2 is the floor, and client
-certificates are required, optional or not asked for, per listener.
+TLS listeners over real sockets: TLS 1.2 is the floor, only forward-secret
+AEAD suites unless configured otherwise, and client certificates are
+required, optional or not asked for, per listener.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
@@ -17,7 +19,7 @@ from twisted.web.server import Site
 
 from sealgw.config import ConfigError, ListenerConfig, TLSConfig
 from sealgw.daemon import prepare_listener, server_tls_options
-from tests.certs import CertificateAuthority
+from tests.certs import CertificateAuthority, Issued
 
 
 class _Peer(Resource):
@@ -58,6 +60,30 @@ def _client(
         conn.close()
 
 
+def _handshake(
+    ca: str,
+    port: int,
+    ciphers: str = "DEFAULT:@SECLEVEL=0",
+    *,
+    max_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> tuple[Optional[str], str]:
+    """
+    A TLS handshake from the standard library's stack offering only
+    C{ciphers} (for TLS 1.2 and older); the version and suite agreed.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.set_ciphers(ciphers)
+    ctx.minimum_version = min_version
+    ctx.maximum_version = max_version
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            cipher = tls.cipher()
+            assert cipher is not None
+            return tls.version(), cipher[0]
+
+
 class TLSListenerTests(TestCase):
     def setUp(self) -> None:
         self.ca = CertificateAuthority(self.mktemp())
@@ -66,12 +92,14 @@ class TLSListenerTests(TestCase):
         other_ca = CertificateAuthority(self.mktemp(), "other CA")
         self.stranger = other_ca.issue("stranger", server=False, dns=(), ips=())
 
-    def listen(self, mode: str = "none") -> int:
+    def listen(self, mode: str = "none", server: Optional[Issued] = None, **tls_keys: Any) -> int:
+        server = server or self.server
         tls = TLSConfig(
-            certificate=self.server.certificate,
-            key=self.server.key,
+            certificate=server.certificate,
+            key=server.key,
             client_ca=self.ca.certificate if mode != "none" else None,
             client_certificates=mode,
+            **tls_keys,
         )
         listener = prepare_listener(
             reactor,
@@ -113,6 +141,106 @@ class TLSListenerTests(TestCase):
                 max_version=ssl.TLSVersion.TLSv1_1,
             )
         self.assertIn("PROTOCOL_VERSION", str(caught.exception).upper())
+
+    async def test_static_rsa_refused(self) -> None:
+        """
+        A TLS 1.2 client offering only C{AES128-SHA} (RSA key exchange, no
+        forward secrecy, CBC with SHA-1) is refused, even by a listener
+        whose RSA certificate could serve it.
+        """
+        port = self.listen(server=self.ca.issue("rsa-server", rsa_key=True))
+        with self.assertRaises(ssl.SSLError) as caught:
+            await deferToThread(
+                _handshake,
+                self.ca.certificate,
+                port,
+                "AES128-SHA:@SECLEVEL=0",
+                max_version=ssl.TLSVersion.TLSv1_2,
+            )
+        self.assertIn("HANDSHAKE_FAILURE", str(caught.exception).upper())
+
+    async def test_ecdhe_gcm_accepted(self) -> None:
+        port = self.listen(server=self.ca.issue("rsa-server", rsa_key=True))
+        agreed = await deferToThread(
+            _handshake,
+            self.ca.certificate,
+            port,
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            max_version=ssl.TLSVersion.TLSv1_2,
+        )
+        self.assertEqual(agreed, ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"))
+
+    async def test_ecdhe_chacha20_accepted(self) -> None:
+        port = self.listen()
+        agreed = await deferToThread(
+            _handshake,
+            self.ca.certificate,
+            port,
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            max_version=ssl.TLSVersion.TLSv1_2,
+        )
+        self.assertEqual(agreed, ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305"))
+
+    async def test_cbc_refused(self) -> None:
+        """
+        Forward secret but not AEAD (CBC with SHA-1): refused.
+        """
+        port = self.listen()
+        with self.assertRaises(ssl.SSLError):
+            await deferToThread(
+                _handshake,
+                self.ca.certificate,
+                port,
+                "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0",
+                max_version=ssl.TLSVersion.TLSv1_2,
+            )
+
+    async def test_tls13_suite(self) -> None:
+        port = self.listen()
+        version, cipher = await deferToThread(
+            _handshake, self.ca.certificate, port, min_version=ssl.TLSVersion.TLSv1_3
+        )
+        self.assertEqual(version, "TLSv1.3")
+        self.assertIn(
+            cipher,
+            ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+        )
+
+    async def test_min_version_13(self) -> None:
+        """
+        With C{min_version: "1.3"} a client that speaks at most TLS 1.2 is
+        refused with a protocol-version alert; TLS 1.3 is served.
+        """
+        port = self.listen(min_version="1.3")
+        with self.assertRaises(ssl.SSLError) as caught:
+            await deferToThread(
+                _handshake, self.ca.certificate, port, max_version=ssl.TLSVersion.TLSv1_2
+            )
+        self.assertIn("PROTOCOL_VERSION", str(caught.exception).upper())
+        version, _ = await deferToThread(_handshake, self.ca.certificate, port)
+        self.assertEqual(version, "TLSv1.3")
+
+    async def test_custom_ciphers(self) -> None:
+        """
+        A listener's own cipher string replaces the default for TLS 1.2.
+        """
+        port = self.listen(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
+        with self.assertRaises(ssl.SSLError):
+            await deferToThread(
+                _handshake,
+                self.ca.certificate,
+                port,
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                max_version=ssl.TLSVersion.TLSv1_2,
+            )
+        agreed = await deferToThread(
+            _handshake,
+            self.ca.certificate,
+            port,
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+            max_version=ssl.TLSVersion.TLSv1_2,
+        )
+        self.assertEqual(agreed, ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"))
 
     async def test_mtls_required_with_certificate(self) -> None:
         port = self.listen("required")

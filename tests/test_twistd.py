@@ -6,23 +6,33 @@ command.
 
 from __future__ import annotations
 
+import errno
+import http.client
 import io
 import json
 import os
 import re
+import socket
+import ssl
 import sys
 import textwrap
+from typing import Any
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from sealgw.cli import check_config, main
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
+from sealgw.tap import Options, makeService
+from tests.certs import CertificateAuthority, install
 from tests.subprocesses import (
     Child,
     child_env,
@@ -42,6 +52,43 @@ def _write_request() -> bytes:
     series.labels.add(name="job", value="drain")
     series.samples.add(value=1.0, timestamp=1_700_000_000_000)
     return snappy_compress(req.SerializeToString())
+
+
+async def _started(child: Child, needle: bytes) -> None:
+    """
+    Wait for C{needle} in the child's output, and fail at once with what it
+    said if it exits first (a port already taken, say) rather than at the
+    test's timeout.
+    """
+    seen = child.output_contains(needle)
+    await DeferredList([seen, child.ended], fireOnOneCallback=True)
+    if not seen.called:
+        said = (child.err.strip() or child.out.strip()).decode(errors="replace")
+        last = said.splitlines()[-1] if said else "nothing"
+        raise FailTest(f"twistd exited ({child.exit_code}) before saying {needle!r}: {last}")
+
+
+def _served_name(ca: str, port: int) -> str:
+    """
+    The common name of the certificate a new TLS connection is shown.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            peer: Any = tls.getpeercert()
+    return str(next(v for rdn in peer["subject"] for k, v in rdn if k == "commonName"))
+
+
+def _https_json(ca: str, port: int, path: str) -> Any:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 class _HeldUpstream(Resource):
@@ -104,8 +151,10 @@ class DaemonTests(TestCase):
         os.makedirs(workdir)
         child = twistd("sealgw", "--data-dir", "data", cwd=workdir)
         self.addCleanup(stop, child)
-        await child.output_contains(b"listening on")
+        # The banner's last line: it comes once the port is bound.
+        await _started(child, b"curl -sS http://127.0.0.1:8080/health")
         out = child.out.decode()
+        self.assertLess(out.index("listening on"), out.index("sealgw is running"))
         match = re.search(r"development token \(shown once, not logged\): (\S+)", out)
         assert match is not None, out
         token = match.group(1)
@@ -200,17 +249,78 @@ class DaemonTests(TestCase):
         self.assertNotIn(b"Traceback", child.err)
 
     async def test_port_in_use(self) -> None:
+        """
+        A port held by someone else: one log line naming the address and
+        why, and exit status 1; no traceback.
+        """
         taken = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
         self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        free = free_port()
         path = self.config(
             f"""
-            listeners: [{{endpoint: "tcp:{taken.getHost().port}:interface=127.0.0.1"}}]
+            listeners:
+              - {{endpoint: "tcp:{free}:interface=127.0.0.1"}}
+              - {{endpoint: "tcp:{port}:interface=127.0.0.1"}}
             """
         )
         child = twistd("sealgw", "--config", path)
         code = await child.ended
-        self.assertNotEqual(code, 0)
-        self.assertIn(b"Address already in use", child.out + child.err)
+        self.assertEqual(code, 1)
+        output = (child.out + child.err).decode()
+        [line] = [line for line in output.splitlines() if str(port) in line]
+        self.assertTrue(
+            line.endswith(
+                f"#critical] cannot listen on 127.0.0.1:{port} "
+                f"(listeners[1]: tcp:{port}:interface=127.0.0.1): Address already in use"
+            ),
+            line,
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("listening on", output)
+
+    async def test_sighup_reloads_tls_certificate(self) -> None:
+        """
+        A certificate rotated on disk is served to new connections after
+        SIGHUP (its watch is off here, so the signal is what did it).
+        """
+        ca = CertificateAuthority(self.mktemp())
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        certificate, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+        install(ca.issue("first"), certificate, key)
+        port = free_port()
+        path = self.config(
+            f"""
+            listeners:
+              - endpoint: "ssl:{port}:interface=127.0.0.1"
+                ops: true
+                tls: {{certificate: {certificate}, key: {key}, watch_interval: 0}}
+            """
+        )
+        child = twistd("sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        await _started(child, b"listening on")
+
+        def served() -> Deferred[str]:
+            return deferToThread(_served_name, ca.certificate, port)
+
+        self.assertEqual(await served(), "first")
+        install(ca.issue("second"), certificate, key)
+        child.signal("HUP")
+        await wait_for(lambda: served().addCallback(lambda name: name == "second"), timeout=10)
+        self.assertIn(b"loaded: 'second', valid until ", child.out)
+
+        # A broken file: "second" stays, and /health says why.
+        with open(certificate, "w") as f:
+            f.write("not a certificate\n")
+        child.signal("HUP")
+        await child.output_contains(b"not reloaded")
+        self.assertEqual(await served(), "second")
+        health = await deferToThread(_https_json, ca.certificate, port, "/health")
+        tls = health["components"]["tls"]
+        self.assertEqual(tls["status"], "degraded")
+        self.assertIn("no PEM certificate", tls["listeners[0]"]["error"])
 
 
     async def test_sighup_reloads_token_file(self) -> None:
@@ -432,3 +542,51 @@ class CommandProcessTests(TestCase):
         await child.ended
         self.assertEqual(child.out.decode().strip(), "sealgw 0.1.0")
 
+
+
+class _BusyReactor(MemoryReactorClock):
+    """
+    A reactor on which every TCP port is taken.
+    """
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
+        raise CannotListenError(
+            interface, port, OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        )
+
+
+class BannerTests(SynchronousTestCase):
+    """
+    The built-in default's banner (the token and the curl example) is shown
+    only once the gateway listens.  A fake reactor stands in for the real
+    one, so that port 8080 is neither needed nor taken.
+    """
+
+    def make(self, fake: MemoryReactorClock) -> tuple[Any, io.StringIO]:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        options = Options()
+        options.parseOptions(["--data-dir", os.path.abspath(self.mktemp())])
+        return makeService(options, fake), out
+
+    def test_banner_after_listening(self) -> None:
+        fake = MemoryReactorClock()
+        service, out = self.make(fake)
+        self.assertEqual(out.getvalue(), "")
+        service.privilegedStartService()
+        service.startService()
+        self.assertIn("development token (shown once, not logged)", out.getvalue())
+        stopped = service.stopService()
+        fake.advance(60)
+        self.successResultOf(stopped)
+
+    def test_no_banner_when_port_busy(self) -> None:
+        service, out = self.make(_BusyReactor())
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(
+            str(caught.exception),
+            "cannot listen on 127.0.0.1:8080 "
+            "(listeners[0]: tcp:8080:interface=127.0.0.1): Address already in use",
+        )
+        self.assertEqual(out.getvalue(), "")

@@ -7,7 +7,7 @@ from sealgw.daemon._health import DEGRADED, DOWN, OK, Health
 from sealgw.daemon._listeners import Listener, parse_endpoint, prepare_listener
 from sealgw.daemon._logging import make_observer
 from sealgw.daemon._service import GatewayService
-from sealgw.daemon._tls import server_tls_options
+from sealgw.daemon._tls import ServerTLS, server_tls_options
 
 __all__ = [
     "DEGRADED",
@@ -16,6 +16,7 @@ __all__ = [
     "Health",
     "Listener",
     "OK",
+    "ServerTLS",
     "make_observer",
     "parse_endpoint",
     "prepare_listener",

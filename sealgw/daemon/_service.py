@@ -1,6 +1,7 @@
 """
 The gateway as one twistd service: it binds the listeners, reloads on
-SIGHUP, and on SIGTERM drains before anything it depends on is stopped.
+SIGHUP (and TLS files when they change), and on SIGTERM drains before
+anything it depends on is stopped.
 """
 
 from __future__ import annotations
@@ -9,13 +10,30 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
 from sealgw.daemon._listeners import Listener
 from sealgw.web._site import GatewaySite
+
+
+class CannotListen(SystemExit):
+    """
+    A listener's address could not be bound.  It ends twistd with status 1
+    and nothing more printed: the reason, one line, is already in the log,
+    which is where twistd sends standard error by then anyway.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(1)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class GatewayService(MultiService):
@@ -54,6 +72,13 @@ class GatewayService(MultiService):
         self._previous_sighup: Any = None
         self._stopping: Optional[Deferred[None]] = None
         self._binding: Optional[list[Deferred[Any]]] = None
+        self._listening_waiters: list[Deferred[None]] = []
+        for li in self.listeners:
+            if li.tls is not None and li.tls.config.watch_interval > 0:
+                watch = TimerService(li.tls.config.watch_interval, li.tls.check)
+                watch.clock = reactor
+                watch.setName(f"{li.where}.tls watch")
+                watch.setServiceParent(self)
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -70,6 +95,10 @@ class GatewayService(MultiService):
         """
         Bind every listener: while still privileged (ports below 1024), and
         failing start-up right here when a port cannot be had.
+
+        @raise CannotListen: after logging, in one line, the address and
+            why it could not be had: a busy port is an operator's problem,
+            not a traceback.
         """
         self._binding = []
         for listener in self.listeners:
@@ -78,8 +107,26 @@ class GatewayService(MultiService):
             d.addCallback(_keep_port, listener).addErrback(_note, failed)
             if failed:
                 d.addErrback(lambda _: None)
-                failed[0].raiseException()
+                for bound in self.listeners:
+                    if bound.port is not None:
+                        bound.port.stopListening()
+                        bound.port = None
+                reason = cannot_listen(listener, failed[0])
+                self.log.critical("{reason}", reason=reason)
+                raise CannotListen(reason)
             self._binding.append(d)
+
+    def when_listening(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once every listener is bound, and never if
+        one cannot be.
+        """
+        d: Deferred[None] = Deferred()
+        if self.listening:
+            d.callback(None)
+        else:
+            self._listening_waiters.append(d)
+        return d
 
     def startService(self) -> None:
         super().startService()
@@ -104,6 +151,9 @@ class GatewayService(MultiService):
                 address=_address(li.port),
                 endpoint=li.config.endpoint,
             )
+        waiters, self._listening_waiters = self._listening_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
         # Signal handlers run between bytecodes of whatever the reactor was
@@ -111,11 +161,25 @@ class GatewayService(MultiService):
         self.reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
+        """
+        Re-read what can change without a restart: the token file (through
+        the C{reload} given), and each TLS listener's certificate, key and
+        client CA.  Each keeps its previous settings when its files are bad.
+        """
         self.log.info("SIGHUP: reloading what can be reloaded")
         try:
             self._reload()
         except Exception:
             self.log.failure("reload failed; the previous settings stay in force")
+        for li in self.listeners:
+            if li.tls is not None:
+                try:
+                    li.tls.reload()
+                except Exception:
+                    self.log.failure(
+                        "reloading TLS for {where} failed; its certificate stays in use",
+                        where=li.where,
+                    )
 
     def stopService(self) -> Deferred[None]:
         if self._stopping is None:
@@ -140,7 +204,12 @@ class GatewayService(MultiService):
             in_flight=in_flight,
             grace=self.drain_grace,
         )
-        stops = [li.port.stopListening() for li in self.listeners if li.port is not None]
+        # stopListening may answer a Deferred or nothing (IListeningPort).
+        stops = [
+            maybeDeferred(li.port.stopListening)
+            for li in self.listeners
+            if li.port is not None
+        ]
         await DeferredList(stops, consumeErrors=True)
         self.listening = False
         for site in self.sites:
@@ -181,6 +250,23 @@ def _note(failure: Failure, failed: list[Failure]) -> Failure:
 
 def _keep_port(port: Any, listener: Listener) -> None:
     listener.port = port
+
+
+def cannot_listen(listener: Listener, failure: Failure) -> str:
+    """
+    One line saying which address could not be bound and why.
+    """
+    where = f"{listener.where}: {listener.config.endpoint}"
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        if error.interface is None:  # a Unix socket: the port is its path
+            address = str(error.port)
+        else:
+            host = error.interface or "0.0.0.0"
+            address = f"[{host}]:{error.port}" if ":" in host else f"{host}:{error.port}"
+        return f"cannot listen on {address} ({where}): {reason}"
+    return f"cannot listen on {listener.config.endpoint} ({listener.where}): {error}"
 
 
 def _address(port: Any) -> str:
