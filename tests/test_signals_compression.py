@@ -156,6 +156,72 @@ class GzipTests(SynchronousTestCase):
             tracemalloc.stop()
         self.assertLess(peak, 4 * MiB)
 
+    def test_bomb_costs_the_limit_once(self) -> None:
+        """
+        A bomb against an 8 MiB limit costs the limit and a piece of
+        output, not twice the limit (zlib's output buffer and the bytes it
+        was joined into, as when it was inflated in one call).
+        """
+        bomb = gzip.compress(b"\x00" * (64 * MiB), compresslevel=9)
+        tracemalloc.start()
+        try:
+            self.assertRaises(PayloadTooLarge, gunzip, bomb, 8 * MiB)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 10 * MiB)
+
+    def test_refusal_keeps_nothing_large(self) -> None:
+        """
+        The refusal's traceback (and what it chains to) refers to nothing
+        holding the inflated output: whoever keeps the exception keeps a
+        few KiB, not C{limit} bytes.
+        """
+        bomb = gzip.compress(b"\x00" * (64 * MiB), compresslevel=9)
+        error = self.assertRaises(PayloadTooLarge, gunzip, bomb, 8 * MiB)
+        self.assertEqual(large_values_on(error), [])
+
+    def test_many_members_read_once(self) -> None:
+        """
+        50,000 empty members (1 MiB) are read without copying the rest of
+        the body for each (which took time and memory in proportion to
+        the body's size times its members).
+        """
+        body = gzip.compress(b"") * 50_000
+        tracemalloc.start()
+        try:
+            self.assertEqual(gunzip(body, 100), b"")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, len(body) // 4)
+
+    @FUZZ
+    @given(
+        st.lists(st.binary(max_size=200), min_size=1, max_size=5),
+        st.integers(min_value=1, max_value=40),
+        st.integers(min_value=1, max_value=40),
+        st.integers(min_value=0, max_value=30),
+    )
+    def test_pieces_of_any_size(
+        self, members: list[bytes], input_chunk: int, output_chunk: int, padding: int
+    ) -> None:
+        """
+        However the input and output are cut into pieces, members and
+        padding that straddle them come out as C{gzip.decompress} reads
+        them, and the limit still holds to the byte.
+        """
+        self.patch(compression, "_GZIP_INPUT_CHUNK", input_chunk)
+        self.patch(compression, "_GZIP_OUTPUT_CHUNK", output_chunk)
+        body = b"".join(gzip.compress(m) for m in members) + b"\x00" * padding
+        expected = b"".join(members)
+        self.assertEqual(gunzip(body, len(expected)), expected)
+        if expected:
+            self.assertRaises(PayloadTooLarge, gunzip, body, len(expected) - 1)
+        self.assertRaises(DecodeError, gunzip, body[:-(padding + 1)], len(expected))
+        error = self.assertRaises(DecodeError, gunzip, body + b"junk", len(expected))
+        self.assertIn("after the end", error.message)
+
     def test_multiple_members(self) -> None:
         body = gzip.compress(b"one,") + gzip.compress(b"two")
         self.assertEqual(gunzip(body, 100), b"one,two")
@@ -192,6 +258,35 @@ class GzipTests(SynchronousTestCase):
             gunzip(b"\x1f\x8b" + body, 4096)
         except (DecodeError, PayloadTooLarge):
             pass
+
+
+def large_values_on(error: BaseException, at_least: int = 256 * 1024) -> list[str]:
+    """
+    The locals at least C{at_least} bytes long (bytes, or lists of them)
+    in the frames of C{error}'s traceback and of the exceptions it chains
+    to.
+    """
+    found = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        pending += [e.__cause__, e.__context__]
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            for name, value in frame.f_locals.items():
+                values = value if isinstance(value, list) else [value]
+                size = sum(
+                    len(v) for v in values if isinstance(v, (bytes, bytearray, memoryview))
+                )
+                if size >= at_least:
+                    found.append(f"{frame.f_code.co_name}: {name} ({size} bytes)")
+            tb = tb.tb_next
+    return found
 
 
 class DecodeBodyTests(SynchronousTestCase):

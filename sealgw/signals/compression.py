@@ -19,6 +19,13 @@ from sealgw.signals.errors import BadEncoding, DecodeError, PayloadTooLarge, quo
 # The largest length a snappy block can declare (its format is 32-bit).
 _SNAPPY_MAX = 0xFFFFFFFF
 _GZIP_MAGIC = b"\x1f\x8b"
+#: How much gzip input is handed to zlib at once, and how much output it
+#: may give back at once: small next to C{max_decompressed}, large enough
+#: that the Python loop around zlib costs nothing.  A piece of output is
+#: as large as L{sealgw.daemon._memory.LARGE_BLOCK}, so that it is mapped
+#: on its own and given back to the system as soon as it is freed.
+_GZIP_INPUT_CHUNK = 64 * 1024
+_GZIP_OUTPUT_CHUNK = 1024 * 1024
 
 # Indirection so tests can prove the decompressor is never reached.
 _snappy_uncompress = snappy.uncompress
@@ -79,32 +86,68 @@ def gunzip(body: bytes, limit: int) -> bytes:
     bytes after the last member are ignored (some writers pad), anything
     else after it is an error.
 
+    The body is inflated a piece at a time, so a bomb costs at most
+    C{limit} plus one piece before it is refused; the pieces are let go
+    before the refusal leaves, so that whoever holds on to the exception
+    (its traceback refers to this frame) holds nothing large.
+
     @raise PayloadTooLarge: once the output would exceed C{limit} bytes.
     @raise DecodeError: if C{body} is not valid gzip.
     """
     out: list[bytes] = []
+    try:
+        _inflate_members(body, limit, out)
+        return b"".join(out)
+    finally:
+        out.clear()
+
+
+def _inflate_members(body: bytes, limit: int, out: list[bytes]) -> None:
+    """
+    Inflate the gzip members of C{body} into C{out}, at most C{limit}
+    bytes.
+
+    Input goes to zlib in slices of a memoryview: zlib hands back what it
+    did not use (C{unconsumed_tail}, C{unused_data}) as a fresh copy, and a
+    copy of the whole rest of the body per member or per output piece made
+    a body of many small members cost time in proportion to its size
+    squared.
+    """
+    if not body.startswith(_GZIP_MAGIC):
+        raise DecodeError("gzip: body is not valid gzip data")
+    view = memoryview(body)
+    end = len(view)
+    position = 0
     size = 0
-    rest = body
+    pending: bytes | memoryview = b""
     while True:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            chunk = inflater.decompress(rest, limit + 1 - size)
-        except zlib.error as e:
-            raise DecodeError("gzip: body is not valid gzip data") from e
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"gzip: body decompresses to more than the limit of {limit} bytes"
-            )
-        out.append(chunk)
-        if not inflater.eof:
-            raise DecodeError("gzip: body is truncated")
+        while not inflater.eof:
+            if not pending and position < end:
+                pending = view[position : position + _GZIP_INPUT_CHUNK]
+                position += len(pending)
+            try:
+                chunk = inflater.decompress(pending, min(_GZIP_OUTPUT_CHUNK, limit + 1 - size))
+            except zlib.error:
+                raise DecodeError("gzip: body is not valid gzip data") from None
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending and position >= end and not inflater.eof:
+                # There was room for output and all input is in: zlib
+                # wants more than the body has.
+                raise DecodeError("gzip: body is truncated")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"gzip: body decompresses to more than the limit of {limit} bytes"
+                )
+            if chunk:
+                out.append(chunk)
         rest = inflater.unused_data
-        if not rest.startswith(_GZIP_MAGIC):
+        pending = rest
+        if (rest + view[position : position + 2])[:2] != _GZIP_MAGIC:
             break
-    if rest.strip(b"\x00"):
+    if rest.strip(b"\x00") or view[position:].tobytes().strip(b"\x00"):
         raise DecodeError("gzip: unexpected data after the end of the gzip stream")
-    return b"".join(out)
 
 
 def decode_body(
