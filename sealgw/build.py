@@ -11,7 +11,7 @@ from typing import IO, Any, Optional
 from prometheus_client import CollectorRegistry
 
 from sealgw.auth import build_gate
-from sealgw.config import Config
+from sealgw.config import Config, ListenerConfig
 from sealgw.daemon import (
     DOWN,
     OK,
@@ -20,6 +20,7 @@ from sealgw.daemon import (
     make_observer,
     prepare_listener,
 )
+from sealgw.daemon._memory import map_large_blocks
 from sealgw.relay import RelayMetrics, build_upstreams
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 from sealgw.web.push import PushRoutes
@@ -56,36 +57,42 @@ def build_gateway(
     push_resource = push.app.resource()
     ops_resource = OpsRoutes(health, metrics).app.resource()
 
-    sites: dict[str, GatewaySite] = {}
+    roots: dict[str, GatewayRoot] = {}
+    sites: list[GatewaySite] = []
 
-    def site_for(kind: str) -> GatewaySite:
-        if kind not in sites:
-            root = GatewayRoot(
+    def site_for(kind: str, lc: ListenerConfig) -> GatewaySite:
+        # One site per listener, for the listener's own limits; listeners
+        # of one kind share the resource tree.
+        if kind not in roots:
+            roots[kind] = GatewayRoot(
                 routes=None if kind == "admin" else push_resource,
                 ops=None if kind == "push" else ops_resource,
             )
-            sites[kind] = GatewaySite(
-                root,
-                reactor,
-                metrics,
-                max_body=config.limits.max_body,
-                access_log=config.log.access,
-            )
-        return sites[kind]
+        site = GatewaySite(
+            roots[kind],
+            reactor,
+            metrics,
+            max_body=config.limits.max_body,
+            access_log=config.log.access,
+            listener=lc,
+        )
+        sites.append(site)
+        return site
 
     listeners = [
         prepare_listener(
             reactor,
             lc,
-            site_for("push+ops" if lc.ops else "push"),
+            site_for("push+ops" if lc.ops else "push", lc),
             f"listeners[{i}]",
             check_only,
+            metrics,
         )
         for i, lc in enumerate(config.listeners)
     ]
     if config.admin is not None:
         listeners.append(prepare_listener(
-                reactor, config.admin, site_for("admin"), "admin", check_only
+                reactor, config.admin, site_for("admin", config.admin), "admin", check_only, metrics
             ))
 
     observer = None
@@ -95,7 +102,7 @@ def build_gateway(
     service = GatewayService(
         reactor,
         listeners,
-        sites.values(),
+        sites,
         drain_grace=config.drain_grace,
         reload=gate.reload,
         log_observer=observer,
@@ -112,10 +119,17 @@ def build_gateway(
         return {"status": DOWN, "state": "not listening"}
 
     health.register("listeners", listener_health)
+    tls = {li.where: li.tls for li in listeners if li.tls is not None}
+    if tls:
+        # Degraded while a rotated certificate could not be loaded.
+        health.register("tls", lambda: _worst({w: t.health() for w, t in tls.items()}))
     health.register("auth", lambda: _worst(gate.health()))
     health.register("upstreams", lambda: _worst(upstreams.health()))
     health.require_for_ready("listening", lambda: service.listening)
     health.require_for_ready("not_draining", lambda: not service.draining)
+    if not check_only:
+        # So that a refused body's memory leaves the process with it.
+        map_large_blocks()
     return service
 
 

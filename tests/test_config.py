@@ -5,11 +5,14 @@ files taken as they are, and the built-in default.
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from sealgw.cli import check_config
 from sealgw.config import (
     ConfigError,
     FileUpstreamConfig,
@@ -231,6 +234,53 @@ class LoadTests(SynchronousTestCase):
             ["upstreams.mimir.bearer_token.env: environment variable SEALGW_NOT_SET_ANYWHERE is not set"],
         )
 
+    def test_empty_secret(self) -> None:
+        """
+        An empty string is said to be empty, not "expected a mapping".
+        """
+        text = MINIMAL.replace(
+            "    url: http://mimir:8080/api/v1/push",
+            "    url: http://mimir:8080/api/v1/push\n"
+            "    basic_auth: {username: gw, password: ''}",
+        )
+        self.assertEqual(
+            self.problems(text), ["upstreams.mimir.basic_auth.password: must not be empty"]
+        )
+
+    def test_secret_of_the_wrong_kind(self) -> None:
+        text = MINIMAL.replace(
+            "    url: http://mimir:8080/api/v1/push",
+            "    url: http://mimir:8080/api/v1/push\n    bearer_token: [a]",
+        )
+        self.assertEqual(
+            self.problems(text),
+            [
+                "upstreams.mimir.bearer_token: expected a string or a mapping with file or env, "
+                "got a list"
+            ],
+        )
+
+    def test_native_unknown_keys_stay_problems(self) -> None:
+        """
+        Only seal-proxy's files are lenient: sealgw's own format refuses an
+        unknown key and has no warnings.
+        """
+        path = self.write(MINIMAL)
+        self.assertEqual(load(path).warnings, ())
+        self.assertEqual(
+            self.problems(MINIMAL + "histogram_address: 0.0.0.0:8001\n"),
+            ["histogram_address: unknown key"],
+        )
+
+    def test_auth_basic(self) -> None:
+        self.assertTrue(load(self.write(MINIMAL)).auth.basic)
+        self.assertTrue(load(self.write(MINIMAL + "auth: {basic: true}\n")).auth.basic)
+        self.assertFalse(load(self.write(MINIMAL + "auth: {basic: false}\n")).auth.basic)
+        self.assertEqual(
+            self.problems(MINIMAL + "auth: {basic: 'no'}\n"),
+            ["auth.basic: expected true or false, got a string"],
+        )
+
     def test_file_upstream(self) -> None:
         text = """
         listeners: [{endpoint: "tcp:8080"}]
@@ -245,6 +295,24 @@ class LoadTests(SynchronousTestCase):
         assert isinstance(disk, FileUpstreamConfig)
         self.assertEqual(disk.directory, os.path.join(os.path.dirname(path), "data"))
         self.assertEqual(disk.rotate_size, 1024 * 1024)
+
+
+#: seal's own sample, docker/seal-proxy/local-test/seal-proxy.yaml, as it is.
+SEAL_SAMPLE = """\
+# pub struct ProxyConfig { ... }
+listen-address: 0.0.0.0:8000
+metrics-address: 0.0.0.0:9185
+histogram-address: 0.0.0.0:8001
+label-actions:
+  add:
+    network: "pei-test"
+    host: "docker-compose"
+remote-write:
+  url: "http://mimir:9009/api/v1/push"
+  username: ""
+  password: ""
+  pool_max_idle_per_host: 100
+"""
 
 
 class SealProxyConfigTests(SynchronousTestCase):
@@ -290,6 +358,147 @@ class SealProxyConfigTests(SynchronousTestCase):
         self.assertEqual(seal.labels.remove, frozenset({"host"}))
         assert config.auth.token_file is not None
         self.assertEqual(config.auth.token_file.path, os.path.abspath(tokens))
+
+    def write(self, text: str) -> tuple[str, str]:
+        """
+        C{text} as seal-proxy.yaml, next to a bearer-tokens.yaml in
+        seal-proxy's format.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "seal-proxy.yaml")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        tokens = os.path.join(directory, "bearer-tokens.yaml")
+        with open(tokens, "w") as f:
+            f.write("- name: sample-token\n  token: abcdefghijklmnopqrstuvwxyz\n")
+        return path, tokens
+
+    def test_seal_sample(self) -> None:
+        """
+        seal's own sample file, exactly as it is, loads: histogram-address
+        is accepted (with one warning), empty credentials mean no basic
+        auth, and the pool size spelled with underscores counts.
+        """
+        path, tokens = self.write(SEAL_SAMPLE)
+        config = load(path, tokens)
+        self.assertEqual(config.listeners[0].endpoint, "tcp:8000")
+        assert config.admin is not None
+        self.assertEqual(config.admin.endpoint, "tcp:9185")
+        upstream = config.upstreams["remote-write"]
+        assert isinstance(upstream, HTTPUpstreamConfig)
+        self.assertEqual(upstream.url, "http://mimir:9009/api/v1/push")
+        self.assertIsNone(upstream.basic_auth)
+        self.assertIsNone(upstream.bearer_token)
+        self.assertEqual(upstream.max_connections, 100)
+        seal = config.push.seal
+        assert seal is not None
+        self.assertEqual(dict(seal.labels.add), {"network": "pei-test", "host": "docker-compose"})
+        self.assertEqual(
+            config.warnings,
+            (
+                f"{path}: histogram-address: not used: sealgw converts histograms to "
+                "remote-write series itself, so seal-proxy's histogram relay listener "
+                "(scraped by Alloy) is not needed and nothing listens there",
+            ),
+        )
+
+    def test_seal_sample_check_config(self) -> None:
+        path, tokens = self.write(SEAL_SAMPLE)
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(check_config(path, tokens, out, err), 0, err.getvalue())
+        self.assertEqual(out.getvalue(), f"{path}: ok (1 listener(s), 1 upstream(s))\n")
+        [line] = err.getvalue().splitlines()
+        self.assertTrue(line.startswith(f"warning: {path}: histogram-address: not used: "), line)
+
+    def test_warnings_logged_once(self) -> None:
+        path, tokens = self.write(SEAL_SAMPLE + "future-key: 1\n")
+        with capturedLogs() as events:
+            load(path, tokens)
+        logged = [e for e in events if e.get("log_namespace") == "sealgw.config"]
+        self.assertEqual(len(logged), 2)
+        self.assertEqual({e["log_level"] for e in logged}, {LogLevel.warn})
+        text = "\n".join(formatEvent(e) for e in logged)
+        self.assertIn("histogram-address: not used", text)
+        self.assertIn(f"{path}: future-key: unknown key, ignored", text)
+
+    def test_unknown_keys_are_warnings(self) -> None:
+        """
+        seal-proxy's serde ignores keys it does not know, so sealgw accepts
+        them too, naming each.
+        """
+        text = SEAL_SAMPLE.replace(
+            "label-actions:", "future-key: 1\nlabel-actions:\n  override: {a: b}"
+        ).replace("  url:", "  timeout: 5\n  url:")
+        path, tokens = self.write(text)
+        config = load(path, tokens)
+        self.assertEqual(
+            [w for w in config.warnings if "histogram-address" not in w],
+            [
+                f"{path}: future-key: unknown key, ignored",
+                f"{path}: label-actions.override: unknown key, ignored",
+                f"{path}: remote-write.timeout: unknown key, ignored",
+            ],
+        )
+
+    def test_native_keys_in_a_seal_file(self) -> None:
+        path, tokens = self.write(SEAL_SAMPLE + "listeners: [{endpoint: 'tcp:1'}]\n")
+        with self.assertRaises(ConfigError) as caught:
+            load(path, tokens)
+        self.assertEqual(
+            caught.exception.problems,
+            [
+                f"{path}: listeners: a key of sealgw's own format in a seal-proxy file: "
+                "write one or the other"
+            ],
+        )
+
+    def test_pool_size_spellings(self) -> None:
+        def pool(remote_write: str, top: str = "") -> int:
+            path, tokens = self.write(
+                top + "remote-write:\n  url: http://m:9009/api/v1/push\n" + remote_write
+            )
+            upstream = load(path, tokens).upstreams["remote-write"]
+            assert isinstance(upstream, HTTPUpstreamConfig)
+            return upstream.max_connections
+
+        self.assertEqual(pool(""), 10)
+        self.assertEqual(pool("  pool-max-idle-per-host: 7\n"), 7)
+        self.assertEqual(pool("  pool_max_idle_per_host: 9\n"), 9)
+        # seal-proxy's top-level setting, unless remote-write has its own.
+        self.assertEqual(pool("", "pool-max-idle-per-host: 4\n"), 4)
+        self.assertEqual(pool("  pool_max_idle_per_host: 9\n", "pool-max-idle-per-host: 4\n"), 9)
+        path, tokens = self.write(
+            "remote-write:\n  url: http://m:9009/api/v1/push\n"
+            "  pool-max-idle-per-host: 7\n  pool_max_idle_per_host: 9\n"
+        )
+        with self.assertRaises(ConfigError) as caught:
+            load(path, tokens)
+        self.assertEqual(
+            caught.exception.problems,
+            [
+                f"{path}: remote-write.pool_max_idle_per_host: the same setting as "
+                "pool-max-idle-per-host: give only one of them"
+            ],
+        )
+
+    def test_credentials(self) -> None:
+        def basic_auth(credentials: str) -> object:
+            path, tokens = self.write(
+                "remote-write:\n  url: http://m:9009/api/v1/push\n" + credentials
+            )
+            upstream = load(path, tokens).upstreams["remote-write"]
+            assert isinstance(upstream, HTTPUpstreamConfig)
+            if upstream.basic_auth is None:
+                return None
+            return (upstream.basic_auth.username, upstream.basic_auth.password.value)
+
+        self.assertIsNone(basic_auth(""))
+        self.assertIsNone(basic_auth('  username: ""\n  password: ""\n'))
+        self.assertIsNone(basic_auth("  username:\n  password:\n"))
+        self.assertEqual(basic_auth("  username: u\n  password: p\n"), ("u", "p"))
+        self.assertEqual(basic_auth('  username: u\n  password: ""\n'), ("u", ""))
+        self.assertEqual(basic_auth('  username: ""\n  password: p\n'), ("", "p"))
 
     def test_seal_proxy_needs_tokens(self) -> None:
         directory = self.mktemp()

@@ -5,24 +5,27 @@ the drain's grace is enforced, and /health, /ready and /metrics answer.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from sealgw.config import ListenerConfig
 from sealgw.daemon import GatewayService, Health, make_observer, prepare_listener
+from sealgw.daemon._service import CannotListen, cannot_listen
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 
 
@@ -228,3 +231,82 @@ async def _turn() -> None:
     d: Deferred[None] = Deferred()
     reactor.callLater(0.01, d.callback, None)
     await d
+
+
+class BindTests(TestCase):
+    """
+    Start-up when an address cannot be had: one line naming it and why,
+    and nothing left listening.
+    """
+
+    def held_port(self) -> int:
+        held = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
+        self.addCleanup(held.stopListening)
+        return int(held.getHost().port)
+
+    def service(self, *endpoints: str) -> GatewayService:
+        listeners = [
+            prepare_listener(reactor, ListenerConfig(endpoint=e), Site(Resource()), f"listeners[{i}]")
+            for i, e in enumerate(endpoints)
+        ]
+        return GatewayService(
+            Clock(), listeners, [], drain_grace=1.0, install_signal_handlers=False
+        )
+
+    def test_busy_port(self) -> None:
+        port = self.held_port()
+        service = self.service("tcp:0:interface=127.0.0.1", f"tcp:{port}:interface=127.0.0.1")
+        listened = service.when_listening()
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        with self.assertRaises(CannotListen) as caught:
+            service.privilegedStartService()
+        line = (
+            f"cannot listen on 127.0.0.1:{port} "
+            f"(listeners[1]: tcp:{port}:interface=127.0.0.1): Address already in use"
+        )
+        # twistd exits 1 without a traceback, and the line is in the log.
+        self.assertIsInstance(caught.exception, SystemExit)
+        self.assertEqual((caught.exception.code, str(caught.exception)), (1, line))
+        [logged] = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(formatEvent(logged), line)
+        # The listener bound before the busy one is closed again.
+        self.assertIsNone(service.listeners[0].port)
+        self.assertNoResult(listened)
+
+    def test_when_listening(self) -> None:
+        service = self.service("tcp:0:interface=127.0.0.1")
+        listened = service.when_listening()
+        service.privilegedStartService()
+        self.assertNoResult(listened)
+        service.startService()
+        self.addCleanup(service.listeners[0].port.stopListening)
+        self.successResultOf(listened)
+        self.successResultOf(service.when_listening())
+
+    def test_cannot_listen_addresses(self) -> None:
+        listener = prepare_listener(
+            reactor, ListenerConfig(endpoint="tcp:80"), Site(Resource()), "admin"
+        )
+
+        def line(error: Exception) -> str:
+            return cannot_listen(listener, Failure(error))
+
+        denied = OSError(errno.EACCES, "Permission denied")
+        self.assertEqual(
+            line(CannotListenError("", 80, denied)),
+            "cannot listen on 0.0.0.0:80 (admin: tcp:80): Permission denied",
+        )
+        self.assertEqual(
+            line(CannotListenError("::", 80, denied)),
+            "cannot listen on [::]:80 (admin: tcp:80): Permission denied",
+        )
+        self.assertEqual(
+            line(CannotListenError(None, "/run/sealgw.sock", denied)),
+            "cannot listen on /run/sealgw.sock (admin: tcp:80): Permission denied",
+        )
+        self.assertEqual(
+            line(KeyError("LISTEN_FDS")),
+            "cannot listen on tcp:80 (admin): 'LISTEN_FDS'",
+        )

@@ -11,9 +11,13 @@ from typing import Any, Optional
 
 import attr
 import yaml
+from OpenSSL import SSL
+from twisted.logger import Logger
 
 from sealgw.config._auth import AUTH_KEYS, TokenFileConfig, read_auth
 from sealgw.config._model import (
+    INTERMEDIATE_CIPHERS,
+    TLS_VERSIONS,
     BasicAuthConfig,
     Config,
     FileUpstreamConfig,
@@ -32,7 +36,7 @@ from sealgw.config._model import (
     TLSConfig,
     UpstreamConfig,
 )
-from sealgw.config._reader import ConfigError, Reader, Table
+from sealgw.config._reader import ConfigError, Reader, Secret, Table
 from sealgw.tenancy import TenantError, parse_tenant
 
 TOP_KEYS = (
@@ -51,12 +55,37 @@ TOP_KEYS = (
 SEAL_PROXY_KEYS = (
     "listen-address",
     "metrics-address",
+    "histogram-address",
     "label-actions",
     "remote-write",
+    "pool-max-idle-per-host",
 )
+# seal-proxy's own sample spells the pool size with underscores inside
+# remote-write; both spellings are the same setting.
+SEAL_POOL_KEYS = ("pool-max-idle-per-host", "pool_max_idle_per_host")
+SEAL_REMOTE_WRITE_KEYS = ("url", "username", "password", *SEAL_POOL_KEYS)
 
-LISTENER_KEYS = ("endpoint", "tls", "ops")
-TLS_KEYS = ("certificate", "key", "client_ca", "client_certificates")
+LISTENER_KEYS = (
+    "endpoint",
+    "tls",
+    "ops",
+    "max_connections",
+    "max_header_size",
+    "header_timeout",
+    "idle_timeout",
+)
+#: The smallest request head a listener may be limited to: a request line
+#: and a Host header need room.
+MIN_HEADER_SIZE = 1024
+TLS_KEYS = (
+    "certificate",
+    "key",
+    "client_ca",
+    "client_certificates",
+    "min_version",
+    "ciphers",
+    "watch_interval",
+)
 HTTP_UPSTREAM_KEYS = (
     "type",
     "url",
@@ -80,6 +109,7 @@ PUSH_KEYS = (
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENDPOINT_TYPES = ("tcp", "tcp6", "ssl", "unix", "systemd")
+_log = Logger(namespace="sealgw.config")
 
 
 def load(path: str, bearer_tokens_path: Optional[str] = None) -> Config:
@@ -103,12 +133,20 @@ def load(path: str, bearer_tokens_path: Optional[str] = None) -> Config:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError([f"{source}: not valid YAML{where}: {problem}"]) from None
-    reader = Reader(source, os.path.dirname(os.path.abspath(path)))
+    base_dir = os.path.dirname(os.path.abspath(path))
     if isinstance(data, dict) and any(k in data for k in SEAL_PROXY_KEYS):
+        # seal-proxy's serde ignores keys it does not know, so its files
+        # may carry anything: such keys are warned about, not refused.
+        reader = Reader(source, base_dir, lenient_keys=True)
         config = _read_seal_proxy(reader, data, bearer_tokens_path)
     else:
+        reader = Reader(source, base_dir)
         config = read(reader, data, bearer_tokens_path)
     reader.raise_if_problems()
+    if reader.warnings:
+        config = attr.evolve(config, warnings=tuple(reader.warnings))
+        for warning in config.warnings:
+            _log.warn("{note}", note=warning)
     return config
 
 
@@ -223,18 +261,75 @@ def _read_listener(t: Table) -> ListenerConfig:
         elif kind == "ssl" and tt is None:
             t.problem("tls", "an ssl: endpoint needs a tls section with certificate and key")
     if tt is not None:
-        mode = tt.choice(
-            "client_certificates", ["none", "optional", "required"], "none"
+        tls = _read_tls(tt)
+    defaults = ListenerConfig(endpoint="")
+    max_header_size = t.size("max_header_size", defaults.max_header_size)
+    if max_header_size is not None and max_header_size < MIN_HEADER_SIZE:
+        t.problem("max_header_size", f"must be at least {MIN_HEADER_SIZE} bytes (1KiB)")
+    return ListenerConfig(
+        endpoint=endpoint or "",
+        tls=tls,
+        ops=t.bool("ops", False),
+        max_connections=t.int("max_connections", defaults.max_connections, minimum=1),
+        max_header_size=max_header_size or defaults.max_header_size,
+        header_timeout=t.duration("header_timeout", defaults.header_timeout),
+        idle_timeout=t.duration("idle_timeout", defaults.idle_timeout),
+    )
+
+
+def _read_tls(tt: Table) -> TLSConfig:
+    mode = tt.choice("client_certificates", ["none", "optional", "required"], "none")
+    min_version = tt.str("min_version", "1.2")
+    if min_version not in TLS_VERSIONS:
+        tt.problem(
+            "min_version",
+            f"{min_version!r} is not one of " + ", ".join(repr(v) for v in TLS_VERSIONS),
         )
-        tls = TLSConfig(
-            certificate=_existing_file(tt, "certificate") or "",
-            key=_existing_file(tt, "key") or "",
-            client_ca=_existing_file(tt, "client_ca", optional=True),
-            client_certificates=mode or "none",
-        )
-        if tls.client_certificates != "none" and tls.client_ca is None and "client_ca" not in tt:
-            tt.problem("client_ca", f"required when client_certificates is {mode!r}")
-    return ListenerConfig(endpoint=endpoint or "", tls=tls, ops=t.bool("ops", False))
+        min_version = "1.2"
+    ciphers = tt.str("ciphers", INTERMEDIATE_CIPHERS)
+    why = _cipher_problem(ciphers) if ciphers is not None else None
+    if why is not None:
+        tt.problem("ciphers", why)
+    tls = TLSConfig(
+        certificate=_existing_file(tt, "certificate") or "",
+        key=_existing_file(tt, "key") or "",
+        client_ca=_existing_file(tt, "client_ca", optional=True),
+        client_certificates=mode or "none",
+        min_version=min_version,
+        ciphers=ciphers if why is None and ciphers is not None else INTERMEDIATE_CIPHERS,
+        watch_interval=tt.duration("watch_interval", 60.0, positive=False),
+    )
+    if tls.client_certificates != "none" and tls.client_ca is None and "client_ca" not in tt:
+        tt.problem("client_ca", f"required when client_certificates is {mode!r}")
+    return tls
+
+
+def _cipher_problem(ciphers: str) -> Optional[str]:
+    """
+    Why OpenSSL cannot use the cipher string C{ciphers} for TLS 1.2, or
+    L{None}.  OpenSSL itself skips names it does not know as long as one
+    matches; a typo would then go unnoticed, so each name is tried alone.
+    """
+    try:
+        whole = ciphers.encode("ascii")
+    except UnicodeEncodeError:
+        return f"{ciphers!r} is not an OpenSSL cipher string (not ASCII)"
+    for name in re.split(r"[:, ;]+", ciphers):
+        # !X, -X, +X and @X only remove, reorder or set a level: alone they
+        # select nothing, so they cannot be tried alone.
+        if name and name[0] not in "!-+@" and not _ciphers_match(name.encode("ascii")):
+            return f"{name!r} names no TLS 1.2 cipher suite OpenSSL knows"
+    if not _ciphers_match(whole):
+        return f"{ciphers!r} leaves no TLS 1.2 cipher suite"
+    return None
+
+
+def _ciphers_match(ciphers: bytes) -> bool:
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_cipher_list(ciphers)
+    except SSL.Error:
+        return False
+    return True
 
 
 def _existing_file(t: Table, key: str, optional: bool = False) -> Optional[str]:
@@ -383,34 +478,80 @@ def _seal_address(t: Table, key: str, default: str) -> Optional[str]:
     return f"tcp:{port}:interface={host}"
 
 
+def _seal_pool_size(t: Table, default: int) -> int:
+    """
+    seal-proxy's C{pool_max_idle_per_host}, in either spelling: idle
+    connections kept to the upstream, sealgw's C{max_connections}.
+    """
+    given = [key for key in SEAL_POOL_KEYS if key in t]
+    if len(given) > 1:
+        t.problem(given[1], f"the same setting as {given[0]}: give only one of them")
+        return default
+    if not given:
+        return default
+    size = t.int(given[0], default, minimum=1)
+    return default if size is None else int(size)
+
+
+def _seal_basic_auth(t: Table) -> Optional[BasicAuthConfig]:
+    """
+    seal-proxy's C{username} and C{password}: always present in its files,
+    and both empty (its sample's C{""}) when the upstream needs no basic
+    auth.
+    """
+    username = t.raw("username")
+    password = t.raw("password")
+    if username in (None, "") and password in (None, ""):
+        return None
+    user = "" if username in (None, "") else t.str("username")
+    if password in (None, ""):
+        # A username alone: seal-proxy sends it with an empty password.
+        secret: Optional[Secret] = Secret("", f"{t.source_name()} {t.at('password')}")
+    else:
+        secret = t.secret("password")
+    if user is None or secret is None:
+        return None
+    return BasicAuthConfig(username=user, password=secret)
+
+
 def _read_seal_proxy(
     reader: Reader, data: Any, bearer_tokens_path: Optional[str]
 ) -> Config:
     """
     seal-proxy's own C{seal-proxy.yaml}, taken as it is: one listener, a
-    metrics address, label actions and one remote-write upstream.
+    metrics address, label actions and one remote-write upstream.  Keys
+    sealgw has no use for are accepted with a warning, as seal-proxy's
+    serde would ignore them.
     """
     top = reader.table(data, "", SEAL_PROXY_KEYS)
+    for key in top.keys():
+        # Leniency is for seal-proxy's keys; a file mixing in sealgw's own
+        # would have them silently ignored.
+        if key in TOP_KEYS:
+            reader.problem(
+                key, "a key of sealgw's own format in a seal-proxy file: write one or the other"
+            )
     listen = _seal_address(top, "listen-address", "0.0.0.0:8000")
     metrics = _seal_address(top, "metrics-address", "0.0.0.0:9185")
+    if "histogram-address" in top:
+        reader.warning(
+            "histogram-address",
+            "not used: sealgw converts histograms to remote-write series itself, "
+            "so seal-proxy's histogram relay listener (scraped by Alloy) is not needed "
+            "and nothing listens there",
+        )
     labels = _read_labels(top.table("label-actions", ["add", "remove"]))
+    pool_size = _seal_pool_size(top, 10)
     upstreams: dict[str, UpstreamConfig] = {}
-    rt = top.table(
-        "remote-write", ["url", "username", "password", "pool-max-idle-per-host"]
-    )
+    rt = top.table("remote-write", SEAL_REMOTE_WRITE_KEYS)
     if rt is None:
         reader.problem("remote-write", "required")
     else:
-        basic = None
-        if "username" in rt or "password" in rt:
-            basic = BasicAuthConfig(
-                username=rt.str("username") or "", password=rt.secret("password")
-            )
         upstreams["remote-write"] = HTTPUpstreamConfig(
             name="remote-write",
             url=rt.url("url") or "",
-            basic_auth=basic,
-            max_connections=rt.int("pool-max-idle-per-host", 10, minimum=1),
+            basic_auth=_seal_basic_auth(rt),
+            max_connections=_seal_pool_size(rt, pool_size),
         )
     auth = read_auth(None)
     if bearer_tokens_path is not None:

@@ -18,19 +18,41 @@ from sealgw.config._reader import Secret
 MiB = 1024 * 1024
 
 
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+"""
+The TLS 1.2 suites of Mozilla's "intermediate" profile, less its DHE ones:
+forward secret (ECDHE) and authenticated encryption (GCM, ChaCha20-Poly1305)
+only.  TLS 1.3 has only such suites, and OpenSSL's own list of them is kept.
+"""
+
+TLS_VERSIONS = ("1.2", "1.3")
+
+
 @attr.frozen
 class TLSConfig:
     """
-    Server-side TLS for one listener.  TLS 1.2 is always the minimum.
+    Server-side TLS for one listener.
 
     @ivar client_certificates: C{"none"}, C{"optional"} or C{"required"};
         anything but C{"none"} needs C{client_ca}.
+    @ivar min_version: the oldest TLS version accepted, one of
+        L{TLS_VERSIONS}; never below 1.2.
+    @ivar ciphers: an OpenSSL cipher string choosing the TLS 1.2 suites.
+    @ivar watch_interval: how often the certificate, key and client CA files
+        are checked for changes, in seconds; C{0} leaves reloading to SIGHUP.
     """
 
     certificate: str
     key: str
     client_ca: Optional[str] = None
     client_certificates: str = "none"
+    min_version: str = "1.2"
+    ciphers: str = INTERMEDIATE_CIPHERS
+    watch_interval: float = 60.0
 
 
 @attr.frozen
@@ -38,11 +60,28 @@ class ListenerConfig:
     """
     One place to accept connections: a Twisted endpoint string, optionally
     wrapped in TLS, optionally also serving the operational routes.
+
+    The limits bound what one client can hold on this listener: see
+    L{sealgw.web.GatewayChannel} and L{sealgw.daemon._limits.ConnectionLimit}.
+
+    @ivar max_connections: connections open at once; more are closed as
+        soon as they are accepted.
+    @ivar max_header_size: the request line and headers of one request,
+        in bytes; a larger head is answered 431.
+    @ivar header_timeout: seconds from a connection's start, or from the
+        first byte of a later request on it, until the whole request head
+        must be in; past that it is answered 408 and closed.
+    @ivar idle_timeout: seconds a connection may stay silent, between
+        requests or within a body, before it is closed.
     """
 
     endpoint: str
     tls: Optional[TLSConfig] = None
     ops: bool = False
+    max_connections: int = 1024
+    max_header_size: int = 64 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 120.0
 
 
 @attr.frozen
@@ -195,6 +234,9 @@ class Config:
     @ivar admin: a listener for C{/health}, C{/ready} and C{/metrics} only.
     @ivar trusted_proxies: CIDRs whose C{X-Forwarded-For} is believed.
     @ivar drain_grace: how long SIGTERM waits for requests in flight.
+    @ivar warnings: what the file holds that is accepted but not used (a
+        seal-proxy file's keys sealgw has no use for), each naming the file
+        and key; logged once at start-up and printed by C{check-config}.
     """
 
     source: str
@@ -209,3 +251,4 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     drain_grace: float = 30.0
     development_token: Optional[Secret] = None
+    warnings: tuple[str, ...] = ()

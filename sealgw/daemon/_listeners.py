@@ -5,7 +5,7 @@ sockets handed over by systemd, each wrapped in TLS when configured so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import attr
 from twisted.internet.endpoints import serverFromString
@@ -13,7 +13,11 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from sealgw.config import ConfigError, ListenerConfig
-from sealgw.daemon._tls import server_tls_options
+from sealgw.daemon._limits import ConnectionLimit
+from sealgw.daemon._tls import ServerTLS
+
+if TYPE_CHECKING:
+    from sealgw.web import GatewayMetrics
 
 
 def endpoint_string(listener: ListenerConfig) -> str:
@@ -46,6 +50,9 @@ class Listener:
     """
     One configured listener, ready to listen: its endpoint and the factory
     (TLS-wrapped where configured) that will serve it.
+
+    @ivar tls: the TLS settings new connections get, reloadable; L{None}
+        on a listener without TLS.
     """
 
     where: str
@@ -53,6 +60,7 @@ class Listener:
     endpoint: IStreamServerEndpoint
     factory: IProtocolFactory
     port: Any = None
+    tls: Optional[ServerTLS] = None
 
 
 def prepare_listener(
@@ -61,6 +69,7 @@ def prepare_listener(
     factory: IProtocolFactory,
     where: str,
     check_only: bool = False,
+    metrics: Optional[GatewayMetrics] = None,
 ) -> Listener:
     """
     Parse the endpoint and load TLS material now, at start-up, so that
@@ -68,11 +77,21 @@ def prepare_listener(
 
     @param check_only: when set, a C{systemd:} endpoint is not resolved,
         since its sockets exist only when systemd starts the gateway.
+    @param metrics: where the listener's open and refused connections
+        are counted.
     """
     if check_only and listener.endpoint.startswith("systemd:"):
         endpoint: Any = None
     else:
         endpoint = parse_endpoint(reactor, listener, where)
-    if listener.tls is not None:
-        factory = TLSMemoryBIOFactory(server_tls_options(listener.tls), False, factory)
-    return Listener(where=where, config=listener, endpoint=endpoint, factory=factory)
+    tls = ServerTLS(listener.tls) if listener.tls is not None else None
+    if tls is not None:
+        factory = TLSMemoryBIOFactory(tls, False, factory)
+    factory = ConnectionLimit(
+        factory,
+        listener.max_connections,
+        listener.endpoint,
+        metrics.connections_open if metrics is not None else None,
+        metrics.connections_refused if metrics is not None else None,
+    )
+    return Listener(where=where, config=listener, endpoint=endpoint, factory=factory, tls=tls)

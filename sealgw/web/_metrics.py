@@ -32,10 +32,26 @@ _LATENCY_BUCKETS = (
 )
 
 
+#: The methods that get a C{method} label of their own; any other method a
+#: client invents is counted as C{other}, so it cannot add series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 class GatewayMetrics:
     """
     Request counts by route, status and tenant; latency; bytes in and out;
-    requests in flight; and the process's own CPU, memory and descriptors.
+    requests in flight; connections per listener; and the process's own
+    CPU, memory and descriptors.
+
+    Every label value is bounded by the code or the configuration, never
+    by what a client sends: C{route} is a route's name or C{unmatched},
+    C{method} one of L{METHODS} or C{other}, C{status} a status this
+    gateway answers, C{tenant} one the identity was allowed (or empty
+    before admission), C{listener} a configured endpoint.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -71,6 +87,26 @@ class GatewayMetrics:
             "Requests received and not yet answered.",
             registry=r,
         )
+        self.connections_open = Gauge(
+            "sealgw_connections_open",
+            "Connections open on each listener.",
+            ["listener"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "sealgw_connections_refused",
+            "Connections closed as soon as they were accepted, because the "
+            "listener had max_connections open.",
+            ["listener"],
+            registry=r,
+        )
+        self.header_timeouts = Counter(
+            "sealgw_http_header_timeouts",
+            "Connections closed because a request head did not arrive whole "
+            "within the listener's header_timeout.",
+            ["listener"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
@@ -84,7 +120,7 @@ class GatewayMetrics:
         bytes_in: int,
         bytes_out: int,
     ) -> None:
-        self.requests.labels(route, method, str(status), tenant).inc()
+        self.requests.labels(route, method_label(method), str(status), tenant).inc()
         self.latency.labels(route).observe(seconds)
         self.bytes_in.labels(route).inc(bytes_in)
         self.bytes_out.labels(route).inc(bytes_out)

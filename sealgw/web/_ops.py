@@ -10,9 +10,10 @@ from typing import Any
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
 from sealgw.daemon._health import Health
-from sealgw.web._errors import answer_json
+from sealgw.web._errors import answer_json, answer_routing_error
 from sealgw.web._metrics import GatewayMetrics
 
 
@@ -44,3 +45,7 @@ class OpsRoutes:
         request.route = "metrics"  # type: ignore[attr-defined]
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return generate_latest(self.metrics.registry)
+
+    @app.handle_errors(HTTPException)
+    def routing_error(self, request: IRequest, failure: Any) -> bytes:
+        return answer_routing_error(request, failure.value)

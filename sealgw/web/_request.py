@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from twisted.web.server import Request
 
+from sealgw.web._errors import early_answer
+
 
 class _Discard(io.BytesIO):
     """
@@ -58,11 +60,13 @@ class GatewayRequest(Request):
             self.content = io.BytesIO()
         site.request_started(self)
 
-    def render(self, resrc: Any) -> None:
-        # Twisted names itself and its version in Server; say only what
+    def setHeader(self, name: Any, value: Any) -> None:
+        # Twisted names itself and its version in Server, on every answer
+        # including those no resource renders (OPTIONS *); say only what
         # answers, and nothing an attacker could match against advisories.
-        self.setHeader(b"server", b"sealgw")
-        super().render(resrc)
+        if (name.encode("ascii") if isinstance(name, str) else name).lower() == b"server":
+            value = b"sealgw"
+        super().setHeader(name, value)
 
     def _refuse_early(self, length: int) -> None:
         """
@@ -71,23 +75,28 @@ class GatewayRequest(Request):
 
         Waiting for the whole body would mean reading all of it first; and
         cutting the connection without an answer would make a sender such
-        as Prometheus retry the same batch for ever.  The answer is written
-        straight to the connection because Twisted routes a request only
-        once its body is in.
+        as Prometheus retry the same batch for ever.
         """
-        message = (
-            f"body is larger than the limit of {self._max_body} bytes ({length} bytes declared)\n"
-        ).encode("ascii")
-        self.code = 413
+        self.answer_early(
+            413,
+            f"body is larger than the limit of {self._max_body} bytes ({length} bytes declared)",
+        )
+
+    def answer_early(self, status: int, message: str) -> None:
+        """
+        Answer before the body is all in, and close the connection.
+
+        The answer is written straight to the connection because Twisted
+        routes a request only once its body is in; the access line still
+        comes, with this status, when the connection closes.
+        """
+        answer = early_answer(status, message)
+        self.code = status
         self.answered_early = True
         transport: Any = self.channel.transport
-        transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (len(message), message)
-        )
-        self.sentLength = len(message)
+        transport.write(answer)
+        # Like Twisted's own count: body bytes, not the status line and headers.
+        self.sentLength = len(answer.partition(b"\r\n\r\n")[2])
         transport.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:

@@ -15,6 +15,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from sealgw.config import ListenerConfig
+from sealgw.web._channel import GatewayChannel
 from sealgw.web._metrics import GatewayMetrics
 from sealgw.web._request import GatewayRequest
 
@@ -24,11 +26,21 @@ CLIENT_CLOSED = 499
 
 class GatewaySite(Site):
     """
+    The site of one listener.
+
     @ivar max_body: the largest request body kept, in bytes.
+    @ivar listener: the listener's endpoint, the C{listener} label of its
+        metrics.
+    @ivar max_header_size: the largest request head, in bytes.
+    @ivar header_timeout: seconds a request head may take to arrive.
     @ivar draining: set once a drain has begun; new requests are answered
         and their connections then closed.
     """
 
+    # HTTP/1.1 only, with the head's limits.  (Twisted's default wraps
+    # its channel in one that can switch to HTTP/2, which this gateway
+    # neither offers in TLS nor bounds.)
+    protocol = GatewayChannel  # type: ignore[assignment]
     requestFactory = GatewayRequest
     _access = Logger(namespace="sealgw.access")
     # The access line is ours; Twisted's own combined-log line would be a
@@ -42,12 +54,20 @@ class GatewaySite(Site):
         metrics: GatewayMetrics,
         max_body: int,
         access_log: bool = True,
+        listener: Optional[ListenerConfig] = None,
     ) -> None:
         super().__init__(resource)
         self.reactor = reactor
         self.metrics = metrics
         self.max_body = max_body
         self.access_log = access_log
+        limits = listener if listener is not None else ListenerConfig(endpoint="-")
+        self.listener = limits.endpoint
+        self.max_header_size = limits.max_header_size
+        self.header_timeout = limits.header_timeout
+        # Twisted's idle timeout: how long a connection may be silent
+        # between requests or within a body.
+        self.timeOut = limits.idle_timeout
         self.draining = False
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
@@ -77,41 +97,94 @@ class GatewaySite(Site):
         self.metrics.in_flight.dec()
         aborted = isinstance(result, Failure) and not request.answered_early
         status = CLIENT_CLOSED if aborted else int(request.code)
-        elapsed = max(0.0, self.reactor.seconds() - request.started)
-        # A connection lost before the request line's body was complete
-        # leaves the request without a method or path.
-        method = (request.method or b"-").decode("ascii", "replace")
-        tenant = request.tenant or ""
-        self.metrics.observe(
-            request.route,
-            method,
-            status,
-            tenant,
-            elapsed,
-            request.body_received,
-            int(request.sentLength),
+        self._record(
+            # A connection lost before the request line's body was complete
+            # leaves the request without a method or path.
+            method=request.method,
+            path=request.path,
+            status=status,
+            route=request.route,
+            bytes_in=request.body_received,
+            bytes_out=int(request.sentLength),
+            seconds=self.reactor.seconds() - request.started,
+            identity=request.identity_name,
+            tenant=request.tenant,
+            peer=_peer(request.getClientAddress()),
         )
-        if self.access_log:
-            path = (request.path or b"-").decode("utf-8", "replace")
-            self._access.info(
-                "{method} {path} {status} {route} {bytes_in}B in {bytes_out}B out "
-                "{latency_ms:.1f}ms identity={identity} tenant={tenant} peer={peer}",
-                access=True,
-                method=method,
-                path=path,
-                status=status,
-                route=request.route,
-                bytes_in=request.body_received,
-                bytes_out=int(request.sentLength),
-                latency_ms=elapsed * 1000,
-                identity=request.identity_name or "-",
-                tenant=tenant or "-",
-                peer=_peer(request),
-            )
         if self.in_flight == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
+
+    def head_refused(
+        self,
+        *,
+        peer: Any,
+        status: int,
+        method: Optional[bytes],
+        uri: Optional[bytes],
+        bytes_out: int,
+        seconds: float,
+    ) -> None:
+        """
+        A request answered by its channel before it could be routed: its
+        head was too large, too slow or malformed.  It gets the same access
+        line and metrics as any other, with what is known of it.
+        """
+        self._record(
+            method=method,
+            path=uri.split(b"?", 1)[0] if uri is not None else None,
+            status=status,
+            route=GatewayRequest.route,
+            bytes_in=0,
+            bytes_out=bytes_out,
+            seconds=seconds,
+            identity=None,
+            tenant=None,
+            peer=_peer(peer),
+        )
+
+    def header_timed_out(self) -> None:
+        self.metrics.header_timeouts.labels(self.listener).inc()
+
+    def _record(
+        self,
+        *,
+        method: Optional[bytes],
+        path: Optional[bytes],
+        status: int,
+        route: str,
+        bytes_in: int,
+        bytes_out: int,
+        seconds: float,
+        identity: Optional[str],
+        tenant: Optional[str],
+        peer: str,
+    ) -> None:
+        """
+        One access line and one set of metrics for one answered request.
+        """
+        method_text = (method or b"-").decode("ascii", "replace")
+        elapsed = max(0.0, seconds)
+        self.metrics.observe(
+            route, method_text, status, tenant or "", elapsed, bytes_in, bytes_out
+        )
+        if self.access_log:
+            self._access.info(
+                "{method} {path} {status} {route} {bytes_in}B in {bytes_out}B out "
+                "{latency_ms:.1f}ms identity={identity} tenant={tenant} peer={peer}",
+                access=True,
+                method=method_text,
+                path=(path or b"-").decode("utf-8", "replace"),
+                status=status,
+                route=route,
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+                latency_ms=elapsed * 1000,
+                identity=identity or "-",
+                tenant=tenant or "-",
+                peer=peer,
+            )
 
     def begin_drain(self) -> None:
         """
@@ -145,7 +218,6 @@ class GatewaySite(Site):
                 transport.abortConnection()
 
 
-def _peer(request: GatewayRequest) -> str:
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", None)
+def _peer(address: Any) -> str:
+    host = getattr(address, "host", None)
     return str(host) if host is not None else "-"

@@ -21,6 +21,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate
 from sealgw.config import Config, LabelActions, RouteConfig
@@ -37,7 +38,7 @@ from sealgw.signals import (
 )
 from sealgw.signals._media import parse_media_type
 from sealgw.web._client_ip import ClientAddress
-from sealgw.web._errors import answer_error
+from sealgw.web._errors import answer_error, answer_routing_error
 
 REMOTE_WRITE_VERSION = "0.1.0"
 
@@ -125,8 +126,15 @@ class PushRoutes:
             body = req.body()
             try:
                 if len(body) >= DECODE_IN_THREAD:
-                    pushes = await deferToThreadPool(
-                        self.reactor, self.reactor.getThreadPool(), build, body, admission
+                    pushes = _raise_refusal(
+                        await deferToThreadPool(
+                            self.reactor,
+                            self.reactor.getThreadPool(),
+                            _refusal_as_value,
+                            build,
+                            body,
+                            admission,
+                        )
                     )
                 else:
                     pushes = build(body, admission)
@@ -340,6 +348,12 @@ class PushRoutes:
 
         return self._push(request, f"otlp_{signal}", config, build, answer, refuse)
 
+    # Klein tries handlers in the order they are defined: this one must
+    # come before the catch-all, or an unknown path would be a 500.
+    @app.handle_errors(HTTPException)
+    def routing_error(self, request: IRequest, failure: Any) -> bytes:
+        return answer_routing_error(request, failure.value)
+
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Any) -> bytes:
         if failure.check(CancelledError):
@@ -347,6 +361,36 @@ class PushRoutes:
             return b""
         self.log.failure("unexpected error on {path}", failure, path=request.path)
         return answer_error(request, 500, "internal error; the data was not accepted")
+
+
+def _refusal_as_value(
+    build: Callable[[bytes, Admission], list[Push]], body: bytes, admission: Admission
+) -> list[Push] | PayloadError:
+    """
+    Run C{build} in a worker thread, and hand a refusal back as a value
+    stripped of its traceback and chained exceptions.
+
+    Raised across the thread pool, it would become a L{Failure} caught in
+    a frame that refers to that Failure: a reference cycle whose frames
+    hold the body and whatever the decoder had inflated (up to
+    C{max_decompressed} each), kept until the cyclic collector happened to
+    run.  Only the status and message are needed.
+    """
+    try:
+        return build(body, admission)
+    except PayloadError as e:
+        e.__cause__ = e.__context__ = None
+        return e.with_traceback(None)
+
+
+def _raise_refusal(outcome: list[Push] | PayloadError) -> list[Push]:
+    """
+    The pushes L{_refusal_as_value} returned, or its refusal raised again,
+    here on the reactor thread (where nothing keeps the traceback).
+    """
+    if isinstance(outcome, PayloadError):
+        raise outcome
+    return outcome
 
 
 def _with(push: Push, *, path: str, received_at: float) -> Push:
