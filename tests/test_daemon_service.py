@@ -42,9 +42,9 @@ class _Slow(Resource):
         self.arrived: Deferred[None] = Deferred()
 
     def render_POST(self, request):  # type: ignore[no-untyped-def]
-        request.route = "slow"
-        request.identity_name = "alice"
-        request.tenant = "team-a"
+        request.record.route = "slow"
+        request.record.identity = "alice"
+        request.record.tenant = "team-a"
         d: Deferred[None] = Deferred()
         self.waiting.append(d)
 

@@ -24,18 +24,39 @@ from sealgw.relay._health import rfc3339
 reactor: Any = _reactor
 
 
+# What the test decoder finds in a push, by the push's body: the tests
+# choose the records (odd values, failures) instead of encoding them.
+_RECORDS: dict[bytes, Callable[[], Any]] = {}
+
+
 def push(**kwargs: Any) -> Push:
+    """
+    A push whose records are C{records()} (the default one series), or
+    none at all when C{records} is L{None} (its body is then written
+    whole).
+    """
+    records = kwargs.pop("records", lambda: [{"labels": {"__name__": "up"}, "value": 1.0}])
     defaults: dict[str, Any] = dict(
         signal="remote_write",
         tenant="team-a",
         body=b"raw",
         content_type="application/x-protobuf",
         content_encoding="snappy",
-        records=lambda: [{"labels": {"__name__": "up"}, "value": 1.0}],
         received_at=1_700_000_000.5,
     )
     defaults.update(kwargs)
+    if records is not None:
+        defaults["body"] = b"records-%d" % len(_RECORDS)
+        _RECORDS[defaults["body"]] = records
     return Push(**defaults)
+
+
+def decode(push: Push) -> Any:
+    """
+    The test's stand-in for the signals' codecs.
+    """
+    records = _RECORDS.get(push.body)
+    return None if records is None else records()
 
 
 def inline(f: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Deferred[None]]:
@@ -63,7 +84,7 @@ class ThreadedTests(TestCase):
     def upstream(self, **kwargs: Any) -> FileUpstream:
         self.directory = os.path.abspath(self.mktemp())
         config = FileUpstreamConfig(name="files", directory=self.directory, **kwargs)
-        upstream = FileUpstream(config, reactor)
+        upstream = FileUpstream(config, reactor, decode=decode)
         self.addCleanup(upstream.close)
         return upstream
 
@@ -249,6 +270,61 @@ class ManualThread:
             d.callback(result)
 
 
+class CodecTests(TestCase):
+    """
+    With the real codecs: a push is re-decoded from its bytes alone.
+    """
+
+    @inline
+    async def test_remote_write_records(self) -> None:
+        from sealgw.signals import snappy_compress
+        from sealgw.signals.proto.remote_pb2 import WriteRequest
+
+        write = WriteRequest()
+        series = write.timeseries.add()
+        series.labels.add(name="__name__", value="up")
+        series.samples.add(value=float("nan"), timestamp=1700000000000)
+        directory = os.path.abspath(self.mktemp())
+        upstream = FileUpstream(FileUpstreamConfig(name="files", directory=directory), reactor)
+        self.addCleanup(upstream.close)
+        await upstream.deliver(
+            Push.from_bytes(
+                Push(
+                    signal="remote_write",
+                    tenant="team-a",
+                    body=snappy_compress(write.SerializeToString()),
+                    content_type="application/x-protobuf",
+                    content_encoding="snappy",
+                ).to_bytes()
+            )
+        )
+        [line] = read_lines(os.path.join(directory, "remote_write", "team-a.jsonl"))
+        self.assertEqual(
+            line["record"], {"labels": {"__name__": "up"}, "samples": [[1700000000000, "NaN"]]}
+        )
+
+    @inline
+    async def test_undecodable(self) -> None:
+        """
+        A body its codec cannot read back is a 502 (our bug), not a 4xx
+        that would make the sender drop the data.
+        """
+        directory = os.path.abspath(self.mktemp())
+        upstream = FileUpstream(FileUpstreamConfig(name="files", directory=directory), reactor)
+        self.addCleanup(upstream.close)
+        with self.assertRaises(UpstreamUnavailable) as caught:
+            await upstream.deliver(
+                Push(
+                    signal="remote_write",
+                    tenant="team-a",
+                    body=b"not snappy",
+                    content_type="application/x-protobuf",
+                    content_encoding="snappy",
+                )
+            )
+        self.assertEqual(caught.exception.status, 502)
+
+
 class LockTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
@@ -257,6 +333,7 @@ class LockTests(SynchronousTestCase):
             FileUpstreamConfig(name="files", directory=self.directory),
             Clock(),
             run_in_thread=self.thread,
+            decode=decode,
         )
         self.path = os.path.join(self.directory, "remote_write", "team-a.jsonl")
 

@@ -9,7 +9,6 @@ the status mapping and C{Retry-After}.
 from sealgw.relay._file import FileUpstream
 from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import (
-    SIGNALS,
     Delivery,
     DeliveryFailed,
     IRelayMetrics,
@@ -23,7 +22,6 @@ from sealgw.relay._retry import backoff, next_retry, parse_retry_after
 from sealgw.relay._service import UpstreamsService, build_upstreams
 
 __all__ = [
-    "SIGNALS",
     "Delivery",
     "DeliveryFailed",
     "FileUpstream",

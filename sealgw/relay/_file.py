@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 from twisted.internet.defer import (
@@ -40,6 +39,9 @@ from sealgw.relay._interfaces import (
     UpstreamUnavailable,
 )
 from sealgw.relay._metrics import NoMetrics
+from sealgw.signals.errors import PayloadError
+from sealgw.signals.records import SIGNALS, records
+from sealgw.signals.remote_write import json_float
 
 #: The file name used for pushes without a tenant.
 NO_TENANT = "_none"
@@ -48,10 +50,13 @@ NO_TENANT = "_none"
 #: the reactor thread.
 ThreadRunner = Callable[..., "Deferred[Any]"]
 
+#: Reads the records of a push (L{decode_push}); tests swap in their own.
+PushDecoder = Callable[[Push], Optional[Iterable[dict[str, Any]]]]
+
 
 class _RecordsFailed(Exception):
     """
-    C{Push.records} raised or gave something JSON cannot hold.
+    A push's records could not be decoded, or held something JSON cannot.
     """
 
 
@@ -86,13 +91,11 @@ def _json_default(value: Any) -> Any:
 def _finite(value: Any) -> Any:
     """
     C{value} with NaN and infinities spelled as Prometheus' JSON API spells
-    them (C{"NaN"}, C{"+Inf"}, C{"-Inf"}): JSON has no such numbers, and
-    staleness markers are NaN.
+    them (L{json_float}): JSON has no such numbers, and staleness markers
+    are NaN.
     """
-    if isinstance(value, float) and not math.isfinite(value):
-        if math.isnan(value):
-            return "NaN"
-        return "+Inf" if value > 0 else "-Inf"
+    if isinstance(value, float):
+        return json_float(value)
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -109,24 +112,42 @@ def _dumps(line: dict[str, Any]) -> str:
                           allow_nan=False, default=_json_default)
 
 
-def encode_lines(push: Push, received_at: float) -> bytes:
+def decode_push(push: Push) -> Optional[list[dict[str, Any]]]:
+    """
+    The records in a push, read back from its bytes by its signal's codec;
+    L{None} for a signal no codec reads (such a push is written whole).
+
+    Blocking: runs in a worker thread.
+    """
+    if push.signal not in SIGNALS:
+        return None
+    return records(push.signal, push.body, push.content_type, push.content_encoding)
+
+
+def encode_lines(
+    push: Push, received_at: float, decode: PushDecoder = decode_push
+) -> bytes:
     """
     The JSON lines for one push: one object per record, carrying
     C{received_at}, C{tenant}, C{signal} and the C{record} itself.  A push
-    without C{records} is written whole, base64-encoded, so nothing is
-    dropped on the way to disk.
+    whose records cannot be had is written whole, base64-encoded, so
+    nothing is dropped on the way to disk.
 
-    Runs in a worker thread (it calls C{push.records()}).
+    Runs in a worker thread (decoding is CPU work).
     """
     common = {"received_at": rfc3339(received_at), "tenant": push.tenant, "signal": push.signal}
-    if push.records is None:
-        records: Any = [{
+    try:
+        records: Any = decode(push)
+    except PayloadError as e:
+        # The body was checked when it arrived; a codec that cannot read it
+        # back now is a bug, not bad data.
+        raise _RecordsFailed(str(e)) from None
+    if records is None:
+        records = [{
             "content_type": push.content_type,
             "content_encoding": push.content_encoding,
             "body_base64": base64.b64encode(push.body).decode("ascii"),
         }]
-    else:
-        records = push.records()
     out = []
     try:
         for record in records:
@@ -206,7 +227,9 @@ class FileUpstream:
     Writes pushes to C{<directory>/<signal>/<tenant or _none>.jsonl}.
 
     @param run_in_thread: how blocking work leaves the reactor thread; the
-        reactor's thread pool by default.
+        reactor's thread pool by default, the gateway's own worker threads
+        when built by L{sealgw.relay.build_upstreams}.
+    @param decode: reads a push's records back from its bytes.
     """
 
     _log = Logger()
@@ -217,6 +240,7 @@ class FileUpstream:
         reactor: Any,
         metrics: Optional[IRelayMetrics] = None,
         run_in_thread: Optional[ThreadRunner] = None,
+        decode: PushDecoder = decode_push,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -227,6 +251,7 @@ class FileUpstream:
             def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
+        self._decode = decode
         self._locks: dict[str, DeferredLock] = {}
         self._health = UpstreamHealth(reactor)
         self._writing: set[Deferred[Any]] = set()
@@ -275,7 +300,7 @@ class FileUpstream:
                 # Our codecs hand over data they have decoded once already;
                 # if that fails here it is a bug, and a 4xx would make the
                 # sender drop the data for good.
-                raise UpstreamUnavailable(502, f"could not encode the push as JSON: {e}") from e
+                raise UpstreamUnavailable(502, f"could not write the push as JSON records: {e}") from e
             except OSError as e:
                 self._log.error(
                     "{upstream}: cannot write {path}: {error}",
@@ -298,7 +323,7 @@ class FileUpstream:
             self._metrics.observe(self.name, label, self._reactor.seconds() - began)
 
     def _write(self, path: str, push: Push, received_at: float) -> None:
-        data = encode_lines(push, received_at)
+        data = encode_lines(push, received_at, self._decode)
         append(path, data, self.config.rotate_size, self.config.keep)
 
     def _orphaned(self, failure: Failure) -> None:

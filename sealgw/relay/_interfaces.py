@@ -1,6 +1,7 @@
 """
-What the rest of sealgw sees of the relay: a push, the upstream that takes
-it, and the two ways a delivery can fail.
+What the rest of sealgw sees of the relay: the upstream that takes a push
+(L{sealgw.signals.push.Push}, plain data), and the two ways a delivery can
+fail.
 
 The two failures are kept apart because senders treat them differently:
 a 4xx is never retried by Prometheus, Loki or OTLP exporters, a 5xx or 429
@@ -10,51 +11,14 @@ a sender retry for ever (see PROTOCOLS.md, section 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 import attr
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-#: The signals a push can carry; the file upstream uses them as folder names.
-SIGNALS = frozenset(
-    {"remote_write", "seal", "loki", "otlp_traces", "otlp_metrics", "otlp_logs"}
-)
-
-
-@attr.frozen
-class Push:
-    """
-    One request body on its way upstream, already authenticated, given a
-    tenant and checked by the signal's codec.
-
-    @ivar signal: one of L{SIGNALS}.
-    @ivar tenant: sent as the configured tenant header, replacing whatever
-        else would have been sent; C{None} sends no tenant header unless the
-        upstream's static C{headers} name one.
-    @ivar body: the bytes to POST, as they are.
-    @ivar path: appended to the upstream URL (before any query string).
-    @ivar extra_headers: per-signal protocol headers such as
-        C{X-Prometheus-Remote-Write-Version}.  They can never set the tenant
-        header, C{Authorization}, C{Host} or the framing headers.
-    @ivar records: the decoded data as JSON-able dicts; only the file
-        upstream calls it, B{from a worker thread}, so it must be a pure
-        function of data it closes over (decode the body, touch no reactor).
-    @ivar received_at: C{reactor.seconds()} when the request arrived; the
-        retry deadline counts from here.  C{0.0} means "when C{deliver} was
-        called".
-    """
-
-    signal: str
-    tenant: Optional[str]
-    body: bytes
-    content_type: str
-    content_encoding: Optional[str]
-    path: str = ""
-    extra_headers: Mapping[str, str] = attr.field(factory=dict)
-    records: Optional[Callable[[], Iterable[dict]]] = attr.field(default=None, eq=False)
-    received_at: float = 0.0
+from sealgw.signals.push import Push
 
 
 @attr.frozen

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sealgw.config import ConfigError, FileUpstreamConfig, HTTPUpstreamConfig, UpstreamConfig
-from sealgw.relay._file import FileUpstream
+from sealgw.relay._file import FileUpstream, ThreadRunner
 from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import IRelayMetrics, IUpstream
 
@@ -80,6 +80,7 @@ def build_upstreams(
     reactor: Any,
     tenant_header: str = "X-Scope-OrgID",
     metrics: Optional[IRelayMetrics] = None,
+    run_in_thread: Optional[ThreadRunner] = None,
 ) -> UpstreamsService:
     """
     One live upstream per configured one, by name, in an
@@ -88,6 +89,9 @@ def build_upstreams(
 
     Reads CA files now, so a missing or broken one stops start-up instead
     of failing every request.
+
+    @param run_in_thread: where file upstreams decode and write (the
+        gateway's worker threads); the reactor's pool when not given.
 
     @raise ConfigError: listing every upstream that cannot be built and
         why (an unreadable or empty C{ca_file}, an unknown kind).
@@ -105,7 +109,9 @@ def build_upstreams(
             except ValueError as e:
                 problems.append(f"upstreams.{name}.ca_file: {e}")
         elif isinstance(config, FileUpstreamConfig):
-            upstreams[name] = FileUpstream(config, reactor, metrics=metrics)
+            upstreams[name] = FileUpstream(
+                config, reactor, metrics=metrics, run_in_thread=run_in_thread
+            )
         else:
             problems.append(f"upstreams.{name}: unknown upstream kind {type(config).__name__}")
     if problems:

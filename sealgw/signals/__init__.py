@@ -10,9 +10,13 @@ One module per format: L{remote_write} (Prometheus remote write 1.0),
 L{seal} (seal-proxy and sui-proxy pushes), L{loki} (Loki push, JSON and
 protobuf), L{otlp} (OTLP/HTTP traces, metrics and logs), with
 L{compression} for the Content-Encodings they arrive in.
+
+A push on its way upstream is plain data, L{push.Push}; L{intake} turns a
+request body and its facts into pushes, one pure function per push
+route; L{records} reads a push's bytes back as JSON-able records.
 """
 
-from sealgw.signals import compression, loki, otlp, remote_write, seal
+from sealgw.signals import compression, intake, loki, otlp, records, remote_write, seal
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.compression import decode_body, gunzip, snappy_compress, snappy_decompress
 from sealgw.signals.errors import (
@@ -25,6 +29,7 @@ from sealgw.signals.errors import (
 from sealgw.signals.loki import LokiPush
 from sealgw.signals.proto.metrics_pb2 import MetricFamily
 from sealgw.signals.proto.remote_pb2 import TimeSeries, WriteRequest
+from sealgw.signals.push import Push, PushFormatError
 
 __all__ = [
     "BadEncoding",
@@ -33,15 +38,19 @@ __all__ = [
     "MetricFamily",
     "PayloadError",
     "PayloadTooLarge",
+    "Push",
+    "PushFormatError",
     "TimeSeries",
     "UnsupportedMediaType",
     "WriteRequest",
     "compression",
     "decode_body",
     "gunzip",
+    "intake",
     "loki",
     "otlp",
     "parse_media_type",
+    "records",
     "remote_write",
     "seal",
     "snappy_compress",

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from sealgw.daemon._health import Health
 from sealgw.web._errors import answer_json, answer_routing_error
 from sealgw.web._metrics import GatewayMetrics
+from sealgw.web._request import record_of
 
 
 class OpsRoutes:
@@ -26,13 +27,13 @@ class OpsRoutes:
 
     @app.route("/health", methods=["GET", "HEAD"])
     def health_route(self, request: IRequest) -> bytes:
-        request.route = "health"  # type: ignore[attr-defined]
+        record_of(request).route = "health"
         healthy, report = self.health.report()
         return answer_json(request, 200 if healthy else 503, report)
 
     @app.route("/ready", methods=["GET", "HEAD"])
     def ready_route(self, request: IRequest) -> bytes:
-        request.route = "ready"  # type: ignore[attr-defined]
+        record_of(request).route = "ready"
         ready, conditions = self.health.readiness()
         return answer_json(
             request,
@@ -42,7 +43,7 @@ class OpsRoutes:
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics_route(self, request: IRequest) -> Any:
-        request.route = "metrics"  # type: ignore[attr-defined]
+        record_of(request).route = "metrics"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return generate_latest(self.metrics.registry)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 from typing import Any, Optional
 
+import attr
+from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from sealgw.web._errors import early_answer
@@ -22,6 +24,61 @@ class _Discard(io.BytesIO):
         return len(data)
 
 
+#: The route of a request no route matched.
+UNMATCHED = "unmatched"
+
+
+@attr.define
+class RequestRecord:
+    """
+    What the access line and the metrics say of one request, filled in as
+    it is handled: the route once one matched, who and which tenant once
+    the gate admitted it.
+
+    @ivar route: the route's name for logs and metrics.
+    @ivar identity: who the request was authenticated as, if anyone.
+    @ivar tenant: the tenant it was given, if any.
+    """
+
+    route: str = UNMATCHED
+    identity: Optional[str] = None
+    tenant: Optional[str] = None
+
+
+def record_of(request: IRequest) -> RequestRecord:
+    """
+    The L{RequestRecord} of C{request}; a request served by another site
+    (a test's in-memory one) gets one on first use.
+    """
+    record = getattr(request, "record", None)
+    if record is None:
+        record = RequestRecord()
+        request.record = record  # type: ignore[attr-defined]
+    return record
+
+
+def body_of(request: IRequest) -> Optional[bytes]:
+    """
+    The whole body of C{request}, or L{None} when it was over the size
+    limit and not kept.
+    """
+    if isinstance(request, GatewayRequest):
+        return None if request.body_too_large else request.body()
+    content: Any = request.content
+    content.seek(0)
+    return bytes(content.read())
+
+
+def body_size(request: IRequest) -> int:
+    """
+    How many body bytes C{request} brought, kept or not.
+    """
+    if isinstance(request, GatewayRequest):
+        return request.body_received
+    content: Any = request.content
+    return len(content.getvalue()) if hasattr(content, "getvalue") else 0
+
+
 class GatewayRequest(Request):
     """
     A request whose body is read into memory up to the site's C{max_body};
@@ -31,14 +88,9 @@ class GatewayRequest(Request):
     Bodies are never spooled to temporary files: a body within the limit
     is small enough for memory, and disk writes would block the reactor.
 
-    @ivar route: the route's name for logs and metrics, set by the handler.
-    @ivar identity_name: who the request was authenticated as, if anyone.
-    @ivar tenant: the tenant it was given, if any.
+    @ivar record: what the access line and metrics say of it.
     """
 
-    route: str = "unmatched"
-    identity_name: Optional[str] = None
-    tenant: Optional[str] = None
     body_too_large: bool = False
     answered_early: bool = False
     body_received: int = 0
@@ -47,6 +99,10 @@ class GatewayRequest(Request):
     # A client that goes on sending after we have said its body is too
     # large is cut off past this many times the limit.
     _ABORT_FACTOR = 4
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record = RequestRecord()
 
     def gotLength(self, length: Optional[int]) -> None:
         site: Any = self.channel.site  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 from sealgw.config import ListenerConfig
 from sealgw.web._channel import GatewayChannel
 from sealgw.web._metrics import GatewayMetrics
-from sealgw.web._request import GatewayRequest
+from sealgw.web._request import UNMATCHED, GatewayRequest
 
 # Status recorded for a request whose client went away before the answer.
 CLIENT_CLOSED = 499
@@ -103,12 +103,12 @@ class GatewaySite(Site):
             method=request.method,
             path=request.path,
             status=status,
-            route=request.route,
+            route=request.record.route,
             bytes_in=request.body_received,
             bytes_out=int(request.sentLength),
             seconds=self.reactor.seconds() - request.started,
-            identity=request.identity_name,
-            tenant=request.tenant,
+            identity=request.record.identity,
+            tenant=request.record.tenant,
             peer=_peer(request.getClientAddress()),
         )
         if self.in_flight == 0:
@@ -135,7 +135,7 @@ class GatewaySite(Site):
             method=method,
             path=uri.split(b"?", 1)[0] if uri is not None else None,
             status=status,
-            route=GatewayRequest.route,
+            route=UNMATCHED,
             bytes_in=0,
             bytes_out=bytes_out,
             seconds=seconds,

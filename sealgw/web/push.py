@@ -3,6 +3,11 @@ The push routes: authenticate, decode and check the body in its wire
 format, and relay it with the tenant set.  What the client hears back
 follows the upstream: 2xx only for data that arrived, the upstream's own
 4xx for data it refused, and a status the client retries on otherwise.
+
+What a route checks and how it builds its pushes is in
+L{sealgw.signals.intake}, as pure functions; this module reads the
+request (on the reactor thread), admits it, hands the body and the
+request's facts to the intake function, and relays what comes back.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import attr
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -25,22 +30,14 @@ from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate
 from sealgw.config import Config, LabelActions, RouteConfig
-from sealgw.relay import DeliveryFailed, IUpstream, Push, UpstreamRejected
-from sealgw.signals import (
-    BadEncoding,
-    PayloadError,
-    UnsupportedMediaType,
-    decode_body,
-    loki,
-    otlp,
-    remote_write,
-    seal,
-)
+from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
+from sealgw.signals import PayloadError, intake, otlp
 from sealgw.signals._media import parse_media_type
+from sealgw.signals.intake import PROTOBUF, RequestFacts
+from sealgw.signals.push import Push
 from sealgw.web._client_ip import ClientAddress
 from sealgw.web._errors import answer_error, answer_routing_error
-
-REMOTE_WRITE_VERSION = "0.1.0"
+from sealgw.web._request import body_of, body_size, record_of
 
 #: Bodies this large (as sent) are decoded and checked in a worker thread,
 #: so that one huge push does not hold up every other request on the
@@ -49,11 +46,13 @@ REMOTE_WRITE_VERSION = "0.1.0"
 #: with the GIL the hand-off buys no parallelism and cost about a third of
 #: the throughput when measured (docs/benchmarks.rst).
 DECODE_IN_THREAD = 256 * 1024
-PROTOBUF = "application/x-protobuf"
 
+#: Turns a body and its request's facts into pushes (an intake function
+#: with the route's settings bound).
+Build = Callable[[bytes, RequestFacts], list[Push]]
 
-class LengthRequired(PayloadError):
-    status = 411
+#: Runs a blocking callable off the reactor thread.
+ThreadRunner = Callable[..., "Deferred[Any]"]
 
 
 def _header(request: IRequest, name: bytes) -> Optional[str]:
@@ -70,23 +69,53 @@ class PushRoutes:
     log = Logger()
 
     def __init__(
-        self, config: Config, gate: Gate, upstreams: Mapping[str, IUpstream], reactor: Any
+        self,
+        config: Config,
+        gate: Gate,
+        upstreams: Mapping[str, IUpstream],
+        reactor: Any,
+        run_in_thread: Optional[ThreadRunner] = None,
     ) -> None:
+        """
+        @param run_in_thread: where large bodies are decoded (the
+            gateway's worker threads); the reactor's pool when not given.
+        """
         self.config = config
         self.gate = gate
         self.upstreams = upstreams
         self.reactor = reactor
         self.limit = config.limits.max_decompressed
         self.client_address = ClientAddress(config.trusted_proxies)
+        if run_in_thread is None:
+            def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+                return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+        self._run_in_thread: ThreadRunner = run_in_thread
 
     # -- the shared path ---------------------------------------------------
+
+    def _facts(self, request: IRequest, admission: Admission, received_at: float) -> RequestFacts:
+        """
+        Everything a codec may know of the request, read here on the
+        reactor thread: codecs may run in a worker and never see the
+        request itself.
+        """
+        return RequestFacts(
+            content_type=_header(request, b"content-type"),
+            content_encoding=_header(request, b"content-encoding"),
+            content_length_sent=request.getHeader(b"content-length") is not None,
+            remote_write_version=_header(request, b"x-prometheus-remote-write-version"),
+            tenant=admission.tenant,
+            identity=admission.identity.name,
+            client_ip=self.client_address.of(request),
+            received_at=received_at,
+        )
 
     async def _push(
         self,
         request: IRequest,
         route: str,
         config: Optional[RouteConfig],
-        build: Callable[[bytes, Admission], list[Push]],
+        build: Build,
         answer: Callable[[IRequest], bytes],
         refuse: Callable[[IRequest, int, str, Mapping[str, str]], bytes] = answer_error,
     ) -> bytes:
@@ -97,55 +126,44 @@ class PushRoutes:
         @param build: turns the request body into pushes; raises
             L{PayloadError} for a body that cannot be accepted.  It runs
             before anything is relayed, so a bad body is never half-sent,
-            and, for large bodies, in a worker thread: it may read the
-            request but must not touch the reactor.
+            and, for large bodies, in a worker thread.
         @param answer: the success answer.
         @param refuse: how this route says no (OTLP's differs).
         """
-        req: Any = request
-        req.route = route
+        record = record_of(request)
+        record.route = route
         received_at = self.reactor.seconds()
         if config is None:
             return refuse(request, 404, f"{route} is not enabled on this gateway", {})
         try:
-            admission = await self.gate.admit(
-                request, route=route, body_size=req.body_received
-            )
+            admission = await self.gate.admit(request, route=route, body_size=body_size(request))
         except AuthError as e:
             return refuse(request, e.status, e.message, e.headers)
-        req.identity_name = admission.identity.name
-        req.tenant = admission.tenant
+        record.identity = admission.identity.name
+        record.tenant = admission.tenant
         try:
-            if req.body_too_large:
+            body = body_of(request)
+            if body is None:
                 return refuse(
                     request,
                     413,
                     f"body is larger than the limit of {self.config.limits.max_body} bytes",
                     {},
                 )
-            body = req.body()
+            facts = self._facts(request, admission, received_at)
             try:
                 if len(body) >= DECODE_IN_THREAD:
                     pushes = _raise_refusal(
-                        await deferToThreadPool(
-                            self.reactor,
-                            self.reactor.getThreadPool(),
-                            _refusal_as_value,
-                            build,
-                            body,
-                            admission,
-                        )
+                        await self._run_in_thread(_refusal_as_value, build, body, facts)
                     )
                 else:
-                    pushes = build(body, admission)
+                    pushes = build(body, facts)
             except PayloadError as e:
                 return refuse(request, e.status, e.message, {})
             upstream = self.upstreams[config.upstream]
             for push in pushes:
                 try:
-                    await upstream.deliver(
-                        _with(push, path=config.path, received_at=received_at)
-                    )
+                    await upstream.deliver(attr.evolve(push, path=config.path))
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -168,50 +186,11 @@ class PushRoutes:
     def remote_write_route(self, request: IRequest) -> Any:
         rw = self.config.push.remote_write
         labels = rw.labels if rw is not None else LabelActions()
-
-        def build(body: bytes, admission: Admission) -> list[Push]:
-            essence, params = parse_media_type(_header(request, b"content-type"))
-            if essence not in ("", PROTOBUF):
-                raise UnsupportedMediaType(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
-            proto = params.get("proto")
-            if proto is not None and proto != "prometheus.WriteRequest":
-                raise UnsupportedMediaType(
-                    f"remote write: {proto!r} is not supported; send remote write 1.0 "
-                    "(prometheus.WriteRequest)"
-                )
-            encoding = _header(request, b"content-encoding")
-            if (encoding or "").strip().lower() != "snappy":
-                raise _snappy_required("remote write")
-            raw = decode_body(body, encoding, self.limit, allowed=("snappy",))
-            write = remote_write.decode(raw)
-            remote_write.validate(write)
-            if labels.add or labels.remove:
-                changed = remote_write.apply_labels(write, labels.add, labels.remove)
-            else:
-                changed = False
-            return [
-                Push(
-                    signal="remote_write",
-                    tenant=admission.tenant,
-                    body=remote_write.encode(write) if changed else body,
-                    content_type=PROTOBUF,
-                    content_encoding="snappy",
-                    extra_headers={
-                        "X-Prometheus-Remote-Write-Version": _header(
-                            request, b"x-prometheus-remote-write-version"
-                        )
-                        or REMOTE_WRITE_VERSION
-                    },
-                    records=lambda: remote_write.to_records(write),
-                )
-            ]
-
+        build = functools.partial(
+            intake.remote_write_pushes, add=labels.add, remove=labels.remove, limit=self.limit
+        )
         return self._push(
-            request,
-            "remote_write",
-            rw.route if rw is not None else None,
-            build,
-            _no_content,
+            request, "remote_write", rw.route if rw is not None else None, build, _no_content
         )
 
     # -- seal-proxy --------------------------------------------------------
@@ -219,79 +198,22 @@ class PushRoutes:
     @app.route("/publish/metrics", methods=["POST"])
     def seal_route(self, request: IRequest) -> Any:
         cfg = self.config.push.seal
-        # Read the clock here: build may run in a worker thread.
-        now_ms = int(self.reactor.seconds() * 1000)
-
-        def build(body: bytes, admission: Admission) -> list[Push]:
-            assert cfg is not None
-            content_type = _header(request, b"content-type")
-            encoding = _header(request, b"content-encoding")
-            if seal.is_sui_content_type(content_type):
-                families = seal.decode_sui_body(body, encoding, self.limit)
-                client_labels: dict[str, str] = {}
-            else:
-                if request.getHeader(b"content-length") is None:
-                    raise LengthRequired("seal push: Content-Length is required")
-                if (encoding or "").strip().lower() != "snappy":
-                    raise _snappy_required("seal push")
-                raw = decode_body(body, encoding, self.limit, allowed=("snappy",))
-                client_labels, buf = seal.decode_seal_json(raw)
-                families = seal.decode_delimited(buf)
-            series = seal.to_series(
-                families,
-                client_labels=client_labels,
-                add=cfg.labels.add,
-                remove=cfg.labels.remove,
-                node_name=admission.identity.name,
-                client_ip=self.client_address.of(request),
-                now_ms=now_ms,
-            )
-            pushes = []
-            for batch in remote_write.batches(series, cfg.batch_size):
-                pushes.append(
-                    Push(
-                        signal="seal",
-                        tenant=admission.tenant,
-                        body=remote_write.encode(batch),
-                        content_type=PROTOBUF,
-                        content_encoding="snappy",
-                        extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-                        records=functools.partial(remote_write.to_records, batch),
-                    )
-                )
-            return pushes
-
-        return self._push(
-            request, "seal", cfg.route if cfg is not None else None, build, _created
+        if cfg is None:
+            return self._push(request, "seal", None, _disabled, _created)
+        build = functools.partial(
+            intake.seal_pushes,
+            add=cfg.labels.add,
+            remove=cfg.labels.remove,
+            batch_size=cfg.batch_size,
+            limit=self.limit,
         )
+        return self._push(request, "seal", cfg.route, build, _created)
 
     # -- Loki --------------------------------------------------------------
 
     @app.route("/loki/api/v1/push", methods=["POST"])
     def loki_route(self, request: IRequest) -> Any:
-        def build(body: bytes, admission: Admission) -> list[Push]:
-            content_type = _header(request, b"content-type")
-            encoding = _header(request, b"content-encoding")
-            essence, _ = parse_media_type(content_type)
-            if (encoding or "").strip().lower() == "snappy" and essence != "application/json":
-                # A protobuf push is a snappy block whatever the header
-                # says; some clients say so, and Loki takes it
-                # (grafana/loki#3407), so this gateway does too.
-                encoding = None
-            raw = decode_body(body, encoding, self.limit, allowed=("identity", "gzip"))
-            decoded = loki.decode(raw, content_type, limit=self.limit)
-            return [
-                Push(
-                    signal="loki",
-                    tenant=admission.tenant,
-                    # Relayed as it came: it was valid, and Loki reads both.
-                    body=body,
-                    content_type=essence or PROTOBUF,
-                    content_encoding=_relayed_encoding(encoding),
-                    records=decoded.to_records,
-                )
-            ]
-
+        build = functools.partial(intake.loki_pushes, limit=self.limit)
         return self._push(request, "loki", self.config.push.loki, build, _no_content)
 
     # -- OTLP --------------------------------------------------------------
@@ -313,27 +235,7 @@ class PushRoutes:
 
     def _otlp(self, request: IRequest, signal: str, config: Optional[RouteConfig]) -> Any:
         content_type = _header(request, b"content-type")
-
-        def build(body: bytes, admission: Admission) -> list[Push]:
-            encoding = _header(request, b"content-encoding")
-            raw = decode_body(body, encoding, self.limit, allowed=("identity", "gzip"))
-            message = otlp.decode(signal, raw, content_type)
-            essence, _ = parse_media_type(content_type)
-            if essence == PROTOBUF:
-                upstream_body, upstream_encoding = body, _relayed_encoding(encoding)
-            else:
-                # JSON comes in; the upstream always gets protobuf.
-                upstream_body, upstream_encoding = otlp.encode_protobuf(message), None
-            return [
-                Push(
-                    signal=f"otlp_{signal}",
-                    tenant=admission.tenant,
-                    body=upstream_body,
-                    content_type=PROTOBUF,
-                    content_encoding=upstream_encoding,
-                    records=lambda: otlp.to_records(signal, message),
-                )
-            ]
+        build = functools.partial(intake.otlp_pushes, signal, limit=self.limit)
 
         def answer(request: IRequest) -> bytes:
             body, ctype = otlp.encode_response(signal, content_type)
@@ -363,9 +265,7 @@ class PushRoutes:
         return answer_error(request, 500, "internal error; the data was not accepted")
 
 
-def _refusal_as_value(
-    build: Callable[[bytes, Admission], list[Push]], body: bytes, admission: Admission
-) -> list[Push] | PayloadError:
+def _refusal_as_value(build: Build, body: bytes, facts: RequestFacts) -> list[Push] | PayloadError:
     """
     Run C{build} in a worker thread, and hand a refusal back as a value
     stripped of its traceback and chained exceptions.
@@ -377,7 +277,7 @@ def _refusal_as_value(
     run.  Only the status and message are needed.
     """
     try:
-        return build(body, admission)
+        return build(body, facts)
     except PayloadError as e:
         e.__cause__ = e.__context__ = None
         return e.with_traceback(None)
@@ -393,23 +293,8 @@ def _raise_refusal(outcome: list[Push] | PayloadError) -> list[Push]:
     return outcome
 
 
-def _with(push: Push, *, path: str, received_at: float) -> Push:
-    return attr.evolve(push, path=path, received_at=received_at)
-
-
-def _relayed_encoding(encoding: Optional[str]) -> Optional[str]:
-    """
-    The C{Content-Encoding} to send with a body relayed as it came: the
-    canonical name of what L{decode_body} accepted, or L{None} for none.
-    Upstreams compare the name exactly (Loki refuses C{x-gzip}, C{GZIP}
-    and C{identity}), so the client's spelling is not passed on.
-    """
-    value = (encoding or "").strip().lower()
-    if value in ("", "identity"):
-        return None
-    if value == "x-gzip":
-        return "gzip"
-    return value
+def _disabled(body: bytes, facts: RequestFacts) -> list[Push]:
+    raise AssertionError("a disabled route builds no pushes")
 
 
 def _no_content(request: IRequest) -> bytes:
@@ -421,10 +306,6 @@ def _created(request: IRequest) -> bytes:
     request.setResponseCode(201)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return b"created"
-
-
-def _snappy_required(what: str) -> PayloadError:
-    return BadEncoding(f"{what}: Content-Encoding must be snappy (block format)")
 
 
 def _otlp_status(

@@ -1,0 +1,221 @@
+"""
+From a request body and the facts of its request to the pushes relayed:
+one pure function per push route, with no I/O and no reactor, so each can
+run on any thread and be tested against bytes alone.
+
+Each checks what its route promises to check (content type and encoding,
+sizes, the format, label rules), re-encodes only where the route changes
+the data, and otherwise relays the bytes as they came.  A body that
+cannot be accepted raises L{sealgw.signals.PayloadError} before any push
+exists, so nothing is ever half-relayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+import attr
+
+from sealgw.signals import loki, otlp, remote_write, seal
+from sealgw.signals._media import parse_media_type
+from sealgw.signals.compression import decode_body
+from sealgw.signals.errors import BadEncoding, PayloadError, UnsupportedMediaType
+from sealgw.signals.push import Push
+
+PROTOBUF = "application/x-protobuf"
+REMOTE_WRITE_VERSION = "0.1.0"
+
+
+class LengthRequired(PayloadError):
+    status = 411
+
+
+@attr.frozen
+class RequestFacts:
+    """
+    What a codec may know of the request its body came with, read from
+    the request on the reactor thread before any decoding starts.
+
+    @ivar content_type: the C{Content-Type} header, if sent.
+    @ivar content_encoding: the C{Content-Encoding} header, if sent.
+    @ivar content_length_sent: whether a C{Content-Length} header was sent
+        (seal-proxy requires one).
+    @ivar remote_write_version: the C{X-Prometheus-Remote-Write-Version}
+        header, if sent.
+    @ivar tenant: the tenant the gate decided on.
+    @ivar identity: the name of who was authenticated.
+    @ivar client_ip: the client's address, through trusted proxies only.
+    @ivar received_at: C{reactor.seconds()} when the request arrived.
+    """
+
+    content_type: Optional[str] = None
+    content_encoding: Optional[str] = None
+    content_length_sent: bool = True
+    remote_write_version: Optional[str] = None
+    tenant: Optional[str] = None
+    identity: Optional[str] = None
+    client_ip: Optional[str] = None
+    received_at: float = 0.0
+
+
+def remote_write_pushes(
+    body: bytes,
+    facts: RequestFacts,
+    *,
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    limit: int,
+) -> list[Push]:
+    """
+    A Prometheus remote-write 1.0 body: checked and relayed as it came, or
+    re-encoded when label actions changed a series.
+    """
+    essence, params = parse_media_type(facts.content_type)
+    if essence not in ("", PROTOBUF):
+        raise UnsupportedMediaType(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
+    proto = params.get("proto")
+    if proto is not None and proto != "prometheus.WriteRequest":
+        raise UnsupportedMediaType(
+            f"remote write: {proto!r} is not supported; send remote write 1.0 "
+            "(prometheus.WriteRequest)"
+        )
+    if (facts.content_encoding or "").strip().lower() != "snappy":
+        raise _snappy_required("remote write")
+    raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+    write = remote_write.decode(raw)
+    remote_write.validate(write)
+    changed = bool(add or remove) and remote_write.apply_labels(write, add, remove)
+    return [
+        Push(
+            signal="remote_write",
+            tenant=facts.tenant,
+            body=remote_write.encode(write) if changed else body,
+            content_type=PROTOBUF,
+            content_encoding="snappy",
+            extra_headers={
+                "X-Prometheus-Remote-Write-Version": facts.remote_write_version
+                or REMOTE_WRITE_VERSION
+            },
+            received_at=facts.received_at,
+        )
+    ]
+
+
+def seal_pushes(
+    body: bytes,
+    facts: RequestFacts,
+    *,
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    batch_size: int,
+    limit: int,
+) -> list[Push]:
+    """
+    A seal-proxy push (snappy JSON with a delimited C{MetricFamily}
+    stream) or a sui-proxy one (the bare stream): every metric converted
+    to remote-write series, labelled as seal-proxy labels them, in batches
+    of at most C{batch_size} samples.
+    """
+    if seal.is_sui_content_type(facts.content_type):
+        families = seal.decode_sui_body(body, facts.content_encoding, limit)
+        client_labels: dict[str, str] = {}
+    else:
+        if not facts.content_length_sent:
+            raise LengthRequired("seal push: Content-Length is required")
+        if (facts.content_encoding or "").strip().lower() != "snappy":
+            raise _snappy_required("seal push")
+        raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+        client_labels, buf = seal.decode_seal_json(raw)
+        families = seal.decode_delimited(buf)
+    series = seal.to_series(
+        families,
+        client_labels=client_labels,
+        add=add,
+        remove=remove,
+        node_name=facts.identity,
+        client_ip=facts.client_ip,
+        now_ms=int(facts.received_at * 1000),
+    )
+    return [
+        Push(
+            signal="seal",
+            tenant=facts.tenant,
+            body=remote_write.encode(batch),
+            content_type=PROTOBUF,
+            content_encoding="snappy",
+            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+            received_at=facts.received_at,
+        )
+        for batch in remote_write.batches(series, batch_size)
+    ]
+
+
+def loki_pushes(body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
+    """
+    A Loki push, JSON (optionally gzip) or protobuf (a snappy block),
+    checked and relayed as it came: it was valid, and Loki reads both.
+    """
+    encoding = facts.content_encoding
+    essence, _ = parse_media_type(facts.content_type)
+    if (encoding or "").strip().lower() == "snappy" and essence != "application/json":
+        # A protobuf push is a snappy block whatever the header says; some
+        # clients say so, and Loki takes it (grafana/loki#3407), so this
+        # gateway does too.
+        encoding = None
+    raw = decode_body(body, encoding, limit, allowed=("identity", "gzip"))
+    loki.decode(raw, facts.content_type, limit=limit)
+    return [
+        Push(
+            signal="loki",
+            tenant=facts.tenant,
+            body=body,
+            content_type=essence or PROTOBUF,
+            content_encoding=relayed_encoding(encoding),
+            received_at=facts.received_at,
+        )
+    ]
+
+
+def otlp_pushes(signal: str, body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
+    """
+    An OTLP/HTTP export of C{signal} (C{traces}, C{metrics}, C{logs}):
+    protobuf is relayed as it came, JSON re-encoded as protobuf (what
+    every OTLP receiver reads).
+    """
+    raw = decode_body(body, facts.content_encoding, limit, allowed=("identity", "gzip"))
+    message = otlp.decode(signal, raw, facts.content_type)
+    essence, _ = parse_media_type(facts.content_type)
+    if essence == PROTOBUF:
+        upstream_body, upstream_encoding = body, relayed_encoding(facts.content_encoding)
+    else:
+        upstream_body, upstream_encoding = otlp.encode_protobuf(message), None
+    return [
+        Push(
+            signal=f"otlp_{signal}",
+            tenant=facts.tenant,
+            body=upstream_body,
+            content_type=PROTOBUF,
+            content_encoding=upstream_encoding,
+            received_at=facts.received_at,
+        )
+    ]
+
+
+def relayed_encoding(encoding: Optional[str]) -> Optional[str]:
+    """
+    The C{Content-Encoding} to send with a body relayed as it came: the
+    canonical name of what L{decode_body} accepted, or L{None} for none.
+    Upstreams compare the name exactly (Loki refuses C{x-gzip}, C{GZIP}
+    and C{identity}), so the client's spelling is not passed on.
+    """
+    value = (encoding or "").strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value == "x-gzip":
+        return "gzip"
+    return value
+
+
+def _snappy_required(what: str) -> PayloadError:
+    return BadEncoding(f"{what}: Content-Encoding must be snappy (block format)")

@@ -1,0 +1,86 @@
+"""
+Tests for L{sealgw.signals.push} (a push as plain data) and
+L{sealgw.signals.intake} (bodies and facts to pushes, with no request).
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from sealgw.signals import PayloadError, intake
+from sealgw.signals.push import MAGIC, Push, PushFormatError
+from tests.e2e_support import seal_body, seal_sample_families
+
+_text = st.text(max_size=20)
+
+
+class PushBytesTests(SynchronousTestCase):
+    @given(
+        signal=_text,
+        tenant=st.none() | _text,
+        body=st.binary(max_size=200),
+        content_type=_text,
+        content_encoding=st.none() | _text,
+        path=_text,
+        extra_headers=st.dictionaries(_text, _text, max_size=3),
+        received_at=st.floats(allow_nan=False, allow_infinity=False),
+    )
+    def test_round_trip(self, **fields: object) -> None:
+        push = Push(**fields)  # type: ignore[arg-type]
+        self.assertEqual(Push.from_bytes(push.to_bytes()), push)
+
+    def test_body_kept_raw(self) -> None:
+        data = Push("loki", "t", b"\x00body", "application/json", None).to_bytes()
+        self.assertTrue(data.startswith(MAGIC))
+        self.assertTrue(data.endswith(b"\x00body"))
+
+    def test_not_a_push(self) -> None:
+        good = Push("loki", "t", b"body", "application/json", "gzip").to_bytes()
+        for bad, why in [
+            (b"", "too short"),
+            (b"XXXX" + good[4:], "not a sealgw push"),
+            (good[:4] + b"\x09" + good[5:], "version 9"),
+            (good[:12], "past the end"),
+            (good[:9] + b"[" + good[10:], "bad header"),
+        ]:
+            with self.assertRaises(PushFormatError) as caught:
+                Push.from_bytes(bad)
+            self.assertIn(why, str(caught.exception))
+
+
+class IntakeTests(SynchronousTestCase):
+    def test_seal_needs_content_length(self) -> None:
+        body = seal_body(seal_sample_families(0))
+        facts = intake.RequestFacts(content_encoding="snappy", content_length_sent=False)
+        with self.assertRaises(intake.LengthRequired) as caught:
+            intake.seal_pushes(body, facts, add={}, remove=frozenset(), batch_size=500, limit=1 << 20)
+        self.assertEqual(caught.exception.status, 411)
+
+    def test_seal_facts_become_labels(self) -> None:
+        body = seal_body(seal_sample_families(0))
+        facts = intake.RequestFacts(
+            content_encoding="snappy",
+            tenant="t",
+            identity="node-7",
+            client_ip="192.0.2.1",
+            received_at=1700000000.25,
+        )
+        pushes = intake.seal_pushes(
+            body, facts, add={}, remove=frozenset(), batch_size=500, limit=1 << 20
+        )
+        from sealgw.signals.records import records
+
+        [one, *_] = records("seal", pushes[0].body, pushes[0].content_type, "snappy")
+        self.assertEqual(one["labels"]["node_name"], "node-7")
+        self.assertEqual(one["labels"]["client_ip"], "192.0.2.1")
+        self.assertEqual([p.received_at for p in pushes], [1700000000.25])
+
+    def test_relayed_encoding(self) -> None:
+        for given_, relayed in [(None, None), ("identity", None), ("X-GZIP", "gzip"), (" gzip", "gzip")]:
+            self.assertEqual(intake.relayed_encoding(given_), relayed)
+
+    def test_loki_refusal(self) -> None:
+        with self.assertRaises(PayloadError):
+            intake.loki_pushes(b"{}", intake.RequestFacts(content_type="text/plain"), limit=100)
