@@ -21,6 +21,7 @@ from sealgw.daemon import (
     prepare_listener,
 )
 from sealgw.daemon._memory import map_large_blocks
+from sealgw.daemon._threads import WorkerThreads
 from sealgw.relay import RelayMetrics, build_upstreams
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 from sealgw.web.push import PushRoutes
@@ -47,13 +48,17 @@ def build_gateway(
     metrics = GatewayMetrics(registry)
     health = Health()
     gate = build_gate(config, reactor, metrics.registry)
+    # Large decodes and file writes get threads of their own, apart from
+    # the reactor's pool that name resolution uses.
+    threads = WorkerThreads(reactor)
     upstreams = build_upstreams(
         config.upstreams,
         reactor,
         tenant_header=config.tenancy.header,
         metrics=RelayMetrics(metrics.registry),
+        run_in_thread=threads.run,
     )
-    push = PushRoutes(config, gate, upstreams, reactor)
+    push = PushRoutes(config, gate, upstreams, reactor, run_in_thread=threads.run)
     push_resource = push.app.resource()
     ops_resource = OpsRoutes(health, metrics).app.resource()
 
@@ -108,6 +113,9 @@ def build_gateway(
         log_observer=observer,
         install_signal_handlers=install_signal_handlers,
     )
+    # Children stop in the reverse order: the threads last, once the
+    # upstreams have finished their writes.
+    threads.setServiceParent(service)
     gate.setServiceParent(service)
     upstreams.setServiceParent(service)
 
