@@ -5,7 +5,9 @@ its users') run on a C{twisted.internet.task.Clock} without sockets:
   - L{MemoryHTTPClient}, an L{sealgw.http.IHTTPClient} that records what it
     is asked to send and answers from a handler (or a L{script});
   - L{MemoryIdentityProvider}, an OpenID Connect issuer answering through
-    one.
+    one;
+  - L{MemoryUpstream}, an L{sealgw.relay.IUpstream} that keeps the pushes it
+    is given and answers from a script of outcomes.
 """
 
 from sealgw.testing._http import (
@@ -18,8 +20,10 @@ from sealgw.testing._http import (
     script,
 )
 from sealgw.testing._idp import AUDIENCE, MemoryIdentityProvider, b64url, generate_keys
+from sealgw.testing._upstream import ACCEPTED, MemoryUpstream, Outcome
 
 __all__ = [
+    "ACCEPTED",
     "AUDIENCE",
     "Answer",
     "Handler",
@@ -27,6 +31,8 @@ __all__ = [
     "MemoryHTTPResponse",
     "MemoryIdentityProvider",
     "MemoryResponse",
+    "MemoryUpstream",
+    "Outcome",
     "SentRequest",
     "b64url",
     "generate_keys",
