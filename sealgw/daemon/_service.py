@@ -70,6 +70,7 @@ class GatewayService(MultiService):
         self.listening = False
         self.draining = False
         self._previous_sighup: Any = None
+        self._previous_sigterm: Any = None
         self._stopping: Optional[Deferred[None]] = None
         self._binding: Optional[list[Deferred[Any]]] = None
         self._listening_waiters: list[Deferred[None]] = []
@@ -139,6 +140,22 @@ class GatewayService(MultiService):
         )
         if self._install_signals and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+        if self._install_signals:
+            # The reactor's own SIGTERM handler records the signal, and
+            # twistd then re-raises it once the reactor is done, so the
+            # exit status would say "killed by SIGTERM" even after a drain
+            # that ran its course.  A drain is a clean stop: ask the
+            # reactor to stop as any other caller would, and exit 0.  The
+            # reactor installs its handlers as it starts running, so this
+            # one goes in once it runs.
+            self.reactor.callWhenRunning(self._take_sigterm)
+
+    def _take_sigterm(self) -> None:
+        if self.running and self._stopping is None:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
 
     def _bind_failed(self, failure: Failure) -> None:
         self.log.failure("a listener could not be bound; not ready", failure)
@@ -185,6 +202,8 @@ class GatewayService(MultiService):
         if self._stopping is None:
             if self._install_signals and self._previous_sighup is not None:
                 signal.signal(signal.SIGHUP, self._previous_sighup)
+            if self._install_signals and self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._stopping = Deferred.fromCoroutine(self._drain())
         # Everyone asking to stop waits for the one drain.
         d: Deferred[None] = Deferred()
@@ -236,11 +255,6 @@ class GatewayService(MultiService):
         if timer.active():
             timer.cancel()
         await super().stopService()
-        # twistd re-raises the signal that stopped it once the reactor is
-        # done, so the exit status would say "killed by SIGTERM".  A drain
-        # that ran its course is a clean stop: exit 0.
-        if getattr(self.reactor, "_exitSignal", None) is not None:
-            self.reactor._exitSignal = None
 
 
 def _note(failure: Failure, failed: list[Failure]) -> Failure:
