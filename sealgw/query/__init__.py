@@ -1,0 +1,79 @@
+"""
+The read path: Prometheus/Mimir, Loki and Tempo query APIs passed to their
+upstreams with the tenant the gate decided.
+
+  - L{match_read_path}: the allow-list of read routes per API, matched on
+    the path exactly as it came (anything not canonical is refused);
+  - L{forwarded_headers} and L{answer_headers}: the header policy both
+    ways;
+  - L{proxy_read}: one read relayed on the upstream's
+    L{sealgw.http.IHTTPClient}, its answer streamed back under a cap;
+  - L{QuerySettings}: an upstream per API, built by the gateway from its
+    configuration.
+
+The tenant decision is the gate's (L{sealgw.auth.Gate.admit} with
+C{federation=True}): one tenant the identity may use, or C{a|b} only with
+C{tenancy.federation} on and only when the identity may use every tenant
+named.  Nothing here reads a Twisted web request; L{sealgw.web.query}
+does.
+"""
+
+from sealgw.query._headers import (
+    CACHE_CONTROL,
+    FORWARDED_REQUEST_HEADERS,
+    PASSED_RESPONSE_HEADERS,
+    answer_headers,
+    forwarded_headers,
+)
+from sealgw.query._outcome import CREDENTIAL_STATUSES, ReadRefused, answer_status, failure_refusal
+from sealgw.query._proxy import CappedConsumer, IDownstream, proxy_read
+from sealgw.query._request import FORM, ReadRequest, form_body, query_string
+from sealgw.query._routes import (
+    PREFIXES,
+    READ_APIS,
+    READ_ROUTES,
+    NotCanonical,
+    ReadMatch,
+    ReadRoute,
+    canonical_segments,
+    klein_rules,
+    match_read_path,
+)
+from sealgw.query._settings import (
+    DEFAULT_MAX_FORM_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    QuerySettings,
+    ReadUpstream,
+)
+
+__all__ = [
+    "CACHE_CONTROL",
+    "CREDENTIAL_STATUSES",
+    "DEFAULT_MAX_FORM_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "FORM",
+    "FORWARDED_REQUEST_HEADERS",
+    "PASSED_RESPONSE_HEADERS",
+    "PREFIXES",
+    "READ_APIS",
+    "READ_ROUTES",
+    "CappedConsumer",
+    "IDownstream",
+    "NotCanonical",
+    "QuerySettings",
+    "ReadMatch",
+    "ReadRefused",
+    "ReadRequest",
+    "ReadRoute",
+    "ReadUpstream",
+    "answer_headers",
+    "answer_status",
+    "canonical_segments",
+    "failure_refusal",
+    "form_body",
+    "forwarded_headers",
+    "klein_rules",
+    "match_read_path",
+    "proxy_read",
+    "query_string",
+]

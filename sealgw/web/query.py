@@ -1,0 +1,265 @@
+"""
+The read routes: Prometheus/Mimir, Loki and Tempo query APIs, behind the
+same gate as pushes (identity, tenant, limits), relayed to their upstream
+with the tenant set and the answer streamed back (L{sealgw.query}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IProducer
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from zope.interface import implementer
+
+from sealgw.auth import AuthError, Gate
+from sealgw.query import (
+    IDownstream,
+    NotCanonical,
+    QuerySettings,
+    ReadRefused,
+    ReadRequest,
+    form_body,
+    forwarded_headers,
+    klein_rules,
+    match_read_path,
+    proxy_read,
+    query_string,
+)
+from sealgw.web._errors import answer_error, answer_routing_error
+
+#: What C{/loki/api/v1/tail} answers.  It is a WebSocket; relaying one
+#: would mean a second protocol stack (autobahn) and connections held for
+#: hours outside every limit the gateway keeps, for one Grafana feature.
+TAIL_NOT_PROXIED = (
+    "/loki/api/v1/tail is a WebSocket, which sealgw does not proxy: live tailing is "
+    "not available through this gateway; poll /loki/api/v1/query_range instead"
+)
+
+
+def _header(request: IRequest, name: bytes) -> Optional[str]:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _request_body(request: Any) -> Optional[bytes]:
+    """
+    The request body, or L{None} when the site found it too large (a
+    L{sealgw.web.GatewayRequest} keeps none then).
+    """
+    if getattr(request, "body_too_large", False):
+        return None
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    data: bytes = content.read()
+    return data
+
+
+@implementer(IDownstream)
+class RequestDownstream:
+    """
+    A Twisted web request as the read proxy's client.
+
+    The request's channel is gone once the client has disconnected, and
+    the request's own producer methods would then fail; a producer that
+    arrives after that is stopped at once.
+    """
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._registered = False
+
+    def begin(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        request = self._request
+        request.setResponseCode(status)
+        if not any(name == b"content-type" for name, _ in headers):
+            # Not Twisted's text/html: the upstream said nothing.
+            request.defaultContentType = None
+        for name, value in headers:
+            request.setHeader(name, value)
+
+    def write(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        if self._request.channel is None:
+            producer.stopProducing()
+            return
+        self._registered = True
+        self._request.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if not self._registered:
+            return
+        self._registered = False
+        if self._request.channel is not None:
+            self._request.unregisterProducer()
+        else:
+            self._request.producer = None
+
+    def abort(self) -> Deferred[None]:
+        request = self._request
+        if request.channel is None or request.finished:
+            return succeed(None)
+        gone: Deferred[None] = request.notifyFinish()
+        gone.addErrback(lambda _: None)
+        request.channel.transport.abortConnection()
+        return gone
+
+
+class QueryRoutes:
+    """
+    Every read route of L{sealgw.query.READ_ROUTES}, under each of its
+    API's prefixes; the router's rules come from that table.
+
+    In order: the path must be canonical (else 400) and a read route (else
+    404), its API enabled (else 404), then the gate (401, 403, 400, 429),
+    then the query string and form body (400, 413, 415); then the upstream
+    answers.
+    """
+
+    app = Klein()
+    # A path with "//" must be refused, not redirected to a tidied one.
+    app.url_map.merge_slashes = False
+    log = Logger()
+
+    def __init__(self, settings: QuerySettings, gate: Gate) -> None:
+        self.settings = settings
+        self.gate = gate
+
+    def read(self, request: IRequest, **_params: str) -> Deferred[Optional[bytes]]:
+        """
+        Every read route.  The router's parameters are not used: the path
+        is matched again as it came, which is what decides.
+        """
+        return Deferred.fromCoroutine(self._read(request))
+
+    async def _read(self, request: IRequest) -> Optional[bytes]:
+        req: Any = request
+        try:
+            match = match_read_path(req.path)
+        except NotCanonical as e:
+            return answer_error(request, 400, f"not a canonical read path: {e}")
+        if match is None:
+            return answer_routing_error(request, NotFound())
+        route = match.route
+        req.route = route.label
+        upstream = self.settings.upstream(route.api)
+        if upstream is None:
+            return answer_error(request, 404, f"{route.api} reads are not enabled on this gateway")
+        body = _request_body(request)
+        try:
+            admission = await self.gate.admit(
+                request,
+                route=route.label,
+                body_size=getattr(req, "body_received", len(body or b"")),
+                federation=True,
+            )
+        except AuthError as e:
+            return answer_error(request, e.status, e.message, e.headers)
+        req.identity_name = admission.identity.name
+        req.tenant = admission.tenant
+        try:
+            if route.websocket:
+                return answer_error(request, 501, TAIL_NOT_PROXIED)
+            method = req.method.decode("ascii")
+            if body is None and method == "POST":
+                raise ReadRefused(413, "the form body is larger than the gateway takes")
+            form, content_type = form_body(
+                method,
+                body or b"",
+                _header(request, b"content-type"),
+                _header(request, b"content-encoding"),
+                self.settings.max_form_bytes,
+            )
+            read = ReadRequest(
+                route=route,
+                method=method,
+                path=match.path,
+                tenant=admission.tenant,
+                query=query_string(req.uri),
+                headers=forwarded_headers(req.requestHeaders),
+                body=form,
+                content_type=content_type,
+            )
+            await proxy_read(upstream, read, RequestDownstream(request))
+            return None
+        except ReadRefused as e:
+            return answer_error(request, e.status, e.message, e.headers)
+        finally:
+            admission.release()
+
+    # Klein tries handlers in the order they are defined: this one must
+    # come before the catch-all, or a wrong method would be a 500.
+    @app.handle_errors(HTTPException)
+    def routing_error(self, request: IRequest, failure: Any) -> bytes:
+        return answer_routing_error(request, failure.value)
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request: IRequest, failure: Any) -> Any:
+        if failure.check(CancelledError):
+            # The client went away; nobody is left to answer.
+            return b""
+        self.log.failure("unexpected error on {path}", failure, path=request.path)
+        req: Any = request
+        if req.startedWriting:
+            # Part of an answer is out: only a cut connection says it is
+            # not whole.
+            return RequestDownstream(request).abort()
+        return answer_error(request, 500, "internal error")
+
+
+for _rule, _route in klein_rules():
+    QueryRoutes.app.route(
+        _rule, methods=list(_route.methods), endpoint=f"{_route.label} {_rule}"
+    )(QueryRoutes.read)
+del _rule, _route
+
+
+class ReadAndPushRoutes(Resource):
+    """
+    The routes of a listener that serves both: a path the read routes
+    serve (with any method) goes to them, every other path to the push
+    routes, which answer 404 for a path nobody serves.
+
+    Both are Klein resources that route on the whole path; this asks the
+    read router whether a path is one of its own, so the push routes'
+    behaviour is unchanged.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reads: QueryRoutes, pushes: IResource) -> None:
+        super().__init__()
+        self._reads = reads.app.resource()
+        self._pushes = pushes
+
+    def render(self, request: Any) -> Any:
+        target = self._reads if _is_read(request) else self._pushes
+        return target.render(request)
+
+
+def _is_read(request: Any) -> bool:
+    # The path as Klein will route it (see klein._resource.extractURLparts).
+    joined = b"/".join(request.postpath)
+    if not joined.startswith(b"/"):
+        joined = b"/" + joined
+    try:
+        path = joined.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    adapter = QueryRoutes.app.url_map.bind("gateway")
+    try:
+        adapter.match(path, method=request.method.decode("ascii", "replace"))
+    except MethodNotAllowed:
+        return True
+    except HTTPException:
+        return False
+    return True
