@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Optional
 
 import attr
@@ -25,15 +25,33 @@ from zope.interface import implementer
 from sealgw.auth._bearer import IBearerToken, token_digest
 from sealgw.auth._errors import NotRecognised
 from sealgw.auth._identity import Principal
-from sealgw.config import ConfigError, RateLimitConfig, Reader, TokenFileConfig
-from sealgw.config._auth import RATE_LIMIT_KEYS, read_rate_limit
-from sealgw.tenancy import TenantError, parse_tenant
+from sealgw.config import (
+    ConfigError,
+    RateLimitConfig,
+    SourceFile,
+    Tenant,
+    TokenFileConfig,
+    structure,
+)
 
-ENTRY_KEYS = ("name", "token", "token_sha256", "tenants", "limits")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 FileSignature = tuple[int, int, int, int]
 """(device, inode, size, mtime in ns): what tells a changed file apart."""
+
+
+@attr.frozen
+class EntryFields:
+    """
+    One entry as the file writes it: a C{name} and exactly one of C{token}
+    (seal-proxy's plaintext) or C{token_sha256}.
+    """
+
+    name: str
+    token: Optional[str] = None
+    token_sha256: Optional[str] = None
+    tenants: tuple[Tenant, ...] = ()
+    limits: Optional[RateLimitConfig] = None
 
 
 @attr.frozen
@@ -103,36 +121,36 @@ def parse_token_file(text: str, source: str) -> list[TokenEntry]:
         raise ConfigError([f"{source}: the file is empty (write [] for no tokens)"])
     if not isinstance(data, list):
         raise ConfigError([f"{source}: expected a list of {{name, token}} entries"])
-    reader = Reader(source)
+    file = SourceFile(source)
+    problems: list[str] = []
     entries: list[TokenEntry] = []
     names: dict[str, int] = {}
     digests: dict[bytes, int] = {}
     for index, item in enumerate(data):
-        t = reader.table(item, f"[{index}]", ENTRY_KEYS)
-        name = t.str("name")
-        digest = _entry_digest(t)
-        tenants = t.str_list("tenants", ())
-        for i, tenant in enumerate(tenants or ()):
-            try:
-                parse_tenant(tenant)
-            except TenantError as e:
-                reader.problem(f"{t.at('tenants')}[{i}]", str(e))
-        limits = read_rate_limit(t.table("limits", RATE_LIMIT_KEYS))
-        if name is not None:
-            if name in names:
-                t.problem("name", f"duplicate of [{names[name]}].name")
-            else:
-                names[name] = index
+        try:
+            fields = structure(item, EntryFields, file, at=(index,))
+        except ConfigError as e:
+            problems.extend(e.problems)
+            continue
+
+        def problem(key: str, message: str, index: int = index) -> None:
+            problems.append(f"{source}: [{index}].{key}: {message}")
+
+        digest = _entry_digest(fields, problem)
+        if fields.name in names:
+            problem("name", f"duplicate of [{names[fields.name]}].name")
+        else:
+            names[fields.name] = index
         if digest is not None:
             if digest in digests:
-                key = "token_sha256" if "token_sha256" in t else "token"
+                key = "token" if fields.token_sha256 is None else "token_sha256"
                 other = digests[digest]
-                t.problem(key, f"the same token as [{other}] ({entries_name(data, other)})")
+                problem(key, f"the same token as [{other}] ({entries_name(data, other)})")
             else:
                 digests[digest] = index
-        if name is not None and digest is not None:
-            entries.append(_make_entry(name, digest, tuple(tenants or ()), limits))
-    reader.raise_if_problems()
+                entries.append(_make_entry(fields.name, digest, fields.tenants, fields.limits))
+    if problems:
+        raise ConfigError(problems)
     return entries
 
 
@@ -142,25 +160,22 @@ def entries_name(data: list[Any], index: int) -> str:
     return f"name {name!r}" if isinstance(name, str) else "unnamed"
 
 
-def _entry_digest(t: Any) -> Optional[bytes]:
-    has_plain = "token" in t
-    has_hash = "token_sha256" in t
-    if has_plain and has_hash:
-        t.problem("token_sha256", "give either token or token_sha256, not both")
+def _entry_digest(
+    fields: EntryFields, problem: Callable[[str, str], None]
+) -> Optional[bytes]:
+    if fields.token is not None and fields.token_sha256 is not None:
+        problem("token_sha256", "give either token or token_sha256, not both")
         return None
-    if has_hash:
-        value = t.str("token_sha256")
-        if value is None:
+    if fields.token_sha256 is not None:
+        if not _HEX64.match(fields.token_sha256):
+            problem("token_sha256", "must be 64 hexadecimal digits (see sealgw hash-token)")
             return None
-        if not _HEX64.match(value):
-            t.problem("token_sha256", "must be 64 hexadecimal digits (see sealgw hash-token)")
-            return None
-        return bytes.fromhex(value)
+        return bytes.fromhex(fields.token_sha256)
+    if fields.token is None:
+        problem("token", "required")
+        return None
     # seal-proxy's own format: a plaintext token.
-    value = t.str("token")
-    if value is None:
-        return None
-    return token_digest(value)
+    return token_digest(fields.token)
 
 
 def _make_entry(

@@ -31,7 +31,10 @@ from sealgw.config._model import (
     TLSConfig,
     UpstreamConfig,
 )
-from sealgw.config._reader import ConfigError, Reader, Secret
+from sealgw.config._problems import ConfigError
+from sealgw.config._rules import SourceFile, Tenant
+from sealgw.config._secret import Secret
+from sealgw.config._structure import structure
 from sealgw.config._units import format_size, parse_duration, parse_size
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FileUpstreamConfig",
+    "SourceFile",
     "HTTPUpstreamConfig",
     "LabelActions",
     "LimitsConfig",
@@ -50,13 +54,13 @@ __all__ = [
     "OIDCConfig",
     "PushConfig",
     "RateLimitConfig",
-    "Reader",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",
     "SealPushConfig",
     "Secret",
     "TenancyConfig",
+    "Tenant",
     "TimeoutsConfig",
     "TLSConfig",
     "TokenFileConfig",
@@ -67,4 +71,5 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "read",
+    "structure",
 ]

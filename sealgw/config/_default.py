@@ -18,7 +18,7 @@ from sealgw.config._model import (
     RouteConfig,
     SealPushConfig,
 )
-from sealgw.config._reader import Secret
+from sealgw.config._secret import Secret
 
 DEFAULT_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "sealgw-data"
@@ -32,9 +32,7 @@ def default_config(data_dir: str = DEFAULT_DATA_DIR, token: str | None = None) -
     return Config(
         source="built-in default",
         listeners=(ListenerConfig(endpoint=DEFAULT_ENDPOINT, ops=True),),
-        upstreams={
-            "files": FileUpstreamConfig(name="files", directory=os.path.abspath(data_dir))
-        },
+        upstreams={"files": FileUpstreamConfig(name="files", directory=os.path.abspath(data_dir))},
         push=PushConfig(
             remote_write=RemoteWriteConfig(route=route),
             seal=SealPushConfig(route=route),
@@ -43,8 +41,6 @@ def default_config(data_dir: str = DEFAULT_DATA_DIR, token: str | None = None) -
             otlp_metrics=route,
             otlp_logs=route,
         ),
-        development_token=Secret(
-            token or secrets.token_urlsafe(24), "generated development token"
-        ),
+        development_token=Secret(token or secrets.token_urlsafe(24), "generated development token"),
         drain_grace=5.0,
     )

@@ -2,18 +2,43 @@
 The typed, frozen shape of a sealgw configuration.
 
 Everything here is plain data, built once at start-up (or on reload) by
-L{sealgw.config.load}; nothing in it does I/O.
+L{sealgw.config.load}; nothing in it does I/O.  The defaults written here
+are the only ones: the loader leaves out what the file leaves out.  The
+C{Annotated} aliases (L{Seconds}, L{Bytes}, ...) are plain C{float}, C{int}
+and C{str} to every reader of the model; they tell the loader how the file
+writes each value (see L{sealgw.config._rules}).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
 
 import attr
 
 from sealgw.config._auth import AuthConfig
-from sealgw.config._reader import Secret
+from sealgw.config._rules import (
+    FROM_KEY,
+    INLINE,
+    NOT_IN_FILE,
+    URL,
+    AnyText,
+    Bytes,
+    CipherString,
+    Count,
+    Endpoint,
+    ExistingFile,
+    HeaderName,
+    Interval,
+    Network,
+    OneOf,
+    Path,
+    Seconds,
+    Size,
+    Tenant,
+    URLPath,
+)
+from sealgw.config._secret import Secret
 
 MiB = 1024 * 1024
 
@@ -46,13 +71,13 @@ class TLSConfig:
         are checked for changes, in seconds; C{0} leaves reloading to SIGHUP.
     """
 
-    certificate: str
-    key: str
-    client_ca: Optional[str] = None
-    client_certificates: str = "none"
-    min_version: str = "1.2"
-    ciphers: str = INTERMEDIATE_CIPHERS
-    watch_interval: float = 60.0
+    certificate: ExistingFile
+    key: ExistingFile
+    client_ca: Optional[ExistingFile] = None
+    client_certificates: Annotated[str, OneOf(("none", "optional", "required"))] = "none"
+    min_version: Annotated[str, OneOf(TLS_VERSIONS)] = "1.2"
+    ciphers: Annotated[str, CipherString()] = INTERMEDIATE_CIPHERS
+    watch_interval: Interval = 60.0
 
 
 @attr.frozen
@@ -64,10 +89,11 @@ class ListenerConfig:
     The limits bound what one client can hold on this listener: see
     L{sealgw.web.GatewayChannel} and L{sealgw.daemon._limits.ConnectionLimit}.
 
+    @ivar max_header_size: the request line and headers of one request,
+        in bytes; a larger head is answered 431.  Never below 1KiB: a
+        request line and a Host header need room.
     @ivar max_connections: connections open at once; more are closed as
         soon as they are accepted.
-    @ivar max_header_size: the request line and headers of one request,
-        in bytes; a larger head is answered 431.
     @ivar header_timeout: seconds from a connection's start, or from the
         first byte of a later request on it, until the whole request head
         must be in; past that it is answered 408 and closed.
@@ -75,19 +101,19 @@ class ListenerConfig:
         requests or within a body, before it is closed.
     """
 
-    endpoint: str
+    endpoint: Annotated[str, Endpoint()]
     tls: Optional[TLSConfig] = None
     ops: bool = False
-    max_connections: int = 1024
-    max_header_size: int = 64 * 1024
-    header_timeout: float = 10.0
-    idle_timeout: float = 120.0
+    max_header_size: Annotated[int, Size(minimum=1024)] = 64 * 1024
+    max_connections: Count = 1024
+    header_timeout: Seconds = 10.0
+    idle_timeout: Seconds = 120.0
 
 
 @attr.frozen
 class LogConfig:
-    format: str = "text"
-    level: str = "info"
+    format: Annotated[str, OneOf(("text", "json"))] = "text"
+    level: Annotated[str, OneOf(("debug", "info", "warn", "error", "critical"))] = "info"
     access: bool = True
 
 
@@ -101,15 +127,15 @@ class LimitsConfig:
         checked before decompressing wherever the format declares its size.
     """
 
-    max_body: int = 5 * MiB
-    max_decompressed: int = 50 * MiB
+    max_body: Bytes = 5 * MiB
+    max_decompressed: Bytes = 50 * MiB
 
 
 @attr.frozen
 class TimeoutsConfig:
-    connect: float = 5.0
-    response: float = 30.0
-    body: float = 30.0
+    connect: Seconds = 5.0
+    response: Seconds = 30.0
+    body: Seconds = 30.0
 
 
 @attr.frozen
@@ -121,10 +147,10 @@ class RetryConfig:
     @ivar deadline: no retry starts after this long since the request came in.
     """
 
-    attempts: int = 4
-    initial_backoff: float = 0.25
-    max_backoff: float = 5.0
-    deadline: float = 30.0
+    attempts: Count = 4
+    initial_backoff: Seconds = 0.25
+    max_backoff: Seconds = 5.0
+    deadline: Seconds = 30.0
 
 
 @attr.frozen
@@ -141,16 +167,16 @@ class HTTPUpstreamConfig:
     through the same seam.
     """
 
-    name: str
-    url: str
+    name: str = attr.field(metadata=FROM_KEY)
+    url: URL
     timeouts: TimeoutsConfig = TimeoutsConfig()
     retry: RetryConfig = RetryConfig()
-    headers: Mapping[str, str] = attr.field(factory=dict)
+    headers: Mapping[Annotated[str, HeaderName()], AnyText] = attr.field(factory=dict)
     basic_auth: Optional[BasicAuthConfig] = None
     bearer_token: Optional[Secret] = None
-    ca_file: Optional[str] = None
-    max_connections: int = 10
-    max_response_body: int = 1 * MiB
+    ca_file: Optional[ExistingFile] = None
+    max_connections: Count = 10
+    max_response_body: Bytes = 1 * MiB
 
 
 @attr.frozen
@@ -159,10 +185,10 @@ class FileUpstreamConfig:
     Writes decoded data as JSON lines per signal and tenant, rotated by size.
     """
 
-    name: str
-    directory: str
-    rotate_size: int = 64 * MiB
-    keep: int = 5
+    name: str = attr.field(metadata=FROM_KEY)
+    directory: Path
+    rotate_size: Bytes = 64 * MiB
+    keep: Count = 5
 
 
 UpstreamConfig = Union[HTTPUpstreamConfig, FileUpstreamConfig]
@@ -175,7 +201,7 @@ class LabelActions:
     label named in C{remove} is deleted.
     """
 
-    add: Mapping[str, str] = attr.field(factory=dict)
+    add: Mapping[str, AnyText] = attr.field(factory=dict)
     remove: frozenset[str] = frozenset()
 
 
@@ -186,20 +212,20 @@ class RouteConfig:
     """
 
     upstream: str
-    path: str = ""
+    path: Annotated[str, URLPath()] = ""
 
 
 @attr.frozen
 class RemoteWriteConfig:
-    route: RouteConfig
+    route: RouteConfig = attr.field(metadata=INLINE)
     labels: LabelActions = LabelActions()
 
 
 @attr.frozen
 class SealPushConfig:
-    route: RouteConfig
+    route: RouteConfig = attr.field(metadata=INLINE)
     labels: LabelActions = LabelActions()
-    batch_size: int = 500
+    batch_size: Count = 500
 
 
 @attr.frozen
@@ -220,9 +246,9 @@ class TenancyConfig:
     @ivar default_tenant: the tenant of identities that name none.
     """
 
-    header: str = "X-Scope-OrgID"
+    header: Annotated[str, HeaderName()] = "X-Scope-OrgID"
     federation: bool = False
-    default_tenant: str = "anonymous"
+    default_tenant: Tenant = "anonymous"
 
 
 @attr.frozen
@@ -239,7 +265,7 @@ class Config:
         and key; logged once at start-up and printed by C{check-config}.
     """
 
-    source: str
+    source: str = attr.field(metadata=NOT_IN_FILE)
     listeners: tuple[ListenerConfig, ...]
     admin: Optional[ListenerConfig] = None
     log: LogConfig = LogConfig()
@@ -248,7 +274,7 @@ class Config:
     push: PushConfig = PushConfig()
     auth: AuthConfig = AuthConfig()
     tenancy: TenancyConfig = TenancyConfig()
-    trusted_proxies: tuple[str, ...] = ()
-    drain_grace: float = 30.0
-    development_token: Optional[Secret] = None
-    warnings: tuple[str, ...] = ()
+    trusted_proxies: tuple[Annotated[str, Network()], ...] = ()
+    drain_grace: Interval = 30.0
+    development_token: Optional[Secret] = attr.field(default=None, metadata=NOT_IN_FILE)
+    warnings: tuple[str, ...] = attr.field(default=(), metadata=NOT_IN_FILE)
