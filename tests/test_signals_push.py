@@ -84,3 +84,73 @@ class IntakeTests(SynchronousTestCase):
     def test_loki_refusal(self) -> None:
         with self.assertRaises(PayloadError):
             intake.loki_pushes(b"{}", intake.RequestFacts(content_type="text/plain"), limit=100)
+
+
+class RemoteWriteCheckTests(SynchronousTestCase):
+    """
+    The depth of a remote-write check: headers, decode, labels.
+    """
+
+    facts = intake.RequestFacts(content_type="application/x-protobuf", content_encoding="snappy")
+
+    def pushes(self, body: bytes, check: str, **kw: object) -> list[Push]:
+        options: dict[str, object] = dict(add={}, remove=frozenset(), limit=1 << 20)
+        options.update(kw)
+        return intake.remote_write_pushes(body, self.facts, check=check, **options)  # type: ignore[arg-type]
+
+    def test_levels(self) -> None:
+        from sealgw.signals import snappy_compress
+        from sealgw.signals.proto.remote_pb2 import WriteRequest
+
+        garbage = snappy_compress(b"\xff\xff\xff not a protobuf")
+        unsorted = WriteRequest()
+        series = unsorted.timeseries.add()
+        series.labels.add(name="job", value="a")
+        series.labels.add(name="__name__", value="up")
+        unsorted_body = snappy_compress(unsorted.SerializeToString())
+        # headers: both relayed byte for byte, nothing decompressed.
+        self.patch(compression_module, "_snappy_uncompress", _never)
+        self.assertEqual([p.body for p in self.pushes(garbage, "headers")], [garbage])
+        self.assertEqual([p.body for p in self.pushes(unsorted_body, "headers")], [unsorted_body])
+        self.patch(compression_module, "_snappy_uncompress", _real_uncompress)
+        # decode: the garbage is refused, the unsorted series passes.
+        with self.assertRaises(PayloadError):
+            self.pushes(garbage, "decode")
+        self.assertEqual(len(self.pushes(unsorted_body, "decode")), 1)
+        # labels: both refused.
+        with self.assertRaises(PayloadError):
+            self.pushes(unsorted_body, "labels")
+
+    def test_headers_level_limit(self) -> None:
+        """
+        The declared length is held against the limit without
+        decompressing anything.
+        """
+        from sealgw.signals import snappy_compress
+
+        self.patch(compression_module, "_snappy_uncompress", _never)
+        body = snappy_compress(b"x" * 2048)
+        with self.assertRaises(PayloadError) as caught:
+            self.pushes(body, "headers", limit=1024)
+        self.assertEqual(caught.exception.status, 413)
+
+    def test_label_actions_need_the_parse(self) -> None:
+        from sealgw.signals import snappy_compress
+        from sealgw.signals.proto.remote_pb2 import WriteRequest
+        from sealgw.signals.records import records
+
+        write = WriteRequest()
+        write.timeseries.add().labels.add(name="__name__", value="up")
+        body = snappy_compress(write.SerializeToString())
+        [push] = self.pushes(body, "headers", add={"network": "main"})
+        [series] = records("remote_write", push.body, push.content_type, "snappy")
+        self.assertEqual(series["labels"], {"__name__": "up", "network": "main"})
+
+
+from sealgw.signals import compression as compression_module  # noqa: E402
+
+_real_uncompress = compression_module._snappy_uncompress
+
+
+def _never(body: bytes) -> bytes:
+    raise AssertionError("decompressed")

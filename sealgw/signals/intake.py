@@ -19,12 +19,20 @@ import attr
 
 from sealgw.signals import loki, otlp, remote_write, seal
 from sealgw.signals._media import parse_media_type
-from sealgw.signals.compression import decode_body
-from sealgw.signals.errors import BadEncoding, PayloadError, UnsupportedMediaType
+from sealgw.signals.compression import decode_body, snappy_declared_length
+from sealgw.signals.errors import BadEncoding, PayloadError, PayloadTooLarge, UnsupportedMediaType
 from sealgw.signals.push import Push
 
 PROTOBUF = "application/x-protobuf"
 REMOTE_WRITE_VERSION = "0.1.0"
+
+
+#: How deep a remote-write body is looked at before it is relayed, from
+#: cheapest to most thorough: the content headers and the length snappy
+#: declares (against the decompressed-size limit); that and a protobuf
+#: parse; that and every series' labels (sorted, unique, valid names, a
+#: C{__name__}).  Label actions need the parse whatever the level.
+REMOTE_WRITE_CHECKS = ("headers", "decode", "labels")
 
 
 class LengthRequired(PayloadError):
@@ -66,10 +74,16 @@ def remote_write_pushes(
     add: Mapping[str, str],
     remove: frozenset[str],
     limit: int,
+    check: str = "labels",
 ) -> list[Push]:
     """
-    A Prometheus remote-write 1.0 body: checked and relayed as it came, or
-    re-encoded when label actions changed a series.
+    A Prometheus remote-write 1.0 body: checked as deep as C{check} says
+    (one of L{REMOTE_WRITE_CHECKS}) and relayed as it came, or re-encoded
+    when label actions changed a series.
+
+    At C{"headers"} with no label actions nothing is decompressed: the
+    upstream parses the body anyway, and its 4xx for a bad one reaches the
+    client as it is.
     """
     essence, params = parse_media_type(facts.content_type)
     if essence not in ("", PROTOBUF):
@@ -82,15 +96,25 @@ def remote_write_pushes(
         )
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required("remote write")
-    raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
-    write = remote_write.decode(raw)
-    remote_write.validate(write)
-    changed = bool(add or remove) and remote_write.apply_labels(write, add, remove)
+    relayed = body
+    if check == "headers" and not (add or remove):
+        declared = snappy_declared_length(body)
+        if declared > limit:
+            raise PayloadTooLarge(
+                f"snappy: body decompresses to {declared} bytes, more than the limit of {limit}"
+            )
+    else:
+        raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+        write = remote_write.decode(raw)
+        if check == "labels":
+            remote_write.validate(write)
+        if (add or remove) and remote_write.apply_labels(write, add, remove):
+            relayed = remote_write.encode(write)
     return [
         Push(
             signal="remote_write",
             tenant=facts.tenant,
-            body=remote_write.encode(write) if changed else body,
+            body=relayed,
             content_type=PROTOBUF,
             content_encoding="snappy",
             extra_headers={
