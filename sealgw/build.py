@@ -22,9 +22,11 @@ from sealgw.daemon import (
 )
 from sealgw.daemon._memory import map_large_blocks
 from sealgw.daemon._threads import WorkerThreads
+from sealgw.query import build_reads
 from sealgw.relay import RelayMetrics, build_upstreams
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 from sealgw.web.push import PushRoutes
+from sealgw.web.query import QueryRoutes, ReadAndPushRoutes
 
 
 def build_gateway(
@@ -59,7 +61,9 @@ def build_gateway(
         run_in_thread=threads.run,
     )
     push = PushRoutes(config, gate, upstreams, reactor, run_in_thread=threads.run)
-    push_resource = push.app.resource()
+    reads = build_reads(config, reactor)
+    # Read paths go to the query routes, every other one to the push routes.
+    public = ReadAndPushRoutes(QueryRoutes(reads.settings, gate), push.app.resource())
     ops_resource = OpsRoutes(health, metrics).app.resource()
 
     roots: dict[str, GatewayRoot] = {}
@@ -70,7 +74,7 @@ def build_gateway(
         # of one kind share the resource tree.
         if kind not in roots:
             roots[kind] = GatewayRoot(
-                routes=None if kind == "admin" else push_resource,
+                routes=None if kind == "admin" else public,
                 ops=None if kind == "push" else ops_resource,
             )
         site = GatewaySite(
@@ -118,6 +122,7 @@ def build_gateway(
     threads.setServiceParent(service)
     gate.setServiceParent(service)
     upstreams.setServiceParent(service)
+    reads.setServiceParent(service)
 
     def listener_health() -> dict[str, Any]:
         if service.draining:

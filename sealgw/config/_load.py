@@ -13,7 +13,13 @@ import yaml
 from twisted.logger import Logger
 
 from sealgw.config._auth import TokenFileConfig
-from sealgw.config._model import Config, PushConfig
+from sealgw.config._model import (
+    Config,
+    FileUpstreamConfig,
+    PushConfig,
+    QueryConfig,
+    ReadRouteConfig,
+)
 from sealgw.config._problems import ConfigError, key_path, kind, unknown_keys
 from sealgw.config._rules import SOURCE, SourceFile
 from sealgw.config._sealproxy import is_seal_proxy, read_seal_proxy
@@ -107,6 +113,26 @@ def _across_sections(
             yield (
                 f"push.{field.name}.upstream",
                 f"no upstream named {route.upstream!r} ({known})",
+            )
+    query = sections.get("query", QueryConfig())
+    if query is FAILED:
+        return
+    structured = sections.get("upstreams", {})
+    for field in attr.fields(QueryConfig):
+        read = getattr(query, field.name)
+        if not isinstance(read, ReadRouteConfig):
+            continue
+        if read.upstream not in names:
+            yield (
+                f"query.{field.name}.upstream",
+                f"no upstream named {read.upstream!r} ({known})",
+            )
+        elif isinstance(structured, Mapping) and isinstance(
+            structured.get(read.upstream), FileUpstreamConfig
+        ):
+            yield (
+                f"query.{field.name}.upstream",
+                f"{read.upstream!r} is a file upstream; reads need an HTTP one",
             )
 
 

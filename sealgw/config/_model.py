@@ -239,6 +239,42 @@ class PushConfig:
 
 
 @attr.frozen
+class ReadRouteConfig:
+    """
+    Where one read API (Prometheus, Loki or Tempo) goes.
+
+    @ivar upstream: an HTTP upstream's name; its URL, credentials, TLS and
+        connect timeout serve reads too.
+    @ivar path: where the API is served under the upstream's URL
+        (C{/prometheus} for Mimir; empty for Prometheus, Loki, Tempo).
+    @ivar max_response_bytes: the most of one answer relayed (streamed,
+        so this bounds what a client can make an upstream send, not memory).
+    @ivar timeout: how long an answer's status may take; reads run longer
+        than pushes (a PromQL range query over days), so they have their
+        own.
+    """
+
+    upstream: str
+    path: Annotated[str, URLPath()] = ""
+    max_response_bytes: Bytes = 64 * MiB
+    timeout: Seconds = 120.0
+
+
+@attr.frozen
+class QueryConfig:
+    """
+    The read path: an upstream per query API; an API left out answers 404.
+
+    @ivar max_form_bytes: the largest POST form body a read may carry.
+    """
+
+    prometheus: Optional[ReadRouteConfig] = None
+    loki: Optional[ReadRouteConfig] = None
+    tempo: Optional[ReadRouteConfig] = None
+    max_form_bytes: Bytes = 1 * MiB
+
+
+@attr.frozen
 class TenancyConfig:
     """
     @ivar header: the header naming the tenant, inbound and upstream.
@@ -272,6 +308,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     upstreams: Mapping[str, UpstreamConfig] = attr.field(factory=dict)
     push: PushConfig = PushConfig()
+    query: QueryConfig = QueryConfig()
     auth: AuthConfig = AuthConfig()
     tenancy: TenancyConfig = TenancyConfig()
     trusted_proxies: tuple[Annotated[str, Network()], ...] = ()

@@ -43,10 +43,13 @@ from sealgw.query._settings import (
     DEFAULT_MAX_FORM_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     QuerySettings,
+    ReadClients,
     ReadUpstream,
+    build_reads,
 )
 
 __all__ = [
+    "build_reads",
     "CACHE_CONTROL",
     "CREDENTIAL_STATUSES",
     "DEFAULT_MAX_FORM_BYTES",
@@ -61,6 +64,7 @@ __all__ = [
     "IDownstream",
     "NotCanonical",
     "QuerySettings",
+    "ReadClients",
     "ReadMatch",
     "ReadRefused",
     "ReadRequest",

@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import attr
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
 
-from sealgw.http import IHTTPClient, join_url
+from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, ReadRouteConfig
+from sealgw.http import HTTPClient, IHTTPClient, join_url
 
 MiB = 1024 * 1024
 
@@ -89,3 +92,68 @@ class QuerySettings:
             "tempo": self.tempo,
         }[api]
         return found
+
+
+class ReadClients(Service):
+    """
+    The read path's settings, and the outbound clients built for them:
+    a service whose stopping closes their pooled connections.
+
+    Reads get clients of their own rather than the push relay's: the same
+    upstream, credentials and TLS, but their own response timeout (reads
+    run longer) and their own pool, so a burst of slow queries never
+    holds the connections pushes need.
+    """
+
+    def __init__(self, settings: QuerySettings, clients: list[HTTPClient]) -> None:
+        self.settings = settings
+        self.clients = clients
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        closing = DeferredList([c.close() for c in self.clients], consumeErrors=True)
+        return closing.addCallback(lambda _: None)
+
+
+def build_reads(config: Config, reactor: Any) -> ReadClients:
+    """
+    The read path a configuration asks for, with a client per enabled API.
+
+    @raise ConfigError: when an upstream's C{ca_file} cannot be used.
+    """
+    clients: list[HTTPClient] = []
+    problems: list[str] = []
+
+    def upstream(api: str, read: Optional[ReadRouteConfig]) -> Optional[ReadUpstream]:
+        if read is None:
+            return None
+        upstream = config.upstreams[read.upstream]
+        assert isinstance(upstream, HTTPUpstreamConfig)  # checked when loaded
+        timeouts = attr.evolve(upstream.timeouts, response=read.timeout)
+        try:
+            client = HTTPClient.for_upstream(
+                attr.evolve(upstream, timeouts=timeouts),
+                reactor,
+                tenant_header=config.tenancy.header,
+            )
+        except (OSError, ValueError) as e:
+            problems.append(f"query.{api}.upstream: {read.upstream}: {e}")
+            return None
+        clients.append(client)
+        return ReadUpstream(
+            client=client,
+            url=upstream.url,
+            path=read.path,
+            max_response_bytes=read.max_response_bytes,
+        )
+
+    query = config.query
+    settings = QuerySettings(
+        prometheus=upstream("prometheus", query.prometheus),
+        loki=upstream("loki", query.loki),
+        tempo=upstream("tempo", query.tempo),
+        max_form_bytes=query.max_form_bytes,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return ReadClients(settings, clients)
