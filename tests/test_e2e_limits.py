@@ -85,7 +85,12 @@ class LimitsTests(TestCase):
                     }
                 },
                 "push": {
-                    "remote_write": {"upstream": "backend", "path": "/api/v1/push"},
+                    # The deepest check, so that bad bodies are refused here.
+                    "remote_write": {
+                        "upstream": "backend",
+                        "path": "/api/v1/push",
+                        "check": "labels",
+                    },
                     "seal": {"upstream": "backend", "path": "/api/v1/push"},
                     "loki": {"upstream": "backend", "path": "/loki/api/v1/push"},
                     "otlp_traces": {"upstream": "backend", "path": "/v1/traces"},

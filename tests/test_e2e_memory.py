@@ -158,7 +158,7 @@ class RefusedBodyMemoryTests(TestCase):
                     push:
                       loki: {{upstream: files}}
                       otlp_traces: {{upstream: files}}
-                      remote_write: {{upstream: files}}
+                      remote_write: {{upstream: files, check: decode}}
                     auth:
                       token_file: {{path: {tokens}}}
                     log: {{access: false}}

@@ -306,13 +306,13 @@ class CodecTests(TestCase):
     @inline
     async def test_undecodable(self) -> None:
         """
-        A body its codec cannot read back is a 502 (our bug), not a 4xx
-        that would make the sender drop the data.
+        A body its codec cannot read is bad data, refused as a receiver of
+        its format would refuse it: 400, never retried.
         """
         directory = os.path.abspath(self.mktemp())
         upstream = FileUpstream(FileUpstreamConfig(name="files", directory=directory), reactor)
         self.addCleanup(upstream.close)
-        with self.assertRaises(UpstreamUnavailable) as caught:
+        with self.assertRaises(UpstreamRejected) as caught:
             await upstream.deliver(
                 Push(
                     signal="remote_write",
@@ -322,7 +322,11 @@ class CodecTests(TestCase):
                     content_encoding="snappy",
                 )
             )
-        self.assertEqual(caught.exception.status, 502)
+        self.assertEqual(caught.exception.status, 400)
+        self.assertIn("does not decode: snappy", caught.exception.reason)
+        # The decoder's own exception, and what its frames held, is not
+        # chained to the refusal.
+        self.assertIsNone(caught.exception.__context__.__context__)
 
 
 class LockTests(SynchronousTestCase):

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+import attr
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
@@ -32,7 +33,7 @@ from sealgw.config import (
     TokenFileConfig,
 )
 from sealgw.relay import UpstreamRejected, UpstreamUnavailable
-from sealgw.signals import remote_write, snappy_decompress
+from sealgw.signals import remote_write, snappy_compress, snappy_decompress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.signals.push import Push
 from sealgw.testing import MemoryUpstream
@@ -132,7 +133,30 @@ class RemoteWriteTests(RoutesTestCase):
         self.assertTrue(headers.getRawHeaders("WWW-Authenticate"))
         self.assertEqual(self.upstream.pushes, [])
 
+    def test_relayed_unchecked_by_default(self) -> None:
+        """
+        With no label actions and the default C{headers} check, a body is
+        not decoded: the upstream's verdict on it is the client's answer.
+        """
+        garbage = snappy_compress(b"\xff\xff not a WriteRequest")
+        self.upstream.play(UpstreamRejected(400, "not a valid protobuf"))
+        code, message, _ = self.post("/api/v1/push", garbage, RW)
+        self.assertEqual((code, message), (400, b"upstream rejected the data: not a valid protobuf\n"))
+        self.assertEqual([p.body for p in self.upstream.pushes], [garbage])
+        # Only the declared length is looked at, against max_decompressed.
+        huge = b"\xff\xff\xff\xff\x0f" + b"x" * 10
+        code, message, _ = self.post("/api/v1/push", huge, RW)
+        self.assertEqual(code, 413, message)
+        self.assertEqual(len(self.upstream.pushes), 1)
+
     def test_bad_bodies(self) -> None:
+        self.routes.config = attr.evolve(
+            self.config,
+            push=attr.evolve(
+                self.config.push,
+                remote_write=attr.evolve(self.config.push.remote_write, check="labels"),
+            ),
+        )
         good = remote_write_body(write_request([({"__name__": "up"}, [(1.0, 1)])]))
         unsorted = WriteRequest()
         series = unsorted.timeseries.add()

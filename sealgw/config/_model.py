@@ -217,8 +217,18 @@ class RouteConfig:
 
 @attr.frozen
 class RemoteWriteConfig:
+    """
+    @ivar check: how deep a body is looked at before it is relayed:
+        C{headers} (content headers and snappy's declared length against
+        C{max_decompressed}; the body is relayed byte for byte and the
+        upstream's own 4xx for a bad one is passed back), C{decode} (also
+        a protobuf parse) or C{labels} (also every series' labels).  Label
+        actions decode whatever the level.
+    """
+
     route: RouteConfig = attr.field(metadata=INLINE)
     labels: LabelActions = LabelActions()
+    check: Annotated[str, OneOf(("headers", "decode", "labels"))] = "headers"
 
 
 @attr.frozen

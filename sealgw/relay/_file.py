@@ -56,7 +56,15 @@ PushDecoder = Callable[[Push], Optional[Iterable[dict[str, Any]]]]
 
 class _RecordsFailed(Exception):
     """
-    A push's records could not be decoded, or held something JSON cannot.
+    A push's records held something JSON cannot.
+    """
+
+
+class _Unreadable(Exception):
+    """
+    A push's body does not decode in its signal's format: bad data, as a
+    receiver of that format would say (remote write relayed unchecked, at
+    the C{headers} level, is first read here).
     """
 
 
@@ -139,9 +147,13 @@ def encode_lines(
     try:
         records: Any = decode(push)
     except PayloadError as e:
-        # The body was checked when it arrived; a codec that cannot read it
-        # back now is a bug, not bad data.
-        raise _RecordsFailed(str(e)) from None
+        problem: Optional[str] = e.message
+    else:
+        problem = None
+    if problem is not None:
+        # Raised here, outside the handler, so that nothing chains to the
+        # decoder's frames and whatever they had inflated.
+        raise _Unreadable(problem)
     if records is None:
         records = [{
             "content_type": push.content_type,
@@ -296,6 +308,8 @@ class FileUpstream:
             written.addBoth(self._done_writing, written)
             try:
                 await _unless_cancelled(written, self._orphaned)
+            except _Unreadable as e:
+                raise UpstreamRejected(400, f"the data does not decode: {e}") from None
             except _RecordsFailed as e:
                 # Our codecs hand over data they have decoded once already;
                 # if that fails here it is a bug, and a 4xx would make the

@@ -187,7 +187,11 @@ class PushRoutes:
         rw = self.config.push.remote_write
         labels = rw.labels if rw is not None else LabelActions()
         build = functools.partial(
-            intake.remote_write_pushes, add=labels.add, remove=labels.remove, limit=self.limit
+            intake.remote_write_pushes,
+            add=labels.add,
+            remove=labels.remove,
+            limit=self.limit,
+            check=rw.check if rw is not None else "headers",
         )
         return self._push(
             request, "remote_write", rw.route if rw is not None else None, build, _no_content
