@@ -50,6 +50,7 @@ def build_gateway(
     metrics = GatewayMetrics(registry)
     health = Health()
     gate = build_gate(config, reactor, metrics.registry)
+    gate.audit.log_allowed = config.log.level == "debug"
     # Large decodes and file writes get threads of their own, apart from
     # the reactor's pool that name resolution uses.
     threads = WorkerThreads(reactor)
