@@ -32,7 +32,15 @@ if str(ROOT) not in sys.path:
 from bench import payloads, processes, profile  # noqa: E402
 from bench.load import LoadError, Result, merge, preflight, run_wrk  # noqa: E402
 
-TARGETS = ("direct", "nginx", "sealgw")
+TARGETS = ("direct", "nginx", "floor", "sealgw", "sealgw+labels")
+
+#: What the C{sealgw+labels} target adds to every series: one label, as
+#: the seal route adds its C{label-actions}.
+LABELS = {"network": "bench"}
+
+#: The targets that are a proxy in front of the upstream, whose CPU is
+#: what the samples-per-CPU-second figures divide by.
+PROXIES = ("nginx", "floor", "sealgw", "sealgw+labels")
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -130,13 +138,20 @@ def _run(
     else:
         upstream, upstream_url = processes.start_sink(workdir, cleanup)
     nginx, nginx_url = processes.start_nginx_proxy(workdir, cleanup, upstream_url, token)
+    floor, floor_url = processes.start_floor(workdir, cleanup, upstream_url, token)
     sealgw, sealgw_url = processes.start_sealgw(
         workdir, cleanup, upstream_url, token, access_log=args.access_log
+    )
+    labelled, labelled_url = processes.start_sealgw(
+        workdir, cleanup, upstream_url, token, access_log=args.access_log,
+        name="sealgw-labels", labels=LABELS,
     )
     targets = {
         "direct": (upstream_url, {}),
         "nginx": (nginx_url, {"proxy": nginx}),
+        "floor": (floor_url, {"proxy": floor}),
         "sealgw": (sealgw_url, {"proxy": sealgw}),
+        "sealgw+labels": (labelled_url, {"proxy": labelled}),
     }
     load_slice = max(1, round(args.duration / args.rounds))
     alone_slice = max(1, round(args.latency_duration / args.rounds))
@@ -157,7 +172,8 @@ def _run(
         for r in range(args.rounds):
             # Interleaved, and each round in a rotated order, so that a
             # change in the machine's other load falls on every target.
-            order = list(targets)[r % 3 :] + list(targets)[: r % 3]
+            turn = r % len(targets)
+            order = list(targets)[turn:] + list(targets)[:turn]
             print(f"  {size} samples, round {r + 1}/{args.rounds}: {', '.join(order)}",
                   flush=True)
             for name in order:
@@ -210,9 +226,9 @@ def _table(
         "",
         f"== {size} samples per request ({body_bytes / 1024:.1f} KiB snappy), "
         f"upstream {args.upstream} ==",
-        f"{'':8} {'under load (' + str(args.connections) + ' connections)':^61}"
+        f"{'':13} {'under load (' + str(args.connections) + ' connections)':^61}"
         + (f" {'alone (1 conn.)':^17}" if alone else ""),
-        f"{'target':8} {'req/s':>8} {'samples/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'target':13} {'req/s':>8} {'samples/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'failed':>6} {'CPU prx/up/wrk/other':>20}"
         + (f" {'p50 ms':>8} {'p99 ms':>8}" if alone else ""),
     ]
@@ -222,7 +238,7 @@ def _table(
             f"{load.cpu[k]:.2f}" if k in load.cpu else "-" for k in ("proxy", "upstream", "wrk", "other")
         )
         line = (
-            f"{name:8} {load.requests_per_second:8.1f} "
+            f"{name:13} {load.requests_per_second:8.1f} "
             f"{load.requests_per_second * size:10.0f} {load.p50_ms:7.2f} {load.p99_ms:7.2f} "
             f"{load.failed:6d} {cpu:>20}"
         )
@@ -231,17 +247,24 @@ def _table(
         lines.append(line)
 
     r = _ratios(by_target)
+    per_cpu = _samples_per_cpu_second(size, by_target)
     lines += [
         "",
         f"throughput  sealgw/direct {r['throughput']['sealgw/direct']:.3g}x   "
         f"sealgw/nginx {r['throughput']['sealgw/nginx']:.3g}x   "
+        f"sealgw/floor {r['throughput']['sealgw/floor']:.3g}x   "
         f"(nginx/direct {r['throughput']['nginx/direct']:.3g}x)",
-        f"{'added latency over direct, ms':30} {'sealgw':>8} {'nginx':>8} {'sealgw/nginx':>13}",
+        "samples per proxy CPU-second  "
+        + "   ".join(f"{name} {value / 1e6:.2f}M" for name, value in per_cpu.items()),
+        f"{'added latency over direct, ms':30} "
+        + " ".join(f"{name:>13}" for name in PROXIES)
+        + f" {'sealgw/nginx':>13}",
     ]
     for key, added in r["added_latency_ms"].items():
         lines.append(
-            f"  {key:28} {added['sealgw']:+8.2f} {added['nginx']:+8.2f} "
-            f"{_ratio_text(added['sealgw'], added['nginx']):>13}"
+            f"  {key:28} "
+            + " ".join(f"{added[name]:+13.2f}" for name in PROXIES)
+            + f" {_ratio_text(added['sealgw'], added['nginx']):>13}"
         )
     return "\n".join(lines)
 
@@ -268,16 +291,33 @@ def _ratios(by_target: dict[str, dict[str, Result]]) -> dict[str, Any]:
             direct = getattr(by_target["direct"][phase], f"{pct}_ms")
             added[f"{pct} {'under load' if phase == 'load' else 'alone'}"] = {
                 name: round(getattr(by_target[name][phase], f"{pct}_ms") - direct, 3)
-                for name in ("sealgw", "nginx")
+                for name in PROXIES
             }
     return {
         "throughput": {
             "sealgw/direct": ratio("sealgw", "direct"),
             "sealgw/nginx": ratio("sealgw", "nginx"),
+            "sealgw/floor": ratio("sealgw", "floor"),
+            "sealgw+labels/sealgw": ratio("sealgw+labels", "sealgw"),
             "nginx/direct": ratio("nginx", "direct"),
         },
         "added_latency_ms": added,
     }
+
+
+def _samples_per_cpu_second(size: int, by_target: dict[str, dict[str, Result]]) -> dict[str, float]:
+    """
+    Samples relayed per second of the proxy's own CPU, under load: what
+    decides how many cores a platform pays for, whatever else runs on the
+    machine.
+    """
+    out = {}
+    for name in PROXIES:
+        load = by_target[name]["load"]
+        cpu = load.cpu.get("proxy", 0.0)
+        if cpu > 0:
+            out[name] = load.requests_per_second * size / cpu
+    return out
 
 
 def _report(
@@ -308,6 +348,7 @@ def _report(
                     for name, runs in results[size].items()
                 },
                 "ratios": _ratios(results[size]),
+                "samples_per_proxy_cpu_second": _samples_per_cpu_second(size, results[size]),
             }
             for size in batches
         },
