@@ -118,6 +118,8 @@ def _unchanged(
 ) -> bool:
     if not remove.isdisjoint(names):
         return False
+    if not all(label.value for label in labels):
+        return False  # an empty value is dropped when labels are rewritten
     for name, value in add.items():
         if name in names:
             if labels[names.index(name)].value != value:
