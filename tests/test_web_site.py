@@ -77,3 +77,36 @@ class AuditTests(SynchronousTestCase):
     def test_admitted_logged_only_at_debug(self) -> None:
         self.assertFalse(self.audit_allowed("info"))
         self.assertTrue(self.audit_allowed("debug"))
+
+
+class OpsAndPushgatewayTests(SynchronousTestCase):
+    def test_metrics_job_is_a_push_on_an_ops_listener(self) -> None:
+        """
+        On a listener that serves C{/metrics}, C{/metrics/job/...} is still
+        a Pushgateway push: it reaches the push routes (and their auth).
+        """
+        from sealgw.config import FileUpstreamConfig, PushConfig, PushgatewayConfig, RouteConfig
+
+        config = Config(
+            source="test",
+            listeners=(ListenerConfig(endpoint="tcp:18080", ops=True),),
+            upstreams={"files": FileUpstreamConfig(name="files", directory=self.mktemp())},
+            push=PushConfig(pushgateway=PushgatewayConfig(route=RouteConfig(upstream="files"))),
+        )
+        service = build_gateway(
+            config, Clock(), registry=CollectorRegistry(), install_signal_handlers=False
+        )
+        factory = service.listeners[0].factory
+
+        def exchange(raw: bytes) -> bytes:
+            transport = StringTransport()
+            channel = factory.buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(raw)
+            return transport.value()
+
+        pushed = exchange(b"PUT /metrics/job/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nup 1\n")
+        self.assertTrue(pushed.startswith(b"HTTP/1.1 401"), pushed[:80])
+        scraped = exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(scraped.startswith(b"HTTP/1.1 200"), scraped[:80])
+        self.assertIn(b"sealgw_http_requests", scraped)

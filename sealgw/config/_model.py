@@ -239,9 +239,22 @@ class SealPushConfig:
 
 
 @attr.frozen
+class PushgatewayConfig:
+    """
+    Pushgateway-compatible pushes (C{/metrics/job/...}), converted to
+    remote write like seal pushes and relayed at once.
+    """
+
+    route: RouteConfig = attr.field(metadata=INLINE)
+    labels: LabelActions = LabelActions()
+    batch_size: Count = 500
+
+
+@attr.frozen
 class PushConfig:
     remote_write: Optional[RemoteWriteConfig] = None
     seal: Optional[SealPushConfig] = None
+    pushgateway: Optional[PushgatewayConfig] = None
     loki: Optional[RouteConfig] = None
     otlp_traces: Optional[RouteConfig] = None
     otlp_metrics: Optional[RouteConfig] = None

@@ -17,7 +17,7 @@ from typing import Optional
 
 import attr
 
-from sealgw.signals import loki, otlp, remote_write, seal
+from sealgw.signals import loki, otlp, pushgateway, remote_write, seal
 from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
@@ -172,6 +172,44 @@ def seal_pushes(
     return [
         Push(
             signal="seal",
+            tenant=facts.tenant,
+            body=remote_write.encode(batch),
+            content_type=PROTOBUF,
+            content_encoding="snappy",
+            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+            received_at=facts.received_at,
+        )
+        for batch in remote_write.batches(series, batch_size)
+    ]
+
+
+def pushgateway_pushes(
+    body: bytes,
+    facts: RequestFacts,
+    *,
+    grouping: Mapping[str, str],
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    batch_size: int,
+    limit: int,
+) -> list[Push]:
+    """
+    A Pushgateway push (text format or delimited protobuf, gzip allowed)
+    for the group C{grouping}: every sample as a remote-write series, in
+    batches of at most C{batch_size} samples.
+    """
+    raw = decode_body(body, facts.content_encoding, limit, allowed=("identity", "gzip"))
+    series = pushgateway.to_series(
+        raw,
+        facts.content_type,
+        grouping,
+        add=add,
+        remove=remove,
+        now_ms=int(facts.received_at * 1000),
+    )
+    return [
+        Push(
+            signal="remote_write",
             tenant=facts.tenant,
             body=remote_write.encode(batch),
             content_type=PROTOBUF,

@@ -66,7 +66,9 @@ class GatewayRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Any) -> IResource:
         if not _utf8([path, *request.postpath, request.getRequestHostname()]):
             return _NotUTF8()
-        if path in OPS_PATHS and self._ops is not None:
+        # Only the operational paths themselves: /metrics/job/... is a
+        # Pushgateway push, and goes to the push routes.
+        if path in OPS_PATHS and not any(request.postpath) and self._ops is not None:
             target: Optional[IResource] = self._ops
         else:
             target = self._routes

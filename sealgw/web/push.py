@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from sealgw.auth import Admission, AuthError, Gate
 from sealgw.config import Config, LabelActions, RouteConfig
 from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
-from sealgw.signals import PayloadError, intake, otlp
+from sealgw.signals import PayloadError, intake, otlp, pushgateway
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.intake import PROTOBUF, RequestFacts
 from sealgw.signals.push import Push
@@ -215,6 +215,58 @@ class PushRoutes:
 
     # -- Loki --------------------------------------------------------------
 
+    # -- Pushgateway clients ----------------------------------------------
+
+    @app.route("/metrics/job/<path:key>", methods=["PUT", "POST"])
+    @app.route("/metrics/job@base64/<path:key>", methods=["PUT", "POST"])
+    def pushgateway_route(self, request: IRequest, key: str) -> Any:
+        cfg = self.config.push.pushgateway
+        if cfg is None:
+            return self._push(request, "pushgateway", None, _disabled, _ok)
+        # The grouping key as the client encoded it: a label value may hold
+        # a percent-encoded "/".
+        path = request.path.decode("latin-1")
+        labels = cfg.labels
+
+        def build(body: bytes, facts: RequestFacts) -> list[Push]:
+            return intake.pushgateway_pushes(
+                body,
+                facts,
+                grouping=pushgateway.grouping_key(path),
+                add=labels.add,
+                remove=labels.remove,
+                batch_size=cfg.batch_size,
+                limit=self.limit,
+            )
+
+        return self._push(request, "pushgateway", cfg.route, build, _ok)
+
+    @app.route("/metrics/job/<path:key>", methods=["DELETE"])
+    @app.route("/metrics/job@base64/<path:key>", methods=["DELETE"])
+    def pushgateway_delete(self, request: IRequest, key: str) -> Any:
+        return Deferred.fromCoroutine(self._pushgateway_delete(request))
+
+    async def _pushgateway_delete(self, request: IRequest) -> bytes:
+        """
+        A Pushgateway deletes a group it keeps; sealgw keeps none, so there
+        is nothing to delete.  Said plainly, with a 2xx so that clients'
+        C{delete_from_gateway} does not fail, once the client is who it
+        says.
+        """
+        record_of(request).route = "pushgateway"
+        if self.config.push.pushgateway is None:
+            return answer_error(request, 404, "pushgateway is not enabled on this gateway")
+        try:
+            admission = await self.gate.admit(request, route="pushgateway", body_size=0)
+        except AuthError as e:
+            return answer_error(request, e.status, e.message, e.headers)
+        admission.release()
+        return answer_error(
+            request,
+            202,
+            "sealgw keeps no groups: pushes are forwarded at once, so there is nothing to delete",
+        )
+
     @app.route("/loki/api/v1/push", methods=["POST"])
     def loki_route(self, request: IRequest) -> Any:
         build = functools.partial(intake.loki_pushes, limit=self.limit)
@@ -299,6 +351,11 @@ def _raise_refusal(outcome: list[Push] | PayloadError) -> list[Push]:
 
 def _disabled(body: bytes, facts: RequestFacts) -> list[Push]:
     raise AssertionError("a disabled route builds no pushes")
+
+
+def _ok(request: IRequest) -> bytes:
+    request.setResponseCode(200)
+    return b""
 
 
 def _no_content(request: IRequest) -> bytes:
