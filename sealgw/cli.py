@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Optional
 
+from sealgw import generator
 from sealgw._version import __version__
 
 
@@ -64,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("version", help="print the version")
     p_run = sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw)")
     p_run.add_argument("args", nargs=argparse.REMAINDER)
+    p_generate = sub.add_parser("generate", help="push sample metrics to a gateway")
+    generator.add_arguments(p_generate)
     ns = parser.parse_args(argv)
 
     if ns.command == "version":
@@ -71,6 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if ns.command == "check-config":
         return check_config(ns.file, ns.bearer_tokens_path, sys.stdout, sys.stderr)
+    if ns.command == "generate":
+        return generator.run(ns)
     if ns.command == "hash-token":
         from sealgw.auth import hash_token_main
 

@@ -1,0 +1,421 @@
+"""
+L{LokiHandler}: the standard library's C{logging} shipped to sealgw's Loki
+push route, without ever making the logging thread wait.
+
+C{emit} formats the record in the caller's thread and appends it to a
+bounded queue; everything else (batching, sending, retrying) happens on
+the reactor thread.  A full queue drops the new record and counts it:
+an application must never stall because its log shipping does.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Optional
+
+import attr
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from sealgw.client._http import (
+    USER_AGENT,
+    Answer,
+    TreqLike,
+    Verdict,
+    connection_pool,
+    http_client,
+    post,
+)
+from sealgw.client._outbox import Outbox, Payload, PushCounters
+from sealgw.client._retry import Backoff
+from sealgw.client._threads import call_in_reactor, in_reactor_thread, wait_in_reactor
+from sealgw.signals._labels import valid_label_name
+
+#: Stream labels and the record attribute each is read from.  Labels are
+#: what Loki indexes: keep them few and of few values.
+DEFAULT_LABEL_FIELDS: Mapping[str, str] = {"level": "levelname", "logger": "name"}
+
+#: Loki's default C{max_line_size}: a longer line makes Loki refuse the
+#: whole batch, so lines are cut to it here.
+MAX_LINE_BYTES = 256 * 1024
+
+# What every LogRecord has; anything else on a record came from `extra`.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+@attr.define
+class LokiCounters(PushCounters):
+    """
+    L{PushCounters} of batches (C{items_*} count log lines), and:
+
+    @ivar dropped: lines dropped before any attempt: the queue was full,
+        or they were still queued when the handler closed and could not be
+        sent.
+    @ivar truncated: lines cut to C{max_line_bytes}.
+    """
+
+    dropped: int = 0
+    truncated: int = 0
+
+
+class _Entry(NamedTuple):
+    labels: tuple[tuple[str, str], ...]
+    ns: int
+    line: str
+    metadata: Optional[dict[str, str]]
+
+
+def metadata_name(name: str) -> str:
+    """
+    C{name} as a valid Loki structured-metadata name: characters other
+    than letters, digits and C{_} become C{_}, and a leading digit gets a
+    C{_} before it.
+    """
+    cleaned = _NOT_NAME.sub("_", name)
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def loki_body(entries: list[_Entry]) -> bytes:
+    """
+    Loki's JSON push body for C{entries}, one stream per label set, in
+    arrival order.  Text that cannot be UTF-8 (lone surrogates) is
+    replaced, rather than making the gateway refuse the batch.
+    """
+    streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
+    for entry in entries:
+        value: list[Any] = [str(entry.ns), entry.line]
+        if entry.metadata:
+            value.append(entry.metadata)
+        streams.setdefault(entry.labels, []).append(value)
+    doc = {"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+class LokiHandler(logging.Handler):
+    """
+    Ships log records to sealgw (or any Loki push endpoint) in batches.
+
+    Each record becomes one line: the handler's formatter's output (the
+    message, and the traceback if any, by default).  Its stream labels are
+    C{labels} plus one per C{label_fields} entry, read from the record;
+    the record's C{extra} attributes become the line's structured metadata.
+
+    Records are sent every C{flush_interval} seconds, and as soon as
+    C{batch_size} are waiting.  A batch that fails in a way worth retrying
+    is retried with backoff (new records wait in the queue meanwhile); one
+    the gateway refuses for good is dropped and counted.
+
+    It starts by itself on the reactor thread.  In an application without
+    a reactor, call L{sealgw.client.start_in_thread} first.  It sends what
+    is queued when the reactor stops, or when closed (C{logging.shutdown},
+    C{close}), within C{stop_timeout} seconds.
+
+    @ivar counters: what became of the records.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        tenant: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        label_fields: Mapping[str, str] = DEFAULT_LABEL_FIELDS,
+        metadata: bool = True,
+        level: int = logging.NOTSET,
+        batch_size: int = 1000,
+        max_queue: int = 10_000,
+        flush_interval: float = 1.0,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        path: str = "/loki/api/v1/push",
+        compress: bool = True,
+        timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+        backoff: Backoff = Backoff(),
+        reactor: Any = None,
+        http: Optional[TreqLike] = None,
+    ) -> None:
+        """
+        @param url: the gateway, C{https://gateway.example.com}.
+        @param token: sent as C{Authorization: Bearer}.
+        @param tenant: sent as C{X-Scope-OrgID}: needed only for a token
+            that may use several tenants.
+        @param labels: stream labels on every line (C{service_name}, ...).
+        @param label_fields: stream label name -> record attribute.
+        @param metadata: whether C{extra} attributes are sent as structured
+            metadata.
+        @param max_queue: records held at most; past it, new ones are
+            dropped and counted.
+        @param compress: gzip the body.
+        @param reactor: the reactor (a fake in tests); the global one by
+            default.
+        @param http: a treq-like client; by default one over a connection
+            pool of the handler's own.
+        """
+        super().__init__(level)
+        static = dict(labels or {})
+        fields = dict(label_fields)
+        for name in [*static, *fields]:
+            if not valid_label_name(name):
+                raise ValueError(f"LokiHandler: {name!r} is not a valid Loki label name")
+        if not static and not fields:
+            raise ValueError("LokiHandler: a Loki stream needs at least one label")
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self._reactor = reactor
+        self.url = url.rstrip("/") + path
+        self._static = tuple(static.items())
+        self._fields = tuple(fields.items())
+        self._metadata = metadata
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.flush_interval = flush_interval
+        self.max_line_bytes = max_line_bytes
+        self.compress = compress
+        self.timeout = timeout
+        self.stop_timeout = stop_timeout
+        self._headers = _headers(token, tenant, compress)
+        self._pool = None
+        if http is None:
+            self._pool = connection_pool(reactor)
+            http = http_client(reactor, self._pool)
+        self._http = http
+        self.counters = LokiCounters()
+        self._outbox = Outbox(
+            self._send, reactor, backoff, self.counters, self.log, f"a log batch to {self.url}"
+        )
+        self._outbox.on_idle = self._ship_full
+        # Our own lock, not the Handler's: the reactor thread takes it only
+        # to move records out, never across I/O.
+        self._queue_lock = threading.Lock()
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._wake_pending = False
+        self._accepting = True
+        self._stopping: Optional[Deferred[None]] = None
+        self._closed = False
+        self._trigger: Any = None
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = reactor
+        call_in_reactor(reactor, self._start)
+
+    @property
+    def queued(self) -> int:
+        """
+        Records waiting to be batched.
+        """
+        return len(self._queue)
+
+    # -- any thread ------------------------------------------------------------
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            entry = self._entry(record)
+        except Exception:
+            self.handleError(record)
+            return
+        wake = False
+        with self._queue_lock:
+            if not self._accepting or len(self._queue) >= self.max_queue:
+                self.counters.dropped += 1
+                return
+            self._queue.append(entry)
+            if len(self._queue) >= self.batch_size and not self._wake_pending:
+                self._wake_pending = wake = True
+        if wake:
+            self._reactor.callFromThread(self._ship_full)
+
+    def flush(self) -> None:
+        """
+        Send what is queued soon, without waiting for it.
+        """
+        if not self._closed:
+            self._reactor.callFromThread(self._tick)
+
+    def close(self) -> None:
+        """
+        Send what is queued and stop.  From a thread that is not the
+        reactor's, wait for it at most C{stop_timeout} (and a second);
+        from the reactor thread, start it and return (a Twisted
+        application can wait for L{stop} instead).
+        """
+        try:
+            if not self._closed:
+                self._closed = True
+                if in_reactor_thread():
+                    self.stop()
+                elif getattr(self._reactor, "running", False):
+                    wait_in_reactor(self._reactor, self.stop, self.stop_timeout + 1.0)
+                else:
+                    self._drop_queue()
+        finally:
+            super().close()
+
+    def _entry(self, record: logging.LogRecord) -> _Entry:
+        line = self.format(record)
+        if len(line) * 4 > self.max_line_bytes:
+            encoded = line.encode("utf-8", "replace")
+            if len(encoded) > self.max_line_bytes:
+                line = encoded[: self.max_line_bytes].decode("utf-8", "ignore")
+                self.counters.truncated += 1
+        labels = self._static + tuple(
+            (name, str(getattr(record, field, ""))) for name, field in self._fields
+        )
+        metadata = None
+        if self._metadata:
+            extra = {
+                metadata_name(k): str(v)
+                for k, v in record.__dict__.items()
+                if k not in _RECORD_ATTRIBUTES
+            }
+            metadata = extra or None
+        return _Entry(labels, int(record.created * 1e9), line, metadata)
+
+    # -- the reactor thread --------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._stopping is not None or self._loop.running:
+            return
+        self._loop.start(self.flush_interval, now=False)
+        self._trigger = self._reactor.addSystemEventTrigger(
+            "before", "shutdown", self._reactor_stopping
+        )
+
+    def _reactor_stopping(self) -> Deferred[None]:
+        self._trigger = None  # it is firing: not to be removed
+        return self.stop()
+
+    def _tick(self) -> None:
+        self._ship(full_only=False)
+
+    def _ship_full(self) -> None:
+        self._ship(full_only=True)
+
+    def _ship(self, full_only: bool) -> None:
+        # Runs from a LoopingCall and callFromThread: nothing gets out.
+        try:
+            if self._stopping is not None or not self._outbox.idle:
+                return
+            batch = self._take(full_only)
+            if batch:
+                self._outbox.offer(self._payload(batch))
+        except Exception:
+            self.counters.errors += 1
+            self.log.failure("sealgw client: shipping logs to {url}", url=self.url)
+
+    def _take(self, full_only: bool) -> list[_Entry]:
+        with self._queue_lock:
+            if full_only and len(self._queue) < self.batch_size:
+                return []
+            count = min(len(self._queue), self.batch_size)
+            batch = [self._queue.popleft() for _ in range(count)]
+            self._wake_pending = False
+            return batch
+
+    def _payload(self, batch: list[_Entry]) -> Payload:
+        body = loki_body(batch)
+        if self.compress:
+            body = gzip.compress(body, compresslevel=1)
+        return Payload(body, len(batch))
+
+    def _send(self, payload: Payload) -> Deferred[Answer]:
+        return Deferred.fromCoroutine(
+            post(self._http, self._reactor, self.url, payload.body, self._headers, self.timeout)
+        )
+
+    def stop(self) -> Deferred[None]:
+        """
+        On the reactor thread: stop the timer, wait for a batch in flight,
+        and send everything still queued once, within C{stop_timeout}.
+        Never fails; calling it again returns the same Deferred.  Lines
+        that could not be sent are counted in C{dropped}.
+        """
+        if self._stopping is not None:
+            return self._stopping
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        if self._loop.running:
+            self._loop.stop()
+        d = Deferred.fromCoroutine(self._last_batches())
+        d.addTimeout(self.stop_timeout, self._reactor)
+        d.addErrback(self._stop_failed)
+        d.addBoth(self._stopped)
+        self._stopping = d
+        return d
+
+    async def _last_batches(self) -> None:
+        await self._outbox.settled()
+        left = self._outbox.cancel_retry()
+        if left is not None and not await self._last_send(left):
+            return
+        while True:
+            batch = self._take(full_only=False)
+            if not batch:
+                return
+            if not await self._last_send(self._payload(batch)):
+                return
+
+    async def _last_send(self, payload: Payload) -> bool:
+        answer = await self._outbox.send_once(payload)
+        if answer.verdict is Verdict.RETRY:
+            with self._queue_lock:
+                self.counters.dropped += payload.items
+            self.log.warn(
+                "sealgw client: {items} log line(s) not delivered at shutdown ({reason})",
+                items=payload.items,
+                reason=answer.reason,
+            )
+            return False
+        return True
+
+    def _stop_failed(self, failure: Any) -> None:
+        self._outbox.abort()
+        self.counters.errors += 1
+        self.counters.last_error = f"stopping: {failure.getErrorMessage()}"
+        self.log.warn(
+            "sealgw client: the last log batches to {url} did not finish: {error}",
+            url=self.url,
+            error=failure.getErrorMessage(),
+        )
+
+    def _stopped(self, result: object) -> Deferred[Any] | object:
+        self._drop_queue()
+        if self._pool is not None:
+            return self._pool.closeCachedConnections().addBoth(lambda _: None)
+        return succeed(None)
+
+    def _drop_queue(self) -> None:
+        with self._queue_lock:
+            self._accepting = False
+            self.counters.dropped += len(self._queue)
+            self._queue.clear()
+
+
+def _headers(token: Optional[str], tenant: Optional[str], compress: bool) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if tenant is not None:
+        headers["X-Scope-OrgID"] = tenant
+    return headers
