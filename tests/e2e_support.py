@@ -359,7 +359,10 @@ class TrackingSite(Site):
 
     def close_all(self) -> Deferred[Any]:
         for protocol in list(self.connections):
-            transport = getattr(protocol, "transport", None)
+            # Twisted hands out a wrapper that picks HTTP/1.1 or HTTP/2;
+            # the connection's transport is the channel's inside it.
+            channel = getattr(protocol, "_channel", protocol)
+            transport = getattr(channel, "transport", None) or getattr(protocol, "transport", None)
             if transport is not None:
                 transport.abortConnection()
         return DeferredList(list(self._closed))
