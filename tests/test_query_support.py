@@ -65,13 +65,27 @@ def write_config(
     return path
 
 
-def make_gate(test: SynchronousTestCase, federation: bool = True, clock: Any = None) -> Gate:
+def make_gate(
+    test: SynchronousTestCase,
+    federation: bool = True,
+    clock: Any = None,
+    tokens: Any = TOKENS,
+    auth: Optional[dict[str, Any]] = None,
+) -> Gate:
     """
-    A gate over L{TOKENS}, with C{tenancy.federation} as given.
+    A gate over C{tokens}, with C{tenancy.federation} as given and
+    C{auth} keys besides the token file (C{default_limits}).
     """
     directory = os.path.abspath(test.mktemp())
     os.makedirs(directory)
-    config = load(write_config(directory, {"tenancy": {"federation": federation}}))
+    path = write_config(directory, {"tenancy": {"federation": federation}}, tokens)
+    if auth:
+        with open(path, encoding="utf-8") as f:
+            document = yaml.safe_load(f)
+        document["auth"].update(auth)
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(document, f)
+    config = load(path)
     return build_gate(config, clock if clock is not None else Clock(), CollectorRegistry())
 
 
@@ -98,6 +112,10 @@ class Reads:
         prometheus_path: str = "/prometheus",
         credentials: Optional[ICredentials] = None,
         clients: Optional[Mapping[str, IHTTPClient]] = None,
+        tenant_label: Optional[str] = None,
+        tokens: Any = TOKENS,
+        auth: Optional[dict[str, Any]] = None,
+        clock: Any = None,
     ) -> None:
         self.test = test
         handlers = dict(handlers or {})
@@ -114,11 +132,12 @@ class Reads:
                 url=urls[api],
                 path=paths[api],
                 max_response_bytes=max_response_bytes,
+                tenant_label=tenant_label if api == "prometheus" else None,
             )
             for api, client in self.upstreams.items()
         }
         self.settings = QuerySettings(max_form_bytes=max_form_bytes, **upstreams)
-        self.gate = make_gate(test, federation=federation)
+        self.gate = make_gate(test, federation=federation, clock=clock, tokens=tokens, auth=auth)
         self.routes = QueryRoutes(self.settings, self.gate)
         self.stub = StubTreq(self.routes.app.resource())
 

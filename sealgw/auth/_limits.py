@@ -1,6 +1,9 @@
 """
 Per-identity limits: a token bucket on requests, another on request-body
 bytes, and a cap on requests in flight.
+
+With several worker processes each keeps its own state and enforces its
+share of every limit (see L{Limiter.share}).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from sealgw.config import RateLimitConfig
 # Float sums of refills drift by a few ulps; a bucket this close to full
 # enough counts as full enough.
 _EPSILON = 1e-9
+
+#: How a refusal names what was counted, per kind of request.
+_NOUNS = {"push": "requests", "read": "reads"}
 
 
 class TokenBucket:
@@ -78,26 +84,36 @@ class LimitState:
     requests: Optional[TokenBucket]
     body: Optional[TokenBucket]
     in_flight: int = 0
+    max_concurrent: Optional[int] = None
 
     @classmethod
-    def create(cls, limits: RateLimitConfig, now: float) -> LimitState:
+    def create(cls, limits: RateLimitConfig, now: float, share: int = 1) -> LimitState:
         state = cls(limits, None, None)
-        state.reset(limits, now)
+        state.reset(limits, now, share)
         return state
 
-    def reset(self, limits: RateLimitConfig, now: float) -> None:
+    def reset(self, limits: RateLimitConfig, now: float, share: int = 1) -> None:
         """
         Take on new limits with full buckets; requests in flight still count.
+
+        @param share: how many processes enforce these limits side by side;
+            this one takes rates and bursts divided by it, and requests in
+            flight divided by it rounded up (never below one).
         """
         self.limits = limits
         self.requests = None
         if limits.requests_per_second is not None:
             burst = limits.burst or max(1, math.ceil(limits.requests_per_second))
-            self.requests = TokenBucket(limits.requests_per_second, burst, now)
+            self.requests = TokenBucket(
+                limits.requests_per_second / share, burst / share, now
+            )
         self.body = None
         if limits.bytes_per_second is not None:
             burst_bytes = limits.burst_bytes or limits.bytes_per_second
-            self.body = TokenBucket(limits.bytes_per_second, burst_bytes, now)
+            self.body = TokenBucket(limits.bytes_per_second / share, burst_bytes / share, now)
+        self.max_concurrent = None
+        if limits.max_concurrent is not None:
+            self.max_concurrent = max(1, math.ceil(limits.max_concurrent / share))
 
     def idle(self, now: float) -> bool:
         return (
@@ -111,42 +127,64 @@ class Limiter:
     """
     The limit state of every identity seen recently.
 
-    State is kept per (checker, name).  When an identity's limits change
-    (a reloaded token file) its state starts afresh.  Idle states are
+    State is kept per kind of request (pushes, reads) and identity
+    (checker, name): an identity's reads and pushes are limited apart, each
+    by a limit set of its own.  When an identity's limits change (a
+    reloaded token file) its state starts afresh.  Idle states are
     dropped once there are many, so a stream of distinct identities cannot
     grow memory without bound.
+
+    @ivar share: how many worker processes enforce each identity's limits
+        side by side, each with a limiter of its own.  The kernel spreads
+        connections roughly evenly over the workers, so each takes
+        C{1/share} of every rate and burst, and of the requests in flight
+        (rounded up).  Set before the first request.
     """
 
     max_states = 10_000
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, share: int = 1) -> None:
         self._clock = clock
-        self._states: dict[tuple[str, str], LimitState] = {}
+        self.share = share
+        self._states: dict[tuple[str, str, str], LimitState] = {}
 
-    def acquire(self, identity: Identity, body_size: int) -> ConcurrencySlot:
+    def acquire(
+        self,
+        identity: Identity,
+        body_size: int,
+        *,
+        kind: str = "push",
+        limits: Optional[RateLimitConfig] = None,
+    ) -> ConcurrencySlot:
         """
         Admit one request of C{body_size} bytes, or refuse it.
 
         Nothing is taken from any bucket unless every limit allows the
         request, so a refused request costs the identity nothing.
 
+        @param kind: which of the identity's limit sets counts the request
+            (C{"push"} or C{"read"}); each has a state of its own.
+        @param limits: the limits of that set; by default the identity's
+            own.
         @raise RateLimited: with the seconds until it would be admitted.
         """
+        if limits is None:
+            limits = identity.limits
+        noun = _NOUNS.get(kind, "requests")
         now = self._clock.seconds()
-        key = (identity.checker, identity.name)
+        key = (kind, identity.checker, identity.name)
         state = self._states.get(key)
         if state is None:
             if len(self._states) >= self.max_states:
                 self._prune(now)
-            state = self._states[key] = LimitState.create(identity.limits, now)
-        elif state.limits != identity.limits:
+            state = self._states[key] = LimitState.create(limits, now, self.share)
+        elif state.limits != limits:
             # The same state object stays, so slots already handed out
             # still release into it.
-            state.reset(identity.limits, now)
-        limits = identity.limits
-        if limits.max_concurrent is not None and state.in_flight >= limits.max_concurrent:
+            state.reset(limits, now, self.share)
+        if state.max_concurrent is not None and state.in_flight >= state.max_concurrent:
             raise RateLimited(
-                f"more than {limits.max_concurrent} requests in flight for this identity",
+                f"more than {limits.max_concurrent} {noun} in flight for this identity",
                 1.0,
                 "concurrency_limited",
             )
@@ -154,7 +192,7 @@ class Limiter:
             wait = state.requests.wait(1, now)
             if wait > 0:
                 raise RateLimited(
-                    f"more than {limits.requests_per_second:g} requests a second "
+                    f"more than {limits.requests_per_second:g} {noun} a second "
                     "for this identity",
                     wait,
                     "rate_limited",

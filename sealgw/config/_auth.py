@@ -17,6 +17,37 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 
 
 @attr.frozen
+class ReadLimitConfig:
+    """
+    Limits per identity on reads (the query routes), apart from those on
+    pushes: a query can cost the upstream far more than a push, so reads
+    get a smaller allowance of their own.  L{None} means unlimited.
+
+    Form bodies are small and bounded by C{query.max_form_bytes}, so reads
+    have no byte rate.
+
+    @ivar requests_per_second: sustained reads a second, bursting to
+        C{burst} (by default one second's worth, rounded up).
+    @ivar max_concurrent: reads in flight at once (a read is in flight
+        until its answer has been streamed).
+    """
+
+    requests_per_second: Optional[Annotated[float, AtLeast(0.001, whole=False)]] = None
+    burst: Optional[Count] = None
+    max_concurrent: Optional[Count] = None
+
+    def as_rate_limits(self) -> RateLimitConfig:
+        """
+        The same limits in the shape the limiter counts with.
+        """
+        return RateLimitConfig(
+            requests_per_second=self.requests_per_second,
+            burst=self.burst,
+            max_concurrent=self.max_concurrent,
+        )
+
+
+@attr.frozen
 class RateLimitConfig:
     """
     Limits per identity; L{None} means unlimited.
@@ -25,6 +56,10 @@ class RateLimitConfig:
     @ivar bytes_per_second: sustained request-body bytes, bursting to
         C{burst_bytes} (by default one second's worth).
     @ivar max_concurrent: requests in flight at once.
+    @ivar reads: the limits on reads, which the others do not count; when
+        L{None}, those of C{auth.default_limits} (an identity's own
+        C{limits} replace the default push limits as a whole, and its
+        C{reads}, when given, the default read limits as a whole).
     """
 
     requests_per_second: Optional[Annotated[float, AtLeast(0.001, whole=False)]] = None
@@ -32,6 +67,7 @@ class RateLimitConfig:
     bytes_per_second: Optional[Bytes] = None
     burst_bytes: Optional[Bytes] = None
     max_concurrent: Optional[Count] = None
+    reads: Optional[ReadLimitConfig] = None
 
 
 @attr.frozen

@@ -16,6 +16,8 @@ from sealgw.config._auth import TokenFileConfig
 from sealgw.config._model import (
     Config,
     FileUpstreamConfig,
+    HTTPUpstreamConfig,
+    LabelActions,
     PushConfig,
     QueryConfig,
     ReadRouteConfig,
@@ -30,6 +32,14 @@ SECTIONS = tuple(f for f in attr.fields(Config) if SOURCE not in f.metadata)
 """The keys at the top of sealgw's own format."""
 
 _log = Logger(namespace="sealgw.config")
+
+LABEL_TENANCY_PUSHES: frozenset[str] = frozenset({"remote_write", "seal", "pushgateway"})
+"""
+The push routes that may relay to an upstream with label tenancy: those
+whose intake sets the tenant's label on every series (Prometheus series;
+Loki and OTLP bodies carry no such label).  Pushing any other route to
+such an upstream would store data the tenant's reads cannot see.
+"""
 
 
 def load(path: str, bearer_tokens_path: Optional[str] = None) -> Config:
@@ -106,18 +116,40 @@ def _across_sections(
         return
     names = {str(name) for name in upstreams}
     known = ", ".join(sorted(names)) or "none are configured"
+    structured = sections.get("upstreams", {})
+    if not isinstance(structured, Mapping):
+        structured = {}
     for field in attr.fields(PushConfig):
         signal = getattr(push, field.name)
         route = getattr(signal, "route", signal)
-        if route is not None and route.upstream not in names:
+        if route is None:
+            continue
+        if route.upstream not in names:
             yield (
                 f"push.{field.name}.upstream",
                 f"no upstream named {route.upstream!r} ({known})",
             )
+        elif field.name not in LABEL_TENANCY_PUSHES and _tenancy_label(
+            structured.get(route.upstream)
+        ):
+            yield (
+                f"push.{field.name}.upstream",
+                f"{route.upstream!r} keeps tenants apart by label (tenancy: {{label: ...}}), "
+                f"and sealgw does not set that label on {field.name} pushes: give them an "
+                "upstream with tenancy: header",
+            )
+        elif (label := _tenancy_label(structured.get(route.upstream))) and (
+            label in getattr(signal, "labels", LabelActions()).add
+            or label in getattr(signal, "labels", LabelActions()).remove
+        ):
+            yield (
+                f"push.{field.name}.labels",
+                f"{label!r} is the tenant label of upstream {route.upstream!r}: sealgw sets "
+                "it from the identity, and labels actions cannot add or remove it",
+            )
     query = sections.get("query", QueryConfig())
     if query is FAILED:
         return
-    structured = sections.get("upstreams", {})
     for field in attr.fields(QueryConfig):
         read = getattr(query, field.name)
         if not isinstance(read, ReadRouteConfig):
@@ -127,13 +159,27 @@ def _across_sections(
                 f"query.{field.name}.upstream",
                 f"no upstream named {read.upstream!r} ({known})",
             )
-        elif isinstance(structured, Mapping) and isinstance(
-            structured.get(read.upstream), FileUpstreamConfig
-        ):
+        elif isinstance(structured.get(read.upstream), FileUpstreamConfig):
             yield (
                 f"query.{field.name}.upstream",
                 f"{read.upstream!r} is a file upstream; reads need an HTTP one",
             )
+        elif field.name != "prometheus" and _tenancy_label(structured.get(read.upstream)):
+            yield (
+                f"query.{field.name}.upstream",
+                f"{read.upstream!r} keeps tenants apart by label (tenancy: {{label: ...}}); "
+                f"only PromQL reads can be held to a label, not {field.name}'s: give "
+                f"{field.name} reads an upstream with tenancy: header",
+            )
+
+
+def _tenancy_label(upstream: object) -> Optional[str]:
+    """
+    The label an upstream keeps tenants apart by, if it does.
+    """
+    if isinstance(upstream, HTTPUpstreamConfig):
+        return upstream.tenancy.label
+    return None
 
 
 def with_token_file(config: Config, path: str) -> Config:

@@ -9,7 +9,9 @@ upstreams with the tenant the gate decided.
   - L{proxy_read}: one read relayed on the upstream's
     L{sealgw.http.IHTTPClient}, its answer streamed back under a cap;
   - L{QuerySettings}: an upstream per API, built by the gateway from its
-    configuration.
+    configuration;
+  - L{label_read}: a read of a store without tenants, held to its tenant
+    by a label on every selector (L{sealgw.tenancy.enforce_query}).
 
 The tenant decision is the gate's (L{sealgw.auth.Gate.admit} with
 C{federation=True}): one tenant the identity may use, or C{a|b} only with
@@ -24,6 +26,14 @@ from sealgw.query._headers import (
     PASSED_RESPONSE_HEADERS,
     answer_headers,
     forwarded_headers,
+)
+from sealgw.query._labels import (
+    PLAIN_ROUTES,
+    QUERY_ROUTES,
+    SELECTOR_ROUTES,
+    encode_form,
+    label_read,
+    parse_form,
 )
 from sealgw.query._outcome import CREDENTIAL_STATUSES, ReadRefused, answer_status, failure_refusal
 from sealgw.query._proxy import CappedConsumer, IDownstream, proxy_read
@@ -57,6 +67,9 @@ __all__ = [
     "FORM",
     "FORWARDED_REQUEST_HEADERS",
     "PASSED_RESPONSE_HEADERS",
+    "PLAIN_ROUTES",
+    "QUERY_ROUTES",
+    "SELECTOR_ROUTES",
     "PREFIXES",
     "READ_APIS",
     "READ_ROUTES",
@@ -73,11 +86,14 @@ __all__ = [
     "answer_headers",
     "answer_status",
     "canonical_segments",
+    "encode_form",
     "failure_refusal",
     "form_body",
     "forwarded_headers",
     "klein_rules",
+    "label_read",
     "match_read_path",
+    "parse_form",
     "proxy_read",
     "query_string",
 ]

@@ -24,6 +24,7 @@ credentials were wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Optional
 
@@ -99,7 +100,11 @@ def failure_refusal(exc: BaseException, api: str) -> ReadRefused:
     ):
         return ReadRefused(504, f"the {api} upstream did not answer in time")
     if isinstance(exc, CredentialsUnavailable):
-        return ReadRefused(503, f"the gateway's credentials for the {api} upstream are not available")
+        return ReadRefused(
+            503,
+            f"the gateway's credentials for the {api} upstream are not available",
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        )
     if _is_tls_failure(exc):
         return ReadRefused(502, f"TLS with the {api} upstream failed")
     if isinstance(

@@ -32,13 +32,14 @@ class ReadRequest:
         (L{sealgw.query.forwarded_headers}).
     @ivar body: a POST's form body, as it came.
     @ivar tenant: the tenant header's value, as the gate decided it
-        (C{a|b} for a federated read).
+        (C{a|b} for a federated read); L{None} sends no tenant header (an
+        upstream that keeps tenants apart by label).
     """
 
     route: ReadRoute
     method: str
     path: str
-    tenant: str
+    tenant: Optional[str]
     query: str = ""
     headers: Mapping[str, str] = attr.field(factory=dict)
     body: Optional[bytes] = None

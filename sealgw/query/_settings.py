@@ -6,6 +6,7 @@ configuration; tests build it by hand around in-memory clients.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import attr
@@ -13,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 
 from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, ReadRouteConfig
+from sealgw.credentials import ICredentials
 from sealgw.http import HTTPClient, IHTTPClient, join_url
 
 MiB = 1024 * 1024
@@ -50,12 +52,16 @@ class ReadUpstream:
         C{url + path + /api/v1/query}.
     @ivar max_response_bytes: the most of an answer relayed; see
         L{sealgw.query.proxy_read}.
+    @ivar tenant_label: for a store without tenants, the label that keeps
+        them apart: every read is held to its tenant by it
+        (L{sealgw.query.label_read}) and sent without a tenant header.
     """
 
     client: IHTTPClient
     url: str
     path: str = attr.field(default="", validator=_prefix)
     max_response_bytes: int = attr.field(default=DEFAULT_MAX_RESPONSE_BYTES, validator=_positive)
+    tenant_label: Optional[str] = None
 
     def url_for(self, path: str, query: str) -> str:
         """
@@ -115,9 +121,14 @@ class ReadClients(Service):
         return closing.addCallback(lambda _: None)
 
 
-def build_reads(config: Config, reactor: Any) -> ReadClients:
+def build_reads(
+    config: Config, reactor: Any, credentials: Optional[Mapping[str, ICredentials]] = None
+) -> ReadClients:
     """
     The read path a configuration asks for, with a client per enabled API.
+
+    @param credentials: issued credentials (Azure AD) by upstream name, in
+        place of the static ones the configuration names.
 
     @raise ConfigError: when an upstream's C{ca_file} cannot be used.
     """
@@ -135,6 +146,7 @@ def build_reads(config: Config, reactor: Any) -> ReadClients:
                 attr.evolve(upstream, timeouts=timeouts),
                 reactor,
                 tenant_header=config.tenancy.header,
+                credentials=(credentials or {}).get(read.upstream),
             )
         except (OSError, ValueError) as e:
             problems.append(f"query.{api}.upstream: {read.upstream}: {e}")
@@ -145,6 +157,7 @@ def build_reads(config: Config, reactor: Any) -> ReadClients:
             url=upstream.url,
             path=read.path,
             max_response_bytes=read.max_response_bytes,
+            tenant_label=upstream.tenancy.label,
         )
 
     query = config.query

@@ -56,6 +56,10 @@ class RequestFacts:
     @ivar identity: the name of who was authenticated.
     @ivar client_ip: the client's address, through trusted proxies only.
     @ivar received_at: C{reactor.seconds()} when the request arrived.
+    @ivar tenant_label: for an upstream that keeps tenants apart by a label
+        rather than a header, that label: Prometheus series get it, set to
+        C{tenant}, above every other label, and the push carries no
+        tenant (so no tenant header is sent).
     """
 
     content_type: Optional[str] = None
@@ -66,6 +70,23 @@ class RequestFacts:
     identity: Optional[str] = None
     client_ip: Optional[str] = None
     received_at: float = 0.0
+    tenant_label: Optional[str] = None
+
+    def series_labels(self, add: Mapping[str, str]) -> Mapping[str, str]:
+        """
+        C{add}, with the tenant's label on top where the upstream needs it.
+        """
+        if self.tenant_label is None:
+            return add
+        return {**add, self.tenant_label: self.tenant or ""}
+
+    @property
+    def relayed_tenant(self) -> Optional[str]:
+        """
+        The tenant a push names for the upstream's tenant header: none when
+        the tenant travels as a label.
+        """
+        return None if self.tenant_label is not None else self.tenant
 
 
 def remote_write_pushes(
@@ -97,6 +118,7 @@ def remote_write_pushes(
         )
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required("remote write")
+    add = facts.series_labels(add)
     relayed = body
     if check == "headers" and not (add or remove):
         declared = snappy_declared_length(body)
@@ -121,7 +143,7 @@ def remote_write_pushes(
     return [
         Push(
             signal="remote_write",
-            tenant=facts.tenant,
+            tenant=facts.relayed_tenant,
             body=relayed,
             content_type=PROTOBUF,
             content_encoding="snappy",
@@ -163,7 +185,7 @@ def seal_pushes(
     series = seal.to_series(
         families,
         client_labels=client_labels,
-        add=add,
+        add=facts.series_labels(add),
         remove=remove,
         node_name=facts.identity,
         client_ip=facts.client_ip,
@@ -172,7 +194,7 @@ def seal_pushes(
     return [
         Push(
             signal="seal",
-            tenant=facts.tenant,
+            tenant=facts.relayed_tenant,
             body=remote_write.encode(batch),
             content_type=PROTOBUF,
             content_encoding="snappy",
@@ -203,14 +225,14 @@ def pushgateway_pushes(
         raw,
         facts.content_type,
         grouping,
-        add=add,
+        add=facts.series_labels(add),
         remove=remove,
         now_ms=int(facts.received_at * 1000),
     )
     return [
         Push(
             signal="remote_write",
-            tenant=facts.tenant,
+            tenant=facts.relayed_tenant,
             body=remote_write.encode(batch),
             content_type=PROTOBUF,
             content_encoding="snappy",

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from zope.interface import implementer
 
-from sealgw.auth import AuthError, Gate
+from sealgw.auth import AuthError, Gate, listener_identity
 from sealgw.query import (
     IDownstream,
     NotCanonical,
@@ -27,6 +27,7 @@ from sealgw.query import (
     form_body,
     forwarded_headers,
     klein_rules,
+    label_read,
     match_read_path,
     proxy_read,
     query_string,
@@ -120,9 +121,11 @@ class QueryRoutes:
     API's prefixes; the router's rules come from that table.
 
     In order: the path must be canonical (else 400) and a read route (else
-    404), its API enabled (else 404), then the gate (401, 403, 400, 429),
-    then the query string and form body (400, 413, 415); then the upstream
-    answers.
+    404), its API enabled (else 404), then the gate (401, 403, 400, and
+    429 by the identity's read limits), then the query string and form
+    body (400, 413, 415), then, for a store that keeps tenants apart by
+    label, every selector is held to the tenant (400, or 404 for a read
+    no label can narrow); then the upstream answers.
     """
 
     app = Klein()
@@ -161,6 +164,8 @@ class QueryRoutes:
                 route=route.label,
                 body_size=getattr(req, "body_received", len(body or b"")),
                 federation=True,
+                kind="read",
+                listener_identity=listener_identity(request),
             )
         except AuthError as e:
             return answer_error(request, e.status, e.message, e.headers)
@@ -189,6 +194,8 @@ class QueryRoutes:
                 body=form,
                 content_type=content_type,
             )
+            if upstream.tenant_label is not None:
+                read = label_read(read, upstream.tenant_label)
             await proxy_read(upstream, read, RequestDownstream(request))
             return None
         except ReadRefused as e:

@@ -1,0 +1,131 @@
+"""
+An upstream's C{tenancy}: C{header} (the default) or C{{label: NAME}}, how
+the file writes it, what it may serve, and how the read path takes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sealgw.config import ConfigError, read
+from sealgw.config._model import UpstreamTenancy
+from sealgw.query import build_reads
+
+LISTENERS = [{"endpoint": "tcp:0:interface=127.0.0.1"}]
+
+
+def config(**sections: Any) -> Any:
+    return read({"listeners": LISTENERS, **sections})
+
+
+def problems(**sections: Any) -> list[str]:
+    try:
+        config(**sections)
+    except ConfigError as e:
+        return e.problems
+    raise AssertionError("no problem found")
+
+
+def upstream(tenancy: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"url": "http://prometheus:9090"}
+    if tenancy is not None:
+        body["tenancy"] = tenancy
+    return body
+
+
+class TenancyKeyTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        for written, expected in [
+            (None, UpstreamTenancy()),
+            ("header", UpstreamTenancy()),
+            ({"label": "tenant"}, UpstreamTenancy(label="tenant")),
+            ({"label": "team_id"}, UpstreamTenancy(label="team_id")),
+        ]:
+            parsed = config(upstreams={"p": upstream(written)})
+            self.assertEqual(parsed.upstreams["p"].tenancy, expected, written)
+
+    def test_problems(self) -> None:
+        for written, message in [
+            ("label", "tenancy: expected 'header' or a mapping {label: NAME}, got a string"),
+            (["label"], "tenancy: expected 'header' or a mapping {label: NAME}, got a list"),
+            ({}, "tenancy.label: required"),
+            ({"lable": "x"}, "tenancy.lable: unknown key (did you mean 'label'?)"),
+            ({"label": "1x"}, "tenancy.label: '1x' is not a label name"),
+            ({"label": "team-id"}, "tenancy.label: 'team-id' is not a label name"),
+            ({"label": "__tenant"}, "tenancy.label: names starting with __ are reserved"),
+            ({"label": 5}, "tenancy.label: 5 is not a label name"),
+        ]:
+            [problem] = problems(upstreams={"p": upstream(written)})
+            self.assertIn("upstreams.p." + message, problem)
+
+    def test_only_prometheus_reads(self) -> None:
+        """
+        Only PromQL can be held to a label: Loki and Tempo reads from a
+        label upstream are refused when the file is read.
+        """
+        found = problems(
+            upstreams={"p": upstream({"label": "tenant"}), "m": upstream()},
+            query={
+                "prometheus": {"upstream": "p"},
+                "loki": {"upstream": "p"},
+                "tempo": {"upstream": "p"},
+            },
+        )
+        self.assertEqual(len(found), 2, found)
+        self.assertIn("query.loki.upstream: 'p' keeps tenants apart by label", found[0])
+        self.assertIn("only PromQL reads can be held to a label, not loki's", found[0])
+        self.assertIn("query.tempo.upstream:", found[1])
+
+    def test_pushes(self) -> None:
+        """
+        Prometheus pushes (remote write, seal, Pushgateway) get the
+        tenant's label set by sealgw; Loki and OTLP carry no such label and
+        are refused; label actions may not touch the tenant's label.
+        """
+        parsed = config(
+            upstreams={"p": upstream({"label": "tenant"})},
+            push={
+                "remote_write": {"upstream": "p"},
+                "seal": {"upstream": "p"},
+                "pushgateway": {"upstream": "p"},
+            },
+        )
+        self.assertEqual(parsed.upstreams["p"].tenancy.label, "tenant")
+        found = problems(
+            upstreams={"p": upstream({"label": "tenant"})},
+            push={
+                "remote_write": {"upstream": "p", "labels": {"remove": ["tenant"]}},
+                "seal": {"upstream": "p", "labels": {"add": {"tenant": "x"}}},
+                "loki": {"upstream": "p"},
+            },
+        )
+        self.assertEqual(len(found), 3, found)
+        self.assertIn("push.remote_write.labels: 'tenant' is the tenant label of upstream 'p'", found[0])
+        self.assertIn("push.seal.labels:", found[1])
+        self.assertIn("push.loki.upstream: 'p' keeps tenants apart by label", found[2])
+        self.assertIn("does not set that label on loki pushes", found[2])
+
+    def test_header_upstream_anywhere(self) -> None:
+        parsed = config(
+            upstreams={"m": upstream("header")},
+            push={"remote_write": {"upstream": "m"}},
+            query={"prometheus": {"upstream": "m"}, "loki": {"upstream": "m"}},
+        )
+        self.assertIsNone(parsed.upstreams["m"].tenancy.label)
+
+
+class BuildTests(SynchronousTestCase):
+    def test_label_reaches_the_read_path(self) -> None:
+        parsed = config(
+            upstreams={"p": upstream({"label": "tenant"}), "l": {"url": "http://loki:3100"}},
+            query={"prometheus": {"upstream": "p"}, "loki": {"upstream": "l"}},
+        )
+        clients = build_reads(parsed, Clock())
+        self.addCleanup(clients.stopService)
+        settings = clients.settings
+        assert settings.prometheus is not None and settings.loki is not None
+        self.assertEqual(settings.prometheus.tenant_label, "tenant")
+        self.assertIsNone(settings.loki.tenant_label)
