@@ -11,6 +11,7 @@ before relaying, C{admission.release()} when the request ends, and an
 L{AuthError}'s C{status}, C{headers} and C{message} for the answer.
 """
 
+from sealgw.auth._anonymous import listener_identity
 from sealgw.auth._basic import BasicToken, BasicTokenCredentialFactory, IBasicToken
 from sealgw.auth._bearer import BearerCredentialFactory, BearerToken, IBearerToken
 from sealgw.auth._clientcert import (
@@ -68,5 +69,6 @@ __all__ = [
     "UserinfoCache",
     "build_gate",
     "hash_token_main",
+    "listener_identity",
     "peer_certificate",
 ]

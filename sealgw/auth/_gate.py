@@ -6,7 +6,7 @@ log either way.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import TimerService
@@ -16,6 +16,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
+from sealgw.auth._anonymous import anonymous_identity
 from sealgw.auth._audit import Audit
 from sealgw.auth._basic import BASIC_CHALLENGE, BasicTokenCredentialFactory
 from sealgw.auth._bearer import BearerCredentialFactory, split_authorization
@@ -36,7 +37,7 @@ from sealgw.auth._oidc import OIDCChecker, OIDCProvider
 from sealgw.auth._realm import IdentityRealm
 from sealgw.auth._tokenfile import TokenFile, TokenFileChecker
 from sealgw.auth._userinfo import UserinfoCache
-from sealgw.config import Config
+from sealgw.config import Config, RateLimitConfig
 from sealgw.http import IHTTPClient
 from sealgw.tenancy import (
     TenantConflict,
@@ -46,6 +47,8 @@ from sealgw.tenancy import (
     UsernameTenantError,
     choose_tenant,
 )
+
+_UNLIMITED = RateLimitConfig()
 
 
 class Gate(MultiService):
@@ -118,7 +121,11 @@ class Gate(MultiService):
         if config.auth.client_certificates is not None:
             self.client_certificates = ClientCertificateChecker(config.auth.client_certificates)
             self.portal.registerChecker(self.client_certificates)
-        if not bearer and self.client_certificates is None:
+        if (
+            not bearer
+            and self.client_certificates is None
+            and all(listener.auth != "none" for listener in config.listeners)
+        ):
             self.log.warn(
                 "{source}: no identity source is configured (auth.token_file, auth.oidc "
                 "or auth.client_certificates): every request will be refused",
@@ -134,7 +141,14 @@ class Gate(MultiService):
     # -- the web layer's entry point ------------------------------------
 
     async def admit(
-        self, request: Any, *, route: str, body_size: int, federation: bool = False
+        self,
+        request: Any,
+        *,
+        route: str,
+        body_size: int,
+        federation: bool = False,
+        kind: Literal["push", "read"] = "push",
+        listener_identity: Optional[str] = None,
     ) -> Admission:
         """
         Decide whether C{request} goes on, and as which tenant.
@@ -145,6 +159,12 @@ class Gate(MultiService):
         @param federation: whether this route may query several tenants at
             once (C{a|b}); it takes effect only when C{tenancy.federation}
             is enabled too.
+        @param kind: which of the identity's limit sets counts the request:
+            its push limits, or its read limits (C{reads}), which are kept
+            apart so that expensive queries have an allowance of their own.
+        @param listener_identity: set on an C{auth: none} listener: the
+            request is this identity, with the default tenant and limits,
+            and no credentials are asked (L{sealgw.auth._anonymous}).
         @return: the admission; call its C{release} when the request ends.
         @raise AuthError: a subclass naming the status to answer with.
         """
@@ -152,10 +172,18 @@ class Gate(MultiService):
         identity: Optional[Identity] = None
         tenant: Optional[str] = None
         try:
-            credentials = self._credentials(request)
-            identity = await self._login(credentials)
+            if listener_identity is None:
+                credentials = self._credentials(request)
+                identity = await self._login(credentials)
+            else:
+                identity = anonymous_identity(listener_identity, self.realm)
             tenant = self._tenant(request, identity, federation, credentials)
-            slot = self.limiter.acquire(identity, max(0, body_size))
+            if kind == "read":
+                slot = self.limiter.acquire(
+                    identity, 0, kind="read", limits=self.read_limits(identity)
+                )
+            else:
+                slot = self.limiter.acquire(identity, max(0, body_size))
         except AuthError as e:
             if e.tenant is None:
                 e.tenant = tenant
@@ -179,6 +207,19 @@ class Gate(MultiService):
             status=200,
         )
         return Admission(identity, tenant, slot)
+
+    def read_limits(self, identity: Identity) -> RateLimitConfig:
+        """
+        The limits on C{identity}'s reads: its own C{reads}, else those of
+        C{auth.default_limits} (an identity's C{limits} without C{reads}
+        keeps the default read limits), else none.
+        """
+        reads = identity.limits.reads
+        if reads is None:
+            reads = self.config.auth.default_limits.reads
+        if reads is None:
+            return _UNLIMITED
+        return reads.as_rate_limits()
 
     def _denied(
         self,

@@ -7,6 +7,7 @@ L{Invalid} naming the key it is about.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,10 +50,57 @@ def check(cls: type, *reads: str) -> Callable[[Callable[[Any], Iterator[Invalid]
     return register
 
 
-@check(ListenerConfig, "endpoint", "tls")
+@check(ListenerConfig, "endpoint", "tls", "auth", "identity")
 def _listener(listener: ListenerConfig) -> Iterator[Invalid]:
     if listener.endpoint.startswith("ssl:") and listener.tls is None:
         yield Invalid("an ssl: endpoint needs a tls section with certificate and key", at=["tls"])
+    if listener.auth == "none":
+        if not _local_only(listener.endpoint):
+            yield Invalid(
+                f"auth: none is only allowed on a loopback address or a unix socket, "
+                f"not {listener.endpoint!r}",
+                at=["auth"],
+            )
+        if listener.identity is None:
+            yield Invalid("required with auth: none", at=["identity"])
+    elif listener.identity is not None:
+        yield Invalid("only used with auth: none", at=["identity"])
+
+
+def _endpoint_parts(endpoint: str) -> list[str]:
+    """
+    An endpoint string split on its colons, backslash escapes undone, as
+    Twisted reads it (C{tcp6:8080:interface=\\:\\:1}).
+    """
+    parts, current, escaped = [], "", False
+    for c in endpoint:
+        if escaped:
+            current, escaped = current + c, False
+        elif c == "\\":
+            escaped = True
+        elif c == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+    return [*parts, current]
+
+
+def _local_only(endpoint: str) -> bool:
+    """
+    Whether only this host can connect to C{endpoint}: a unix socket, or
+    TCP bound to a loopback address (a systemd socket cannot be told).
+    """
+    kind, *rest = _endpoint_parts(endpoint)
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    options = dict(part.split("=", 1) for part in rest if "=" in part)
+    try:
+        return ipaddress.ip_address(options.get("interface", "")).is_loopback
+    except ValueError:
+        return False
 
 
 @check(TLSConfig, "client_certificates", "client_ca")
@@ -76,10 +124,17 @@ def _retry(retry: RetryConfig) -> Iterator[Invalid]:
         yield Invalid("must not be shorter than initial_backoff", at=["max_backoff"])
 
 
-@check(HTTPUpstreamConfig, "basic_auth", "bearer_token")
+@check(HTTPUpstreamConfig, "basic_auth", "bearer_token", "azure_ad")
 def _http_upstream(upstream: HTTPUpstreamConfig) -> Iterator[Invalid]:
     if upstream.basic_auth is not None and upstream.bearer_token is not None:
         yield Invalid("give either basic_auth or bearer_token, not both", at=["bearer_token"])
+    if upstream.azure_ad is not None and (
+        upstream.basic_auth is not None or upstream.bearer_token is not None
+    ):
+        yield Invalid(
+            "azure_ad presents its own token: give no basic_auth or bearer_token with it",
+            at=["azure_ad"],
+        )
 
 
 @check(OIDCConfig, "mode", "audience")

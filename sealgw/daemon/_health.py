@@ -28,12 +28,21 @@ class Health:
     def __init__(self) -> None:
         self._checks: dict[str, Check] = {}
         self._ready_conditions: dict[str, Callable[[], bool]] = {}
+        self._top_level: list[Callable[[bool], dict[str, Any]]] = []
 
     def register(self, name: str, check: Check) -> None:
         self._checks[name] = check
 
     def require_for_ready(self, name: str, condition: Callable[[], bool]) -> None:
         self._ready_conditions[name] = condition
+
+    def add_top_level(self, fields: Callable[[bool], dict[str, Any]]) -> None:
+        """
+        Merge C{fields(healthy)} into the top of every report, over the
+        gateway's own keys: the Azure sidecar's fields, which its users'
+        probes read there.
+        """
+        self._top_level.append(fields)
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         components: dict[str, Any] = {}
@@ -49,7 +58,14 @@ class Health:
         status = OK if healthy else DOWN
         if healthy and any(c.get("status") == DEGRADED for c in components.values()):
             status = DEGRADED
-        return healthy, {"status": status, "components": components}
+        report: dict[str, Any] = {"status": status, "components": components}
+        for fields in self._top_level:
+            try:
+                report.update(fields(healthy))
+            except Exception:  # as a broken check: reported, never a crash
+                healthy = False
+                report["status"] = DOWN
+        return healthy, report
 
     def readiness(self) -> tuple[bool, dict[str, bool]]:
         conditions = {name: bool(cond()) for name, cond in self._ready_conditions.items()}

@@ -300,4 +300,9 @@ class HTTPClient:
                 "{client}: no outbound credentials: {kind}", client=self.name,
                 kind=type(e).__name__,
             )
-            raise CredentialsUnavailable("outbound credentials are not available") from None
+            unavailable = CredentialsUnavailable("outbound credentials are not available")
+            # A provider that knows when it will try again says so.
+            retry_after = getattr(e, "retry_after", None)
+            if isinstance(retry_after, (int, float)):
+                unavailable.retry_after = float(retry_after)
+            raise unavailable from None

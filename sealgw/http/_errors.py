@@ -14,7 +14,15 @@ class CredentialsUnavailable(Exception):
 
     The message never carries the provider's own error text: a token
     endpoint's answer could be in it.
+
+    @ivar retry_after: seconds until the credentials may be there again (a
+        provider's failure says so with a C{retry_after} of its own), for
+        the client's C{Retry-After}.
     """
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BodyReadFailed(Exception):

@@ -184,9 +184,11 @@ class HTTPUpstream:
         except CancelledError:
             label = "cancelled"
             raise
-        except CredentialsUnavailable:
+        except CredentialsUnavailable as e:
             label = _UNSENT
-            raise UpstreamUnavailable(503, "upstream credentials are not available") from None
+            raise UpstreamUnavailable(
+                503, "upstream credentials are not available", retry_after=e.retry_after
+            ) from None
         finally:
             if label != _UNSENT:
                 self._metrics.observe(self.name, label, self._reactor.seconds() - began)

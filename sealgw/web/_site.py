@@ -35,6 +35,8 @@ class GatewaySite(Site):
     @ivar header_timeout: seconds a request head may take to arrive.
     @ivar draining: set once a drain has begun; new requests are answered
         and their connections then closed.
+    @ivar listener_identity: on an C{auth: none} listener, the identity
+        every request has (L{sealgw.auth.listener_identity}); else L{None}.
     """
 
     # HTTP/1.1 only, with the head's limits.  (Twisted's default wraps
@@ -69,6 +71,7 @@ class GatewaySite(Site):
         self.listener = limits.endpoint
         self.max_header_size = limits.max_header_size
         self.header_timeout = limits.header_timeout
+        self.listener_identity = limits.identity if limits.auth == "none" else None
         # Twisted's idle timeout: how long a connection may be silent
         # between requests or within a body.
         self.timeOut = limits.idle_timeout

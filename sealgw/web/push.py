@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
-from sealgw.auth import Admission, AuthError, Gate
+from sealgw.auth import Admission, AuthError, Gate, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig
 from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway
@@ -93,7 +93,18 @@ class PushRoutes:
 
     # -- the shared path ---------------------------------------------------
 
-    def _facts(self, request: IRequest, admission: Admission, received_at: float) -> RequestFacts:
+    def _tenant_label(self, upstream: str) -> Optional[str]:
+        config = self.config.upstreams.get(upstream)
+        tenancy = getattr(config, "tenancy", None)
+        return getattr(tenancy, "label", None)
+
+    def _facts(
+        self,
+        request: IRequest,
+        admission: Admission,
+        received_at: float,
+        tenant_label: Optional[str] = None,
+    ) -> RequestFacts:
         """
         Everything a codec may know of the request, read here on the
         reactor thread: codecs may run in a worker and never see the
@@ -108,6 +119,7 @@ class PushRoutes:
             identity=admission.identity.name,
             client_ip=self.client_address.of(request),
             received_at=received_at,
+            tenant_label=tenant_label,
         )
 
     async def _push(
@@ -136,7 +148,12 @@ class PushRoutes:
         if config is None:
             return refuse(request, 404, f"{route} is not enabled on this gateway", {})
         try:
-            admission = await self.gate.admit(request, route=route, body_size=body_size(request))
+            admission = await self.gate.admit(
+                request,
+                route=route,
+                body_size=body_size(request),
+                listener_identity=listener_identity(request),
+            )
         except AuthError as e:
             return refuse(request, e.status, e.message, e.headers)
         record.identity = admission.identity.name
@@ -150,7 +167,9 @@ class PushRoutes:
                     f"body is larger than the limit of {self.config.limits.max_body} bytes",
                     {},
                 )
-            facts = self._facts(request, admission, received_at)
+            facts = self._facts(
+                request, admission, received_at, self._tenant_label(config.upstream)
+            )
             try:
                 if len(body) >= DECODE_IN_THREAD:
                     pushes = _raise_refusal(
@@ -257,7 +276,12 @@ class PushRoutes:
         if self.config.push.pushgateway is None:
             return answer_error(request, 404, "pushgateway is not enabled on this gateway")
         try:
-            admission = await self.gate.admit(request, route="pushgateway", body_size=0)
+            admission = await self.gate.admit(
+                request,
+                route="pushgateway",
+                body_size=0,
+                listener_identity=listener_identity(request),
+            )
         except AuthError as e:
             return answer_error(request, e.status, e.message, e.headers)
         admission.release()
