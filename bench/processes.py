@@ -352,9 +352,10 @@ def start_sealgw(
     access_log: bool = False,
     name: str = "sealgw",
     labels: Optional[dict[str, str]] = None,
+    workers: int = 1,
 ) -> tuple[Server, str]:
     """
-    sealgw from this checkout under twistd, one process, with a token file
+    sealgw from this checkout under twistd, C{workers} processes, with a token file
     and one remote-write route to the upstream; with C{labels}, the route
     adds them to every series (as the seal route does), which needs every
     body decoded and re-encoded.
@@ -375,6 +376,7 @@ listeners:
   - endpoint: tcp:{port}:interface=127.0.0.1
 admin:
   endpoint: tcp:{admin}:interface=127.0.0.1
+workers: {workers}
 log:
   access: {"true" if access_log else "false"}
 upstreams:

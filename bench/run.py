@@ -63,6 +63,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         f"(default {' and '.join(map(str, payloads.BATCH_SIZES))})")
     parser.add_argument("--access-log", action="store_true",
                         help="keep sealgw's access log on (off by default, as nginx's is)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="sealgw's workers: setting, its worker processes (default 1)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample sealgw with py-spy during its load runs and write the "
@@ -140,11 +142,12 @@ def _run(
     nginx, nginx_url = processes.start_nginx_proxy(workdir, cleanup, upstream_url, token)
     floor, floor_url = processes.start_floor(workdir, cleanup, upstream_url, token)
     sealgw, sealgw_url = processes.start_sealgw(
-        workdir, cleanup, upstream_url, token, access_log=args.access_log
+        workdir, cleanup, upstream_url, token, access_log=args.access_log,
+        workers=args.workers,
     )
     labelled, labelled_url = processes.start_sealgw(
         workdir, cleanup, upstream_url, token, access_log=args.access_log,
-        name="sealgw-labels", labels=LABELS,
+        name="sealgw-labels", labels=LABELS, workers=args.workers,
     )
     targets = {
         "direct": (upstream_url, {}),
@@ -334,6 +337,7 @@ def _report(
             "connections": args.connections,
             "threads": args.threads,
             "sealgw_access_log": args.access_log,
+            "sealgw_workers": args.workers,
         },
         "machine": {
             "cpus": os.cpu_count(),

@@ -4,6 +4,7 @@ The C{twistd sealgw} command: options, and the service they make.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Optional
 
@@ -40,7 +41,8 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> Any:
     """
-    Read the configuration and build the gateway.  A configuration problem
+    Read the configuration and build the gateway (with C{workers:} above
+    1, the main process that runs the workers).  A configuration problem
     ends twistd here with every problem listed, before anything listens; a
     port that cannot be bound ends it when the service starts, in one line.
     """
@@ -49,7 +51,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
 
         reactor = default_reactor
 
-    from sealgw.build import build_gateway
+    from sealgw.build import build_daemon
     from sealgw.config import ConfigError, default_config, load
 
     config_path: Optional[str] = options["config"]
@@ -58,7 +60,9 @@ def makeService(options: Options, reactor: Any = None) -> Any:
             config = default_config(options["data-dir"])
         else:
             config = load(config_path, options["bearer-tokens-path"])
-        service = build_gateway(config, reactor, log_output=_log_output(options))
+        service = build_daemon(
+            config, reactor, log_output=_log_output(options), on_fatal=ExitAfterStop(reactor)
+        )
     except ConfigError as e:
         raise SystemExit(
             "sealgw: configuration problems:\n  " + "\n  ".join(e.problems)
@@ -68,6 +72,34 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         # one line, and no banner promising a gateway that is not there.
         service.when_listening().addCallback(lambda _: _announce_development_token(config))
     return service
+
+
+class ExitAfterStop:
+    """
+    Ends the process with status 1 once the reactor has stopped, for a
+    failure found after start-up began (an upstream's first Entra ID token
+    could not be had; the reason is already logged in one line).  Once its
+    reactor runs, twistd has no exit status of its own to give, so the
+    process ends itself after the shutdown has run (listeners closed,
+    requests drained, services stopped).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.called = False
+
+    def __call__(self, reason: str) -> None:
+        if self.called:
+            return
+        self.called = True
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, 1)
+        self._reactor.stop()
+
+
+def _exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _log_output(options: Options) -> Any:

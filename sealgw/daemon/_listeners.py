@@ -1,6 +1,7 @@
 """
 Listeners from Twisted endpoint strings: plain TCP, TLS, Unix sockets and
-sockets handed over by systemd, each wrapped in TLS when configured so.
+sockets handed over by systemd (or, in a worker, by the main process),
+each wrapped in TLS when configured so.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 import attr
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from sealgw.config import ConfigError, ListenerConfig
 from sealgw.daemon._limits import ConnectionLimit
@@ -70,6 +73,7 @@ def prepare_listener(
     where: str,
     check_only: bool = False,
     metrics: Optional[GatewayMetrics] = None,
+    endpoint: Optional[IStreamServerEndpoint] = None,
 ) -> Listener:
     """
     Parse the endpoint and load TLS material now, at start-up, so that
@@ -79,11 +83,14 @@ def prepare_listener(
         since its sockets exist only when systemd starts the gateway.
     @param metrics: where the listener's open and refused connections
         are counted.
+    @param endpoint: where to listen instead of the configured endpoint:
+        in a worker, the socket the main process bound for it
+        (L{adopted_endpoint}).  TLS and the connection limit wrap it all
+        the same.
     """
-    if check_only and listener.endpoint.startswith("systemd:"):
-        endpoint: Any = None
-    else:
-        endpoint = parse_endpoint(reactor, listener, where)
+    where_to: Any = endpoint
+    if where_to is None and not (check_only and listener.endpoint.startswith("systemd:")):
+        where_to = parse_endpoint(reactor, listener, where)
     tls = ServerTLS(listener.tls) if listener.tls is not None else None
     if tls is not None:
         factory = TLSMemoryBIOFactory(tls, False, factory)
@@ -94,4 +101,46 @@ def prepare_listener(
         metrics.connections_open if metrics is not None else None,
         metrics.connections_refused if metrics is not None else None,
     )
-    return Listener(where=where, config=listener, endpoint=endpoint, factory=factory, tls=tls)
+    return Listener(where=where, config=listener, endpoint=where_to, factory=factory, tls=tls)
+
+
+@implementer(IStreamServerEndpoint)
+class _AdoptedEndpoint:
+    """
+    A listening socket another process bound, taken over in a worker.
+    """
+
+    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+        self._adopted = AdoptedStreamServerEndpoint(reactor, fd, family)
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        d: Deferred[IListeningPort] = self._adopted.listen(factory)
+        return d.addCallback(_one_accept_per_wakeup)
+
+
+def adopted_endpoint(reactor: Any, fd: int, family: int) -> IStreamServerEndpoint:
+    """
+    An endpoint listening on the socket at C{fd} (bound by the main
+    process, inherited by this worker; closed here once adopted), that
+    accepts one connection each time the socket is ready.
+
+    Every worker waits on the same socket and the kernel wakes them all;
+    Twisted would then accept up to a hundred queued connections at once
+    in whichever worker ran first, and a burst of new connections (a load
+    balancer opening its pool) would all land in one worker.  Taking one
+    at a time leaves the others to the other workers, as nginx does with
+    C{multi_accept off}.
+    """
+    return _AdoptedEndpoint(reactor, fd, family)
+
+
+def _one_accept_per_wakeup(port: Any) -> Any:
+    accept = port.doRead
+
+    def doRead() -> Any:
+        # Twisted grows its accept batch after a full one; keep it at one.
+        port.numberAccepts = 1
+        return accept()
+
+    port.doRead = doRead
+    return port

@@ -110,3 +110,30 @@ def make_observer(output: IO[str], format: str = "text", level: str = "info") ->
         inner = textFileLogObserver(output)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
     return FilteringLogObserver(inner, [predicate])
+
+
+@implementer(ILogObserver)
+class WorkerTag:
+    """
+    Adds which worker process wrote each event: C{worker} (its index) and
+    C{pid} fields in JSON lines, C{worker=N pid=P} in the bracketed part
+    of a text line.  Every worker writes to the same output, so without
+    it an access line could not be told apart from another worker's.
+    """
+
+    def __init__(self, observer: ILogObserver, index: int, pid: int) -> None:
+        self._observer = observer
+        self._index = index
+        self._pid = pid
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{level.name if level else 'info'}"
+        self._observer({
+            **event,
+            "worker": self._index,
+            "pid": self._pid,
+            "log_system": f"{system} worker={self._index} pid={self._pid}",
+        })

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
@@ -155,7 +155,16 @@ class GatewayService(MultiService):
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
+        self.reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            # A second SIGTERM during the drain: with workers, systemd
+            # signals every process of the unit and the main process
+            # forwards its own.
+            pass
 
     def _bind_failed(self, failure: Failure) -> None:
         self.log.failure("a listener could not be bound; not ready", failure)
@@ -202,9 +211,11 @@ class GatewayService(MultiService):
         if self._stopping is None:
             if self._install_signals and self._previous_sighup is not None:
                 signal.signal(signal.SIGHUP, self._previous_sighup)
-            if self._install_signals and self._previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._stopping = Deferred.fromCoroutine(self._drain())
+            # Ours stays until the drain is over: a second SIGTERM meanwhile
+            # (with workers, systemd's and the main process's) is a no-op,
+            # where the reactor's own handler would stop it a second time.
+            self._stopping.addBoth(self._restore_sigterm)
         # Everyone asking to stop waits for the one drain.
         d: Deferred[None] = Deferred()
 
@@ -214,6 +225,11 @@ class GatewayService(MultiService):
 
         self._stopping.addBoth(settled)
         return d
+
+    def _restore_sigterm(self, result: object) -> object:
+        if self._install_signals and self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        return result
 
     async def _drain(self) -> None:
         self.draining = True

@@ -236,8 +236,13 @@ def _unless_cancelled(
 @implementer(IUpstream)
 class FileUpstream:
     """
-    Writes pushes to C{<directory>/<signal>/<tenant or _none>.jsonl}.
+    Writes pushes to C{<directory>/<signal>/<tenant or _none>.jsonl}, or,
+    in worker process C{N} of several, to C{<tenant or _none>.N.jsonl}:
+    each file has one writer, so lines are never interleaved and rotation
+    never races another process's append.
 
+    @param worker: the index of the worker process this upstream runs in,
+        when the gateway runs several; L{None} in a single process.
     @param run_in_thread: how blocking work leaves the reactor thread; the
         reactor's thread pool by default, the gateway's own worker threads
         when built by L{sealgw.relay.build_upstreams}.
@@ -253,8 +258,10 @@ class FileUpstream:
         metrics: Optional[IRelayMetrics] = None,
         run_in_thread: Optional[ThreadRunner] = None,
         decode: PushDecoder = decode_push,
+        worker: Optional[int] = None,
     ) -> None:
         self.name = config.name
+        self.worker = worker
         self.config = config
         self._reactor = reactor
         self._directory = os.path.abspath(config.directory)
@@ -280,7 +287,8 @@ class FileUpstream:
         """
         signal = _safe_name("signal", push.signal)
         tenant = NO_TENANT if push.tenant is None else _safe_name("tenant", push.tenant)
-        path = os.path.join(self._directory, signal, tenant + ".jsonl")
+        suffix = ".jsonl" if self.worker is None else f".{self.worker}.jsonl"
+        path = os.path.join(self._directory, signal, tenant + suffix)
         if os.path.dirname(os.path.dirname(path)) != self._directory:
             raise UpstreamRejected(400, "the tenant cannot be used as a file name")
         return path

@@ -1,9 +1,14 @@
 """
 The gateway's own Prometheus metrics, on a registry of its own so tests
 and several gateways in one process never share counters.
+
+With worker processes each worker's values live in prometheus_client's
+multiprocess files, and C{/metrics} sums them (L{daemon_registry}).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +18,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.001,
@@ -86,12 +93,15 @@ class GatewayMetrics:
             "sealgw_http_requests_in_flight",
             "Requests received and not yet answered.",
             registry=r,
+            # With workers: the live workers' own, summed.
+            multiprocess_mode="livesum",
         )
         self.connections_open = Gauge(
             "sealgw_connections_open",
             "Connections open on each listener.",
             ["listener"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections_refused = Counter(
             "sealgw_connections_refused",
@@ -124,3 +134,21 @@ class GatewayMetrics:
         self.latency.labels(route).observe(seconds)
         self.bytes_in.labels(route).inc(bytes_in)
         self.bytes_out.labels(route).inc(bytes_out)
+
+
+def daemon_registry(directory: str, collectors: Iterable[Collector] = ()) -> CollectorRegistry:
+    """
+    What C{/metrics} shows when the gateway runs as several worker
+    processes: every worker's series read from the multiprocess files in
+    C{directory} and summed (counters and histograms of workers that have
+    ended included, gauges of live workers only), and C{collectors}.
+
+    Each worker's own C{process_*} and C{python_*} series are left out:
+    one worker's CPU and memory, answering for the whole daemon, would
+    mislead.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    for collector in collectors:
+        registry.register(collector)
+    return registry

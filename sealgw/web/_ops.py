@@ -5,7 +5,8 @@ state), C{/ready} (whether to send traffic here) and C{/metrics}.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,11 +20,27 @@ from sealgw.web._request import record_of
 
 
 class OpsRoutes:
+    """
+    @param scrape: what C{/metrics} answers: the text exposition, or a
+        L{Deferred} of it.  By default the gateway's own registry, read
+        on the reactor thread; with workers, every worker's series read
+        from their files in a thread (see L{sealgw.web._metrics.daemon_registry}).
+    """
+
     app = Klein()
 
-    def __init__(self, health: Health, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        health: Health,
+        metrics: GatewayMetrics,
+        scrape: Optional[Callable[[], Any]] = None,
+    ) -> None:
         self.health = health
         self.metrics = metrics
+        self._scrape = scrape if scrape is not None else self._own_registry
+
+    def _own_registry(self) -> bytes:
+        return generate_latest(self.metrics.registry)
 
     @app.route("/health", methods=["GET", "HEAD"])
     def health_route(self, request: IRequest) -> bytes:
@@ -45,7 +62,7 @@ class OpsRoutes:
     def metrics_route(self, request: IRequest) -> Any:
         record_of(request).route = "metrics"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.metrics.registry)
+        return self._scrape()
 
     @app.handle_errors(HTTPException)
     def routing_error(self, request: IRequest, failure: Any) -> bytes:

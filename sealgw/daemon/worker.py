@@ -1,0 +1,94 @@
+"""
+A worker process of a gateway run with C{workers: N}.  The main process
+starts it as C{python -m sealgw.daemon.worker --index=N}, with its setup
+on standard input and the listening sockets as inherited descriptors
+(see L{sealgw.daemon._handoff}); it is not meant to be run by hand.
+
+It runs the same gateway as a single process does, on the adopted
+sockets, and stops the same way: SIGTERM drains, SIGHUP reloads.  It also
+stops (draining) when the main process goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger, globalLogBeginner
+
+from sealgw.daemon._handoff import FROM_MAIN, SERVING, TO_MAIN, read_setup
+from sealgw.daemon._logging import WorkerTag, make_observer
+from sealgw.daemon._service import CannotListen
+from sealgw.daemon._view import ControlChannel, DaemonView, Worker
+
+log = Logger(namespace="sealgw.daemon.worker")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """
+    Run one worker until it is stopped; the exit status is 0 after a
+    drain, 1 when it could not start or could not go on (as a single
+    gateway's would be), 2 without a setup to start from.
+    """
+    try:
+        setup = read_setup(FROM_MAIN)
+    except (EOFError, OSError, ValueError, TypeError) as e:
+        sys.stderr.write(
+            f"sealgw worker: no setup on standard input ({e}); workers are started "
+            "by the main process (workers: in the configuration), not by hand\n"
+        )
+        return 2
+
+    from twisted.internet import reactor
+
+    from sealgw.build import build_gateway
+    from sealgw.config import ConfigError
+    from sealgw.tap import ExitAfterStop
+
+    pid = os.getpid()
+    view = DaemonView(setup.index, pid)
+    observer = make_observer(sys.stdout, setup.config.log.format, setup.config.log.level)
+    globalLogBeginner.beginLoggingTo(
+        [WorkerTag(observer, setup.index, pid)], redirectStandardIO=False
+    )
+    try:
+        # A failure the gateway cannot go on from ends this worker with
+        # status 1, as it ends a single gateway; the main process then
+        # restarts it, with backoff.
+        service = build_gateway(
+            setup.config, reactor, worker=Worker(setup, view), on_fatal=ExitAfterStop(reactor)
+        )
+    except ConfigError as e:
+        # The main process built the same configuration; a file that broke
+        # since (a token file, a certificate) is what this says.
+        log.critical("cannot start: {problems}", problems="; ".join(e.problems))
+        return 1
+    reactor.addReader(ControlChannel(FROM_MAIN, view.update, lambda: _stop(reactor)))
+    service.when_listening().addCallback(_say_serving)
+    try:
+        service.privilegedStartService()
+    except CannotListen:
+        return 1
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return 0
+
+
+def _say_serving(_: object) -> None:
+    # A few bytes to an empty pipe: this does not block.
+    os.write(TO_MAIN, SERVING)
+    os.close(TO_MAIN)
+
+
+def _stop(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # already stopping
+
+
+if __name__ == "__main__":
+    sys.exit(main())
