@@ -63,6 +63,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_check.add_argument("--bearer-tokens-path", default=None)
     sub.add_parser("hash-token", help="print the sha256 of a token read from standard input")
     sub.add_parser("version", help="print the version")
+    p_spool = sub.add_parser("spool", help="show a spool, or re-queue its dead letters (offline)")
+    p_spool.add_argument("action", choices=["stats", "replay-dead-letters"])
+    p_spool.add_argument("directory", help="a spool's directory, or one worker's folder in it")
+    p_spool.add_argument("--json", action="store_true", help="stats as JSON")
     p_run = sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw)")
     p_run.add_argument("args", nargs=argparse.REMAINDER)
     p_generate = sub.add_parser("generate", help="push sample metrics to a gateway")
@@ -76,6 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return check_config(ns.file, ns.bearer_tokens_path, sys.stdout, sys.stderr)
     if ns.command == "generate":
         return generator.run(ns)
+    if ns.command == "spool":
+        from sealgw.relay._spool_cli import spool_command
+
+        return spool_command(ns.action, ns.directory, ns.json, sys.stdout, sys.stderr)
     if ns.command == "hash-token":
         from sealgw.auth import hash_token_main
 

@@ -24,6 +24,8 @@ class RelayMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        #: Where the spools' series go too (L{sealgw.relay._spool_metrics}).
+        self.registry = registry
         self.duration = Histogram(
             "sealgw_upstream_request_duration_seconds",
             "Time taken by one request attempt to an upstream, by outcome.",

@@ -6,7 +6,7 @@ with the daemon.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -14,9 +14,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sealgw.config import ConfigError, FileUpstreamConfig, HTTPUpstreamConfig, UpstreamConfig
+from sealgw.credentials import ICredentials
 from sealgw.relay._file import FileUpstream, ThreadRunner
 from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import IRelayMetrics, IUpstream
+from sealgw.relay._spool_build import add_spools, spool_problems
+from sealgw.relay._spool_metrics import spool_metrics
 
 
 class UpstreamsService(Service, Mapping[str, IUpstream]):
@@ -63,6 +66,14 @@ class UpstreamsService(Service, Mapping[str, IUpstream]):
             report[name] = health() if callable(health) else {"status": "ok"}
         return report
 
+    def startService(self) -> None:
+        super().startService()
+        # Spools recover and start forwarding (in the worker threads).
+        for upstream in self.upstreams.values():
+            start = getattr(upstream, "start", None)
+            if callable(start):
+                start()
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         closing = [
@@ -81,6 +92,8 @@ def build_upstreams(
     tenant_header: str = "X-Scope-OrgID",
     metrics: Optional[IRelayMetrics] = None,
     run_in_thread: Optional[ThreadRunner] = None,
+    credentials: Optional[Mapping[str, ICredentials]] = None,
+    worker: Union[int, str, None] = None,
 ) -> UpstreamsService:
     """
     One live upstream per configured one, by name, in an
@@ -92,6 +105,11 @@ def build_upstreams(
 
     @param run_in_thread: where file upstreams decode and write (the
         gateway's worker threads); the reactor's pool when not given.
+    @param credentials: issued credentials (Azure AD) by upstream name, in
+        place of the static ones the configuration names.
+    @param worker: this gateway worker's index (or name): an upstream's
+        spool is kept in C{worker-N} under its C{directory}
+        (C{worker-0} in a gateway of one process).
 
     @raise ConfigError: listing every upstream that cannot be built and
         why (an unreadable or empty C{ca_file}, an unknown kind).
@@ -102,7 +120,8 @@ def build_upstreams(
         if isinstance(config, HTTPUpstreamConfig):
             try:
                 upstreams[name] = HTTPUpstream(
-                    config, reactor, tenant_header=tenant_header, metrics=metrics
+                    config, reactor, tenant_header=tenant_header, metrics=metrics,
+                    credentials=(credentials or {}).get(name),
                 )
             except OSError as e:
                 problems.append(f"upstreams.{name}.ca_file: {e.filename}: {e.strerror}")
@@ -114,6 +133,12 @@ def build_upstreams(
             )
         else:
             problems.append(f"upstreams.{name}: unknown upstream kind {type(config).__name__}")
+    problems.extend(spool_problems(configs))
     if problems:
         raise ConfigError(problems)
-    return UpstreamsService(upstreams)
+    registry = getattr(metrics, "registry", None)
+    spooled = add_spools(
+        upstreams, configs, reactor, run_in_thread=run_in_thread, worker=worker,
+        metrics=spool_metrics(registry) if registry is not None else None,
+    )
+    return UpstreamsService(spooled)

@@ -1,0 +1,743 @@
+"""
+A durable spool in front of an upstream: a push is answered 2xx once it
+is on disk (fsynced), and a forwarder (L{sealgw.relay._spool_forward})
+delivers it upstream afterwards, in order, through outages, restarts and
+crashes, at least once.  See C{docs/spool.rst}.
+
+The reactor thread keeps the spool's state (L{Segments}); every read,
+write, fsync and delete runs in the gateway's worker threads through
+L{SpoolDirectory}.
+"""
+
+from __future__ import annotations
+
+import os
+import random as _random
+from collections.abc import Callable
+from typing import Any, Optional, Union
+
+import attr
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sealgw.config import RetryConfig
+from sealgw.config._spool import SpoolConfig
+from sealgw.relay._file import ThreadRunner
+from sealgw.relay._health import rfc3339
+from sealgw.relay._interfaces import Delivery, IUpstream, Push, UpstreamUnavailable
+from sealgw.relay._retry import RandomSource
+from sealgw.relay._spool_disk import (
+    Fsync,
+    Recovered,
+    SegmentScan,
+    SpoolDirectory,
+    describe,
+    human_size,
+    worker_directory,
+)
+from sealgw.relay._spool_format import Damage, new_salt
+from sealgw.relay._spool_forward import Forwarder
+from sealgw.relay._spool_metrics import SpoolCounts, SpoolMetrics
+from sealgw.relay._spool_segments import Segment, Segments
+
+#: What a push's answer says once it is in the spool; the route answers
+#: its own success status whatever this is.
+SPOOLED = Delivery(status=202, headers={}, body=b"", attempts=0)
+
+#: A push's size in the spool beyond its body (its JSON header and the
+#: record's), counted before it is written.
+ESTIMATED_OVERHEAD = 1024
+
+#: How often spools of workers that no longer run are looked for, and
+#: records older than C{max_age} dropped (C{drop_oldest}).
+HOUSEKEEPING_INTERVAL = 30.0
+
+#: How soon after a delivery where it got to is saved.
+CURSOR_DELAY = 1.0
+
+MAX_SEGMENT = 64 * 1024 * 1024
+
+#: A folder's lock held by someone else at start-up is asked for again
+#: this often, this many times (a worker taking it over for a moment, or
+#: the previous process of a restarted worker still exiting).
+LOCK_RETRY = 0.5
+LOCK_ATTEMPTS = 20
+
+
+@attr.define(eq=False)
+class _Waiting:
+    """
+    A push waiting for its group's write and fsync.
+    """
+
+    push: Push
+    answer: Deferred[Delivery]
+    estimate: int
+
+
+@implementer(IUpstream)
+class SpoolUpstream:
+    """
+    An L{IUpstream} whose C{deliver} appends to a spool on disk, and whose
+    forwarder drains the spool into C{inner} (an L{HTTPUpstream}, with its
+    retries).
+
+    Call L{start} once the worker threads run (L{UpstreamsService} does):
+    it takes the folder's lock, recovers what an earlier run left, and
+    starts forwarding.  Pushes given earlier wait.
+
+    @param worker: this gateway worker's index or name (see
+        L{worker_directory}).
+    @param retry: the upstream's retry settings: the forwarder's own
+        backoff, once C{inner} has given up on a record, follows them.
+    @param fsync: the blocking fsync (tests count them).
+    @param segment_size: where a segment is closed and a new one begun;
+        by default a sixteenth of C{max_size}, at most 64 MiB.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        inner: IUpstream,
+        config: SpoolConfig,
+        reactor: Any,
+        *,
+        retry: RetryConfig = RetryConfig(),
+        run_in_thread: Optional[ThreadRunner] = None,
+        worker: Union[int, str, None] = None,
+        metrics: Optional[SpoolMetrics] = None,
+        random: RandomSource = _random.random,
+        fsync: Fsync = os.fsync,
+        segment_size: Optional[int] = None,
+    ) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self.config = config
+        self._reactor = reactor
+        self._retry = retry
+        if run_in_thread is None:
+            def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+                return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+        self._run_in_thread: ThreadRunner = run_in_thread
+        self.directory = SpoolDirectory(
+            os.path.join(config.directory, worker_directory(worker)), fsync
+        )
+        self._segment_size = segment_size or min(MAX_SEGMENT, max(1, config.max_size // 16))
+        self.counts = SpoolCounts()
+        self.segments = Segments()
+        self.forwarder = Forwarder(
+            self.name,
+            inner,
+            self.segments,
+            self.directory,
+            self._thread,
+            reactor,
+            concurrency=config.concurrency,
+            counts=self.counts,
+            moved=self._cursor_moved,
+            report=self._report,
+            retry=retry,
+            random=random,
+        )
+        if metrics is not None:
+            metrics.add(self)
+
+        # Lifecycle.
+        self._starting: Optional[Deferred[None]] = None
+        self._ready = False
+        self._closing = False
+        self._closed: Optional[Deferred[None]] = None
+        self._failed: Optional[str] = None
+        self._locked = False
+        self._housekeeping: Optional[LoopingCall] = None
+        self._adopting: Optional[Deferred[None]] = None
+        self._ops: set[Deferred[Any]] = set()
+        self._cursor_timer: Any = None
+        self._saving_cursor = False
+
+        # Writing.
+        self._queue: list[_Waiting] = []
+        self._queued_bytes = 0
+        self._queue_since = 0.0
+        self._writing: Optional[list[_Waiting]] = None
+        self._writing_bytes = 0
+        self._write_timer: Any = None
+        self._write_error: Optional[str] = None
+        self._idle: list[Deferred[None]] = []
+        self._full_estimate: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return f"<SpoolUpstream {self.name!r} {self.directory.path!r}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """
+        Take the spool folder, recover it, forward what it holds, and look
+        for spools of workers that no longer run.  Fires once pushes can be
+        written; never fails (a spool that cannot be opened answers 503 and
+        says why in C{/health} and the log).
+        """
+        if self._starting is None:
+            self._starting = Deferred.fromCoroutine(self._start())
+        return self._starting
+
+    async def _start(self) -> None:
+        try:
+            recovered = await self._open()
+        except CancelledError:
+            raise
+        except Exception as e:
+            self._failed = f"cannot open {self.directory.path}: {describe(e)}"
+            self._log.critical("spool {upstream}: {why}", upstream=self.name, why=self._failed)
+            self._refuse_queue(UpstreamUnavailable(503, f"spool unavailable: {self._failed}"))
+            return
+        if self._closing:
+            return
+        for scan in recovered.segments:
+            self._add_scanned(scan, "left by the previous run")
+        self.segments.next_seq = max(self.segments.next_seq, recovered.next_seq)
+        self._ready = True
+        records, size = self.segments.totals()
+        self._log.info(
+            "spool {upstream}: {directory}: {records} record(s) ({size}) waiting from before",
+            upstream=self.name, directory=self.directory.path, records=records,
+            size=human_size(size),
+        )
+        self._schedule_write()
+        self.forwarder.start()
+        self._housekeeping = LoopingCall(self._housekeep)
+        self._housekeeping.clock = self._reactor
+        self._housekeeping.start(HOUSEKEEPING_INTERVAL, now=True)
+
+    async def _open(self) -> Recovered:
+        for _ in range(LOCK_ATTEMPTS):
+            if await self._thread(self.directory.lock, False):
+                break
+            await deferLater(self._reactor, LOCK_RETRY, lambda: None)
+        else:
+            raise OSError(
+                f"{self.directory.path} is in use by another process "
+                "(another gateway with the same spool directory?)"
+            )
+        self._locked = True
+        return await self._thread(self.directory.recover)
+
+    def close(self) -> Deferred[None]:
+        """
+        Write what was accepted, stop forwarding (records in flight stay in
+        the spool for the next start), save the cursor and release the
+        folder; then close the inner upstream.
+        """
+        if self._closed is None:
+            self._closed = Deferred.fromCoroutine(self._close())
+        return self._closed
+
+    async def _close(self) -> None:
+        self._closing = True
+        # The gateway stops its worker threads right after asking the
+        # upstreams to close (work already handed to them is finished
+        # first); what closing still has to do goes to the reactor's own
+        # pool, which stops only with the reactor.
+        pool = getattr(self._reactor, "getThreadPool", None)
+        if pool is not None:
+            reactor = self._reactor
+
+            def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+                return deferToThreadPool(reactor, pool(), f, *args)
+
+            self._run_in_thread = run_in_thread
+        if self._housekeeping is not None and self._housekeeping.running:
+            self._housekeeping.stop()
+        if self._ready:
+            while self._queue or self._writing is not None:
+                idle: Deferred[None] = Deferred()
+                self._idle.append(idle)
+                if self._writing is None:
+                    self._write()
+                await idle
+        else:
+            self._refuse_queue(UpstreamUnavailable(503, "the gateway is stopping"))
+        self.forwarder.stop()
+        for timer in (self._write_timer, self._cursor_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._adopting is not None:
+            self._adopting.cancel()
+        while self._ops:
+            await DeferredList(list(self._ops), consumeErrors=True)
+        if self._locked:
+            try:
+                await self._thread(self.directory.write_cursor, self.segments.cursor())
+            except Exception as e:
+                self._log.warn(
+                    "spool {upstream}: cursor not saved: {why}", upstream=self.name,
+                    why=describe(e),
+                )
+            await self._thread(self.directory.unlock)
+            self._locked = False
+        await self.inner.close()
+
+    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        C{f(*args)} in a worker thread.  Cancelling the result does not stop
+        the work; L{close} waits for it all the same.
+        """
+        operation = self._run_in_thread(f, *args)
+        self._ops.add(operation)
+        waiter: Deferred[Any] = Deferred()
+
+        def settle(result: Any) -> None:
+            self._ops.discard(operation)
+            if not waiter.called:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+
+        operation.addBoth(settle)
+        return waiter
+
+    # -- taking pushes in ------------------------------------------------------
+
+    def deliver(self, push: Push) -> Deferred[Delivery]:
+        """
+        Append C{push} to the spool; fires once it is fsynced (its group's
+        fsync, under C{fsync: batch}).  Fails with L{UpstreamUnavailable}
+        (503) when the spool is full, cannot be written, or the gateway is
+        stopping.  Cancelling only stops waiting: the write goes on.
+        """
+        if self._closing:
+            return fail(UpstreamUnavailable(503, "the gateway is stopping"))
+        if self._failed is not None:
+            return fail(UpstreamUnavailable(503, f"spool unavailable: {self._failed}"))
+        now = self._reactor.seconds()
+        if not push.received_at:
+            push = attr.evolve(push, received_at=now)
+        estimate = len(push.body) + ESTIMATED_OVERHEAD
+        refusal = self._room_for(estimate, now)
+        if refusal is not None:
+            self.counts.refused += 1
+            return fail(refusal)
+        answer: Deferred[Delivery] = Deferred(lambda d: None)
+        if not self._queue:
+            self._queue_since = now
+        self._queue.append(_Waiting(push, answer, estimate))
+        self._queued_bytes += estimate
+        self._schedule_write()
+        return answer
+
+    def _used(self) -> int:
+        return self.segments.disk_bytes() + self._queued_bytes + self._writing_bytes
+
+    def _over(self, estimate: int, now: float) -> Optional[str]:
+        """
+        Why a push of about C{estimate} bytes would not fit now, if so.
+        """
+        used = self._used()
+        if used + estimate > self.config.max_size:
+            return (
+                f"spool is full ({human_size(used)} of {human_size(self.config.max_size)} "
+                "waiting for the upstream)"
+            )
+        if self.config.when_full == "refuse":
+            oldest = self.forwarder.oldest_at()
+            if oldest is not None and now - oldest > self.config.max_age:
+                return (
+                    f"spool is full (its oldest record is {now - oldest:.0f}s old, "
+                    f"max_age is {self.config.max_age:.0f}s)"
+                )
+        return None
+
+    def _room_for(self, estimate: int, now: float) -> Optional[UpstreamUnavailable]:
+        why = self._over(estimate, now)
+        if why is not None:
+            self._release_spent_active()
+            if self.config.when_full == "drop_oldest":
+                self._drop_oldest(estimate)
+            why = self._over(estimate, now)
+        if why is None:
+            if self._full_estimate is not None:
+                self._full_estimate = None
+                self._log.info("spool {upstream}: has room again", upstream=self.name)
+            return None
+        if self._full_estimate is None:
+            self._log.warn(
+                "spool {upstream}: {why}; answering 503 until it drains",
+                upstream=self.name, why=why,
+            )
+        self._full_estimate = estimate
+        return UpstreamUnavailable(503, why, retry_after=max(1.0, self._retry.max_backoff))
+
+    def _refuse_queue(self, error: UpstreamUnavailable) -> None:
+        queue, self._queue = self._queue, []
+        self._queued_bytes = 0
+        for waiting in queue:
+            if not waiting.answer.called:
+                waiting.answer.errback(error)
+
+    # -- writing -----------------------------------------------------------------
+
+    def _schedule_write(self) -> None:
+        if not self._ready or self._writing is not None or not self._queue:
+            return
+        if self.config.fsync == "batch" and not self._closing:
+            wait = self._queue_since + self.config.fsync_interval - self._reactor.seconds()
+            if wait > 0:
+                if self._write_timer is None:
+                    self._write_timer = self._reactor.callLater(wait, self._write_due)
+                return
+        self._write()
+
+    def _write_due(self) -> None:
+        self._write_timer = None
+        self._schedule_write()
+
+    def _write(self) -> None:
+        """
+        Write and fsync everything queued as one group.
+        """
+        if self._write_timer is not None:
+            if self._write_timer.active():
+                self._write_timer.cancel()
+            self._write_timer = None
+        group, self._queue = self._queue, []
+        if not group:
+            self._became_idle()
+            return
+        estimate = sum(w.estimate for w in group)
+        self._queued_bytes -= estimate
+        self._writing_bytes += estimate
+        self._writing = group
+        segment = self.segments.active
+        create = segment is None or segment.size >= self._segment_size
+        if create:
+            segment = self.segments.open(new_salt())
+        assert segment is not None
+        segment.writing += 1
+        pushes = [w.push for w in group]
+        written = self._thread(self.directory.append, segment.seq, segment.salt, pushes, create)
+        written.addCallbacks(
+            self._written,
+            self._write_failed,
+            callbackArgs=(segment, group, estimate),
+            errbackArgs=(segment, group, estimate, create),
+        )
+
+    def _written(
+        self,
+        result: tuple[int, list[tuple[int, int]], float],
+        segment: Segment,
+        group: list[_Waiting],
+        estimate: int,
+    ) -> None:
+        size, spans, seconds = result
+        self.counts.writes += 1
+        self.counts.write_seconds += seconds
+        self._write_error = None
+        segment.size = size
+        segment.writing -= 1
+        for waiting, (offset, end) in zip(group, spans, strict=True):
+            segment.records += 1
+            segment.bytes += end - offset
+            if segment.first_at is None:
+                segment.first_at = waiting.push.received_at
+            segment.last_at = waiting.push.received_at
+        self.forwarder.written(segment, [w.push for w in group], spans)
+        self._finish_write(estimate)
+        for waiting in group:
+            if not waiting.answer.called:
+                waiting.answer.callback(SPOOLED)
+        self.forwarder.pump()
+
+    def _write_failed(
+        self,
+        failure: Failure,
+        segment: Segment,
+        group: list[_Waiting],
+        estimate: int,
+        create: bool,
+    ) -> None:
+        segment.writing -= 1
+        # What happened to the file is unknown: nothing more goes there.
+        # Readers stop at the size known fsynced; a restart sees any rest
+        # as a torn record.
+        segment.sealed = True
+        if segment is self.segments.active:
+            self.segments.active = None
+        if create and segment.size == 0:
+            self.segments.forget(segment)
+            self._thread(self.directory.delete, segment.seq).addErrback(lambda _: None)
+        why = describe(failure.value)
+        self._write_error = why
+        if failure.check(OSError):
+            self._log.error(
+                "spool {upstream}: cannot write {path}: {why}",
+                upstream=self.name, path=self.directory.segment_path(segment.seq), why=why,
+            )
+        else:
+            self._log.failure("spool {upstream}: write failed", failure, upstream=self.name)
+        self._finish_write(estimate)
+        error = UpstreamUnavailable(503, f"spool: cannot write to disk: {why}")
+        for waiting in group:
+            if not waiting.answer.called:
+                waiting.answer.errback(error)
+
+    def _finish_write(self, estimate: int) -> None:
+        self._writing_bytes -= estimate
+        self._writing = None
+        if self._queue:
+            self._schedule_write()
+        else:
+            self._became_idle()
+
+    def _became_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for waiter in idle:
+            waiter.callback(None)
+
+    # -- segments found on disk, and damage ----------------------------------------
+
+    def _add_scanned(self, scan: SegmentScan, whence: str) -> None:
+        for damage in scan.damage:
+            self._report(scan.seq, damage)
+        if scan.salt is None:
+            self.counts.torn += 1
+            self._log.warn(
+                "spool {upstream}: segment {seq} {whence} is unreadable ({why}) and was "
+                "removed; it held nothing that was answered",
+                upstream=self.name, seq=scan.seq, whence=whence, why=scan.problem,
+            )
+            return
+        self.segments.add(Segment.scanned(scan))
+
+    def _report(self, seq: int, damage: Damage) -> None:
+        self.counts.torn += 1
+        self._log.warn(
+            "spool {upstream}: segment {seq}: {why} at offset {offset} ({size} bytes): "
+            "skipped, never forwarded",
+            upstream=self.name, seq=seq, why=damage.why, offset=damage.offset,
+            size=damage.end - damage.offset,
+        )
+
+    # -- a full spool ----------------------------------------------------------------
+
+    def _release_spent_active(self) -> None:
+        """
+        Close the open segment when everything in it is delivered, so that
+        it can be deleted (a full spool must be able to drain to empty).
+        """
+        active = self.segments.active
+        if active is not None and active.writing == 0 and active.records == 0:
+            self.segments.seal_active()
+            self.segments.advance()
+            self.forwarder.collect()
+
+    def _drop_oldest(self, estimate: int) -> None:
+        while self._used() + estimate > self.config.max_size:
+            victim = self._droppable()
+            if victim is None:
+                return
+            self._drop(victim, "the spool is full")
+
+    def _drop_expired(self, now: float) -> None:
+        while len(self.segments):
+            victim = self.segments.segments[0]
+            if victim.last_at is None or now - victim.last_at <= self.config.max_age:
+                return
+            if self._droppable() is not victim:
+                return
+            self._drop(victim, f"older than max_age ({self.config.max_age:.0f}s)")
+
+    def _droppable(self) -> Optional[Segment]:
+        if not len(self.segments):
+            return None
+        oldest = self.segments.segments[0]
+        if oldest.writing:
+            return None
+        # The open segment, when it is the only one, goes too; the next
+        # write begins a new one.
+        if oldest is self.segments.active:
+            self.segments.seal_active()
+        return oldest
+
+    def _drop(self, segment: Segment, why: str) -> None:
+        dropped, size = segment.records, segment.bytes
+        segment.records = segment.bytes = 0
+        # Out of sight first, so that nothing reads or sends more of it.
+        self.segments.forget(segment)
+        self.forwarder.purge(segment)
+        self.counts.dropped += dropped
+        self._log.warn(
+            "spool {upstream}: {why}: dropped {records} record(s) ({size}) received "
+            "from {first} to {last}",
+            upstream=self.name, why=why, records=dropped, size=human_size(size),
+            first=_when(segment.first_at), last=_when(segment.last_at),
+        )
+        self.forwarder.delete(segment)
+        self._cursor_moved()
+        self.forwarder.pump()
+
+    # -- the cursor --------------------------------------------------------------------
+
+    def _cursor_moved(self) -> None:
+        if self._cursor_timer is None and self.forwarder.running and self._locked:
+            self._cursor_timer = self._reactor.callLater(CURSOR_DELAY, self._save_cursor)
+
+    def _save_cursor(self) -> None:
+        self._cursor_timer = None
+        if self._saving_cursor:
+            self._cursor_moved()
+            return
+        self._saving_cursor = True
+        saving = self._thread(self.directory.write_cursor, self.segments.cursor())
+
+        def saved(result: Any) -> None:
+            self._saving_cursor = False
+            if isinstance(result, Failure):
+                self._log.warn(
+                    "spool {upstream}: cursor not saved: {why}",
+                    upstream=self.name, why=describe(result.value),
+                )
+
+        saving.addBoth(saved)
+
+    # -- spools of workers that no longer run, and old records -------------------------
+
+    def _housekeep(self) -> None:
+        try:
+            if self.config.when_full == "drop_oldest":
+                self._drop_expired(self._reactor.seconds())
+            if self._adopting is None:
+                self._adopting = Deferred.fromCoroutine(self._adopt_orphans())
+                self._adopting.addErrback(self._adoption_failed)
+                self._adopting.addBoth(self._adopted)
+        except Exception:
+            self._log.failure("spool {upstream}: housekeeping failed", upstream=self.name)
+
+    def _adoption_failed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            self._log.warn(
+                "spool {upstream}: looking for spools of stopped workers failed: {why}",
+                upstream=self.name, why=describe(failure.value),
+            )
+
+    def _adopted(self, _: Any) -> None:
+        self._adopting = None
+
+    async def _adopt_orphans(self) -> None:
+        """
+        Take over the segments of sibling folders whose lock nobody holds:
+        workers that no longer run, and C{replay-*} folders.
+        """
+        for orphan in await self._thread(self.directory.siblings):
+            if not self.forwarder.running:
+                return
+            if not await self._thread(orphan.lock, False):
+                continue
+            try:
+                count = len(await self._thread(orphan.segments))
+                if not count:
+                    continue
+                first = self.segments.reserve(count)
+                scans = await self._thread(self.directory.adopt, orphan, first)
+                for scan in scans:
+                    self._add_scanned(scan, f"taken over from {orphan.name}")
+                records = sum(s.records for s in scans if s.salt is not None)
+                self._log.info(
+                    "spool {upstream}: took over {records} record(s) in {count} segment(s) "
+                    "from {orphan}, which no running worker owns",
+                    upstream=self.name, records=records, count=len(scans), orphan=orphan.path,
+                )
+                self._cursor_moved()
+                self.forwarder.pump()
+            finally:
+                await self._thread(orphan.unlock)
+                try:
+                    await self._thread(orphan.remove_if_spent)
+                except OSError:
+                    pass
+
+    # -- what it looks like ------------------------------------------------------------
+
+    def disk_bytes(self) -> int:
+        """
+        The size of the spool's segment files (what C{max_size} bounds).
+        """
+        return self.segments.disk_bytes()
+
+    def gauges(self) -> dict[str, float]:
+        records, size = self.segments.totals()
+        oldest = self.forwarder.oldest_at()
+        return {
+            "records": float(records),
+            "bytes": float(size),
+            "disk_bytes": float(self.segments.disk_bytes()),
+            "oldest_age_seconds": (
+                0.0 if oldest is None else max(0.0, self._reactor.seconds() - oldest)
+            ),
+        }
+
+    def state(self) -> str:
+        """
+        C{failed}, C{stopped}, C{starting}, C{full}, C{retrying} (the
+        upstream is unavailable and records wait), C{forwarding} or
+        C{idle}.
+        """
+        if self._failed is not None:
+            return "failed"
+        if self._closing:
+            return "stopped"
+        if not self._ready:
+            return "starting"
+        if self._full_estimate is not None:
+            if self._over(self._full_estimate, self._reactor.seconds()) is not None:
+                return "full"
+        if self.forwarder.waiting:
+            return "retrying"
+        if self.forwarder.busy or self.segments.totals()[0]:
+            return "forwarding"
+        return "idle"
+
+    def health(self) -> dict[str, Any]:
+        """
+        The inner upstream's health, and the spool's state: C{degraded}
+        when the upstream is, or the spool is full, failed, or its last
+        write failed.
+        """
+        inner_health = getattr(self.inner, "health", None)
+        report: dict[str, Any] = dict(inner_health()) if callable(inner_health) else {}
+        state = self.state()
+        gauges = self.gauges()
+        spool = {
+            "state": state,
+            "directory": self.directory.path,
+            "records": int(gauges["records"]),
+            "bytes": int(gauges["bytes"]),
+            "disk_bytes": int(gauges["disk_bytes"]),
+            "max_size": self.config.max_size,
+            "oldest_record": _when(self.forwarder.oldest_at()),
+            "oldest_age_seconds": round(gauges["oldest_age_seconds"], 3),
+            **attr.asdict(self.counts),
+        }
+        if self._failed is not None:
+            spool["error"] = self._failed
+        elif self._write_error is not None:
+            spool["error"] = f"last write failed: {self._write_error}"
+        degraded = (
+            report.get("status", "ok") != "ok"
+            or state in ("full", "failed")
+            or self._write_error is not None
+        )
+        report["status"] = "degraded" if degraded else "ok"
+        report["spool"] = spool
+        return report
+
+
+def _when(seconds: Optional[float]) -> Optional[str]:
+    return None if seconds is None else rfc3339(seconds)

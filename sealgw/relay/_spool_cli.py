@@ -1,0 +1,266 @@
+"""
+C{sealgw spool stats DIR} and C{sealgw spool replay-dead-letters DIR}:
+an upstream's spool looked at, and its dead letters re-queued, from the
+files alone (with the gateway running or not).
+
+C{DIR} is a spool's configured C{directory} (its workers' folders are
+under it) or one worker's folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import json
+import os
+import time
+from typing import IO, Any, Optional
+
+import attr
+
+from sealgw.relay._health import rfc3339
+from sealgw.relay._spool_disk import (
+    CURSOR,
+    DEAD_LETTERS,
+    LOCK,
+    SpoolDirectory,
+    fsync_directory,
+    human_size,
+)
+from sealgw.relay._spool_format import SEGMENT_HEADER_SIZE, new_salt
+from sealgw.signals.push import Push, PushFormatError
+
+
+def _is_spool_folder(path: str) -> bool:
+    names = set(os.listdir(path))
+    return bool(
+        names & {LOCK, CURSOR, DEAD_LETTERS} or SpoolDirectory(path).segments()
+    )
+
+
+def spool_folders(directory: str) -> tuple[str, list[SpoolDirectory]]:
+    """
+    The spool's configured directory, and the worker folders in it.
+
+    @raise OSError: for a C{directory} that cannot be listed.
+    """
+    directory = os.path.abspath(directory)
+    if _is_spool_folder(directory):
+        return os.path.dirname(directory), [SpoolDirectory(directory)]
+    folders = [
+        SpoolDirectory(os.path.join(directory, name))
+        for name in sorted(os.listdir(directory))
+        if not name.startswith(".") and os.path.isdir(os.path.join(directory, name))
+    ]
+    return directory, folders
+
+
+def _dead_letters(path: str) -> tuple[int, Optional[dict[str, Any]]]:
+    try:
+        with open(os.path.join(path, DEAD_LETTERS), "rb") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return 0, None
+    last = None
+    for line in reversed(lines):
+        try:
+            last = json.loads(line)
+            break
+        except ValueError:
+            continue
+    return len(lines), last
+
+
+def folder_stats(folder: SpoolDirectory, now: float) -> dict[str, Any]:
+    """
+    What a spool folder holds, read from its files.
+    """
+    cursor = folder.read_cursor()
+    records = size = disk = damaged = 0
+    oldest: Optional[float] = None
+    problems = []
+    segments = folder.segments()
+    for seq in segments:
+        try:
+            scan = folder.scan(seq, cursor.starts.get(seq, SEGMENT_HEADER_SIZE))
+        except FileNotFoundError:
+            continue  # delivered and deleted while we looked
+        disk += scan.size
+        if scan.salt is None:
+            problems.append(f"segment {seq}: {scan.problem}")
+            continue
+        records += scan.records
+        size += scan.bytes
+        damaged += len(scan.damage)
+        problems.extend(f"segment {seq}: {d.why} at offset {d.offset}" for d in scan.damage)
+        if scan.first_at is not None and (oldest is None or scan.first_at < oldest):
+            oldest = scan.first_at
+    letters, last = _dead_letters(folder.path)
+    return {
+        "folder": folder.path,
+        "in_use": folder.in_use(),
+        "segments": len(segments),
+        "records": records,
+        "bytes": size,
+        "disk_bytes": disk,
+        "oldest_record": None if oldest is None else rfc3339(oldest),
+        "oldest_age_seconds": None if oldest is None else round(max(0.0, now - oldest), 3),
+        "damaged": damaged,
+        "problems": problems,
+        "dead_letters": letters,
+        "last_dead_letter": None
+        if last is None
+        else {k: last.get(k) for k in ("at", "status", "reason", "tenant", "signal")},
+    }
+
+
+def _age(seconds: float) -> str:
+    """
+    C{3m12s}, C{2h5m}, C{1d3h}: the two largest units.
+    """
+    left = int(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2]) or "0s"
+
+
+def stats(directory: str, out: IO[str], as_json: bool = False, now: Optional[float] = None) -> int:
+    """
+    Print what each worker folder of a spool holds.
+    """
+    now = time.time() if now is None else now
+    _, folders = spool_folders(directory)
+    report = [folder_stats(folder, now) for folder in folders]
+    if as_json:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+        return 0
+    for entry in report:
+        state = "in use by a running gateway" if entry["in_use"] else "not in use"
+        out.write(f"{entry['folder']} ({state})\n")
+        out.write(
+            f"  queued: {entry['records']} record(s), {human_size(entry['bytes'])} "
+            f"in {entry['segments']} segment(s), {human_size(entry['disk_bytes'])} on disk\n"
+        )
+        if entry["oldest_record"] is not None:
+            out.write(
+                f"  oldest: {entry['oldest_record']} ({_age(entry['oldest_age_seconds'])} ago)\n"
+            )
+        if entry["problems"]:
+            out.write(f"  damaged: {len(entry['problems'])} stretch(es), skipped when read\n")
+            for problem in entry["problems"]:
+                out.write(f"    {problem}\n")
+        letters = entry["dead_letters"]
+        if letters:
+            last = entry["last_dead_letter"] or {}
+            out.write(
+                f"  dead letters: {letters} (last: {last.get('at')} {last.get('status')} "
+                f"{last.get('reason')})\n"
+            )
+    records = sum(e["records"] for e in report)
+    size = sum(e["bytes"] for e in report)
+    letters = sum(e["dead_letters"] for e in report)
+    out.write(
+        f"total: {records} record(s), {human_size(size)} queued in {len(report)} folder(s); "
+        f"{letters} dead letter(s)\n"
+    )
+    return 0
+
+
+def _requeue(parent: str, origin: str, pushes: list[Push]) -> str:
+    """
+    Write C{pushes} as one segment in a new C{replay-*} folder beside the
+    workers' ones; a running gateway takes it over like the folder of a
+    worker that stopped.  Written under a hidden name and renamed when
+    whole, so that it is never taken over half-written.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"replay-{stamp}-{origin}-{os.getpid()}"
+    hidden = os.path.join(parent, "." + name)
+    folder = SpoolDirectory(hidden)
+    os.makedirs(hidden)
+    folder.append(1, new_salt(), pushes, create=True)
+    folder.close_segment()
+    final = os.path.join(parent, name)
+    os.rename(hidden, final)
+    fsync_directory(parent)
+    return final
+
+
+def replay_dead_letters(directory: str, out: IO[str], err: IO[str]) -> int:
+    """
+    Move every dead letter of a spool back into it, to be delivered again
+    (after the data or the upstream was fixed).  Re-queued records count
+    their age from now.  Each worker's dead letters are kept in
+    C{dead-letters.replayed-TIME.jsonl} beside the emptied file.
+    """
+    parent, folders = spool_folders(directory)
+    total = 0
+    for folder in folders:
+        path = os.path.join(folder.path, DEAD_LETTERS)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            # The gateway appends under the same lock.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = b""
+            while chunk := os.read(fd, 1 << 20):
+                data += chunk
+            if not data:
+                continue
+            now = time.time()
+            pushes = []
+            skipped = 0
+            for line in data.splitlines():
+                try:
+                    letter = json.loads(line)
+                    push = Push.from_bytes(base64.b64decode(letter["push"], validate=True))
+                except (ValueError, KeyError, TypeError, binascii.Error, PushFormatError):
+                    skipped += 1
+                    continue
+                pushes.append(attr.evolve(push, received_at=now))
+            kept = os.path.join(
+                folder.path,
+                f"dead-letters.replayed-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.jsonl",
+            )
+            with open(kept, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if pushes:
+                where = _requeue(parent, folder.name, pushes)
+                out.write(f"{folder.path}: {len(pushes)} dead letter(s) re-queued in {where}\n")
+            if skipped:
+                err.write(
+                    f"{folder.path}: {skipped} dead letter(s) hold no readable push; "
+                    f"left in {kept}\n"
+                )
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+            total += len(pushes)
+        finally:
+            os.close(fd)
+    out.write(
+        f"{total} dead letter(s) re-queued; a running gateway delivers them within "
+        "30 seconds, a stopped one when it starts\n"
+    )
+    return 0
+
+
+def spool_command(action: str, directory: str, as_json: bool, out: IO[str], err: IO[str]) -> int:
+    """
+    C{sealgw spool ACTION DIR}.
+    """
+    try:
+        if action == "stats":
+            return stats(directory, out, as_json)
+        return replay_dead_letters(directory, out, err)
+    except OSError as e:
+        err.write(f"sealgw spool {action}: {e.filename or directory}: {e.strerror or e}\n")
+        return 1
