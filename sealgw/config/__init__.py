@@ -8,6 +8,7 @@ from sealgw.config._auth import (
     ClientCertIdentity,
     OIDCConfig,
     RateLimitConfig,
+    ReadLimitConfig,
     TokenFileConfig,
 )
 from sealgw.config._default import default_config
@@ -60,6 +61,7 @@ __all__ = [
     "QueryConfig",
     "ReadRouteConfig",
     "RateLimitConfig",
+    "ReadLimitConfig",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",

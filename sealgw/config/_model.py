@@ -11,12 +11,16 @@ writes each value (see L{sealgw.config._rules}).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Optional, Union
 
 import attr
 
 from sealgw.config._auth import AuthConfig
+from sealgw.config._azure import AzureADConfig
+from sealgw.config._problems import Invalid, kind, unknown_keys
 from sealgw.config._rules import (
     FROM_KEY,
     INLINE,
@@ -33,12 +37,15 @@ from sealgw.config._rules import (
     Network,
     OneOf,
     Path,
+    Rule,
     Seconds,
     Size,
+    SourceFile,
     Tenant,
     URLPath,
 )
 from sealgw.config._secret import Secret
+from sealgw.config._spool import SpoolConfig
 
 MiB = 1024 * 1024
 
@@ -99,6 +106,10 @@ class ListenerConfig:
         must be in; past that it is answered 408 and closed.
     @ivar idle_timeout: seconds a connection may stay silent, between
         requests or within a body, before it is closed.
+    @ivar auth: C{none} admits every request on this listener as
+        C{identity}, with no credentials asked (the Azure sidecar's
+        C{localhost:8080}); only on loopback addresses and unix sockets.
+    @ivar identity: the identity of requests on an C{auth: none} listener.
     """
 
     endpoint: Annotated[str, Endpoint()]
@@ -108,6 +119,8 @@ class ListenerConfig:
     max_connections: Count = 1024
     header_timeout: Seconds = 10.0
     idle_timeout: Seconds = 120.0
+    auth: Annotated[str, OneOf(("required", "none"))] = "required"
+    identity: Optional[str] = None
 
 
 @attr.frozen
@@ -159,12 +172,62 @@ class BasicAuthConfig:
     password: Secret
 
 
+#: A Prometheus label name, as every Prometheus-compatible store takes it.
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@attr.frozen
+class UpstreamTenancy:
+    """
+    How an upstream keeps tenants apart.
+
+    @ivar label: L{None} when the upstream has tenants of its own, named
+        by the tenant header (Mimir, Loki, Tempo).  Otherwise the label
+        that carries the tenant in a store that has none (Prometheus,
+        VictoriaMetrics single-node, a shared Azure Monitor workspace):
+        set on every series pushed and enforced on every selector read,
+        and no tenant header is sent.
+    """
+
+    label: Optional[str] = None
+
+
+@attr.frozen
+class TenancyMode(Rule):
+    """
+    An upstream's C{tenancy}: C{header} (the default), or C{{label: NAME}}.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> UpstreamTenancy:
+        if value == "header":
+            return UpstreamTenancy()
+        if not isinstance(value, Mapping):
+            raise Invalid(f"expected 'header' or a mapping {{label: NAME}}, got {kind(value)}")
+        for problem in unknown_keys(value, ["label"]):
+            raise problem
+        label = value.get("label")
+        if label is None:
+            raise Invalid("required", at=["label"])
+        if not isinstance(label, str) or not _LABEL_NAME.fullmatch(label):
+            raise Invalid(
+                f"{label!r} is not a label name (letters, digits and _, not starting "
+                "with a digit)",
+                at=["label"],
+            )
+        if label.startswith("__"):
+            raise Invalid("names starting with __ are reserved by Prometheus", at=["label"])
+        return UpstreamTenancy(label=label)
+
+
 @attr.frozen
 class HTTPUpstreamConfig:
     """
     An HTTP(S) upstream.  Outbound credentials (basic auth, a static bearer
-    token) are attached by the relay; issued tokens (Azure AD) come later
-    through the same seam.
+    token, or C{azure_ad}: Entra ID tokens, see L{sealgw.credentials.azure})
+    are presented by its clients.
+
+    @ivar tenancy: how it keeps tenants apart: by the tenant header, or,
+        for a store without tenants, by a label (see L{UpstreamTenancy}).
     """
 
     name: str = attr.field(metadata=FROM_KEY)
@@ -177,6 +240,9 @@ class HTTPUpstreamConfig:
     ca_file: Optional[ExistingFile] = None
     max_connections: Count = 10
     max_response_body: Bytes = 1 * MiB
+    tenancy: Annotated[UpstreamTenancy, TenancyMode()] = UpstreamTenancy()
+    spool: Optional[SpoolConfig] = None
+    azure_ad: Optional[AzureADConfig] = None
 
 
 @attr.frozen
@@ -310,6 +376,31 @@ class TenancyConfig:
     default_tenant: Tenant = "anonymous"
 
 
+def _cores() -> int:
+    """
+    The cores this process may run on (its CPU affinity, which containers
+    and C{taskset} narrow), or every core where that cannot be asked.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@attr.frozen
+class WorkerCount(Rule):
+    """
+    How many worker processes: a whole number from 1, or C{auto} for one
+    per core, counted when the file is read.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> int:
+        if value == "auto":
+            return _cores()
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Invalid(f"{value!r} is not a number of workers (a whole number from 1, or auto)")
+        return value
+
+
 @attr.frozen
 class Config:
     """
@@ -322,6 +413,8 @@ class Config:
     @ivar warnings: what the file holds that is accepted but not used (a
         seal-proxy file's keys sealgw has no use for), each naming the file
         and key; logged once at start-up and printed by C{check-config}.
+    @ivar workers: how many processes serve the listeners; 1 is the
+        gateway in one process (see L{sealgw.daemon.WorkersService}).
     """
 
     source: str = attr.field(metadata=NOT_IN_FILE)
@@ -338,3 +431,4 @@ class Config:
     drain_grace: Interval = 30.0
     development_token: Optional[Secret] = attr.field(default=None, metadata=NOT_IN_FILE)
     warnings: tuple[str, ...] = attr.field(default=(), metadata=NOT_IN_FILE)
+    workers: Annotated[int, WorkerCount()] = 1
