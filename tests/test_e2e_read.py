@@ -113,6 +113,21 @@ class ReadThroughGatewayTests(TestCase):
             url, headers={**bearer("tok-team-0123456789"), "X-Scope-OrgID": "a"}
         )
         self.assertEqual(response.code, 200)
+        # Refused or not, each read is counted under its route.
+        for status, tenant in (("401", ""), ("403", ""), ("400", ""), ("200", "a")):
+            self.assertEqual(
+                self.gateway.registry.get_sample_value(
+                    "sealgw_http_requests_total",
+                    {
+                        "route": "read_prometheus_labels",
+                        "method": "GET",
+                        "status": status,
+                        "tenant": tenant,
+                    },
+                ),
+                1.0,
+                status,
+            )
 
     async def test_not_configured_api(self) -> None:
         response = await self.http.get(

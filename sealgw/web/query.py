@@ -33,6 +33,7 @@ from sealgw.query import (
     query_string,
 )
 from sealgw.web._errors import answer_error, answer_routing_error
+from sealgw.web._request import body_of, body_size, record_of
 
 #: What C{/loki/api/v1/tail} answers.  It is a WebSocket; relaying one
 #: would mean a second protocol stack (autobahn) and connections held for
@@ -46,21 +47,6 @@ TAIL_NOT_PROXIED = (
 def _header(request: IRequest, name: bytes) -> Optional[str]:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
-
-
-def _request_body(request: Any) -> Optional[bytes]:
-    """
-    The request body, or L{None} when the site found it too large (a
-    L{sealgw.web.GatewayRequest} keeps none then).
-    """
-    if getattr(request, "body_too_large", False):
-        return None
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    data: bytes = content.read()
-    return data
 
 
 @implementer(IDownstream)
@@ -153,24 +139,25 @@ class QueryRoutes:
         if match is None:
             return answer_routing_error(request, NotFound())
         route = match.route
-        req.route = route.label
+        record = record_of(request)
+        record.route = route.label
         upstream = self.settings.upstream(route.api)
         if upstream is None:
             return answer_error(request, 404, f"{route.api} reads are not enabled on this gateway")
-        body = _request_body(request)
+        body = body_of(request)
         try:
             admission = await self.gate.admit(
                 request,
                 route=route.label,
-                body_size=getattr(req, "body_received", len(body or b"")),
+                body_size=body_size(request),
                 federation=True,
                 kind="read",
                 listener_identity=listener_identity(request),
             )
         except AuthError as e:
             return answer_error(request, e.status, e.message, e.headers)
-        req.identity_name = admission.identity.name
-        req.tenant = admission.tenant
+        record.identity = admission.identity.name
+        record.tenant = admission.tenant
         try:
             if route.websocket:
                 return answer_error(request, 501, TAIL_NOT_PROXIED)
