@@ -337,7 +337,7 @@ class FileUpstream:
                 self._log.failure("{upstream}: write failed", upstream=self.name)
                 raise UpstreamUnavailable(502, "the file upstream failed") from e
             label = "204"
-            return Delivery(status=204, headers={}, body=b"", attempts=1)
+            return Delivery(status=204, body=b"", attempts=1)
         except CancelledError:
             label = "cancelled"
             raise

@@ -11,7 +11,6 @@ a sender retry for ever (see PROTOCOLS.md, section 2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Optional
 
 import attr
@@ -27,8 +26,6 @@ class Delivery:
     An upstream accepted a push (answered 2xx).
 
     @ivar status: the upstream's status code.
-    @ivar headers: the upstream's response headers, names lower-cased, the
-        last value of repeated headers.
     @ivar body: the upstream's response body, at most C{max_response_body}
         bytes.
     @ivar attempts: how many requests it took, the first included.
@@ -39,7 +36,6 @@ class Delivery:
     """
 
     status: int
-    headers: Mapping[str, str]
     body: bytes
     attempts: int
     body_truncated: bool = False

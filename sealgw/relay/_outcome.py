@@ -90,7 +90,6 @@ def response_outcome(status: int, headers: Headers, body: Body, now: float) -> O
             label,
             delivery=Delivery(
                 status=status,
-                headers=flat_headers(headers),
                 body=body.data,
                 attempts=1,
                 body_truncated=body.truncated,
@@ -190,18 +189,6 @@ def upstream_reason(body: bytes, fallback: str) -> str:
     if len(text) > MAX_REASON:
         text = text[:MAX_REASON] + "..."
     return text or fallback
-
-
-def flat_headers(headers: Headers) -> dict[str, str]:
-    """
-    Response headers as a plain mapping: names lower-cased, the last value
-    of repeated ones.
-    """
-    return {
-        name.decode("latin-1").lower(): values[-1].decode("latin-1")
-        for name, values in headers.getAllRawHeaders()
-        if values
-    }
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

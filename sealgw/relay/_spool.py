@@ -46,7 +46,7 @@ from sealgw.relay._spool_segments import Segment, Segments
 
 #: What a push's answer says once it is in the spool; the route answers
 #: its own success status whatever this is.
-SPOOLED = Delivery(status=202, headers={}, body=b"", attempts=0)
+SPOOLED = Delivery(status=202, body=b"", attempts=0)
 
 #: A push's size in the spool beyond its body (its JSON header and the
 #: record's), counted before it is written.

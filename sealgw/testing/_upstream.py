@@ -19,7 +19,7 @@ from sealgw.signals.push import Push
 #: or a L{Deferred} the test fires (or leaves hanging) itself.
 Outcome = Union[Delivery, DeliveryFailed, "Deferred[Delivery]"]
 
-ACCEPTED = Delivery(status=204, headers={}, body=b"", attempts=1)
+ACCEPTED = Delivery(status=204, body=b"", attempts=1)
 
 
 @implementer(IUpstream)
