@@ -122,7 +122,11 @@ def _announce_development_token(config: Any) -> None:
     token = config.development_token.value
     port = config.listeners[0].endpoint.split(":")[1]
     data_dir = config.upstreams["files"].directory
-    sys.stdout.write(
+    # By now twistd has replaced sys.stdout with a file that logs what is
+    # written to it (and --logfile sends the log to a file): the token
+    # goes to the process's own standard output instead.
+    terminal = sys.__stdout__ if sys.__stdout__ is not None else sys.stdout
+    terminal.write(
         "\n"
         "sealgw is running on its built-in development configuration.\n"
         f"  development token (shown once, not logged): {token}\n"
@@ -137,4 +141,4 @@ def _announce_development_token(config: Any) -> None:
         f"  curl -sS http://127.0.0.1:{port}/health\n"
         "\n"
     )
-    sys.stdout.flush()
+    terminal.flush()

@@ -160,6 +160,11 @@ class DaemonTests(TestCase):
         token = match.group(1)
         self.assertIn("curl -sS -i -H 'Authorization: Bearer " + token, out)
         self.assertEqual(out.count(token), 2)  # the line and the curl example, not the log
+        # Written to the terminal itself, not through twistd's log (which
+        # --logfile would send to a file): no log line carries it.
+        for line in out.splitlines():
+            if token in line:
+                self.assertNotIn("[stdout#", line)
         url = "http://127.0.0.1:8080"
         await wait_for(lambda: Deferred.fromCoroutine(healthy(url)))
         body = json.dumps(
@@ -565,6 +570,7 @@ class BannerTests(SynchronousTestCase):
     def make(self, fake: MemoryReactorClock) -> tuple[Any, io.StringIO]:
         out = io.StringIO()
         self.patch(sys, "stdout", out)
+        self.patch(sys, "__stdout__", out)
         options = Options()
         options.parseOptions(["--data-dir", os.path.abspath(self.mktemp())])
         return makeService(options, fake), out
