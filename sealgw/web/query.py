@@ -6,6 +6,7 @@ with the tenant set and the answer streamed back (L{sealgw.query}).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 from klein import Klein
@@ -245,15 +246,31 @@ def _is_read(request: Any) -> bool:
     joined = b"/".join(request.postpath)
     if not joined.startswith(b"/"):
         joined = b"/" + joined
+    return _routed_to_reads(joined)
+
+
+@functools.lru_cache(maxsize=1024)
+def _routed_to_reads(path: bytes) -> bool:
+    """
+    Whether the read router serves C{path}, with any method (a wrong one is
+    the read routes' 405 to give).  Asked for every request a public
+    listener gets, and pushes come again and again to the same few paths:
+    the answer is remembered (read paths that name a trace or a label just
+    take a slot of the bounded cache).
+    """
     try:
-        path = joined.decode("utf-8")
+        text = path.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    adapter = QueryRoutes.app.url_map.bind("gateway")
     try:
-        adapter.match(path, method=request.method.decode("ascii", "replace"))
+        _read_router().match(text, method="GET")
     except MethodNotAllowed:
         return True
     except HTTPException:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _read_router() -> Any:
+    return QueryRoutes.app.url_map.bind("gateway")
