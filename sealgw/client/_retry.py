@@ -5,17 +5,14 @@ jitter, and the upstream's C{Retry-After} when it gives one.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import math
 import random as _random
-from collections.abc import Callable
 from typing import Optional
 
 import attr
 
-#: Returns a float in [0, 1); C{random.random} unless a test pins it.
-RandomSource = Callable[[], float]
+from sealgw._retry import RandomSource, equal_jitter, parse_retry_after
+
+__all__ = ["Backoff", "RandomSource", "parse_retry_after"]
 
 
 @attr.frozen
@@ -48,33 +45,4 @@ class Backoff:
         """
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        exponent = min(max(failures - 1, 0), 62)
-        step = min(self.maximum, self.initial * (2.0**exponent))
-        return step / 2 + (step / 2) * self.random()
-
-
-def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
-    """
-    Seconds to wait from a C{Retry-After} header: delay-seconds or an HTTP
-    date (turned into a delay from C{now}, the reactor's clock), or L{None}
-    when there is no usable header.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        # HTTP dates are GMT; "-0000" comes back naive.
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - now)
+        return equal_jitter(self.initial, self.maximum, failures - 1, self.random)

@@ -5,74 +5,35 @@ configuration, the clock and a random source, so tests can pin all three.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import math
-from collections.abc import Callable
 from typing import Optional
 
 import attr
 
+from sealgw._retry import RandomSource, equal_jitter
+from sealgw._retry import parse_retry_after as parse_text
 from sealgw.config import RetryConfig
 
-#: Returns a float in [0, 1); C{random.random} in production.
-RandomSource = Callable[[], float]
-
+__all__ = ["RandomSource", "RetryDecision", "backoff", "next_retry", "parse_retry_after"]
 
 def backoff(retry: RetryConfig, retries_so_far: int, random: RandomSource) -> float:
     """
-    How long to wait before retry number C{retries_so_far + 1}.
-
-    Exponential (C{initial_backoff * 2**n}, capped at C{max_backoff}) with
-    "equal jitter": half the step is always waited, the other half is
-    random.  Keeping a floor stops a crowd of gateways that all saw the same
-    5xx from hammering a recovering upstream in the same instant, while the
-    random half still spreads them out.
+    How long to wait before retry number C{retries_so_far + 1}: equal
+    jitter between C{initial_backoff} and C{max_backoff}.
     """
-    exponent = min(retries_so_far, 62)  # 2**62 already dwarfs any max_backoff
-    step = min(retry.max_backoff, retry.initial_backoff * (2.0**exponent))
-    step = max(step, 0.0)
-    return step / 2 + (step / 2) * random()
+    return equal_jitter(retry.initial_backoff, retry.max_backoff, retries_so_far, random)
 
 
 def parse_retry_after(value: Optional[bytes], now: float) -> Optional[float]:
     """
-    Seconds to wait from a C{Retry-After} header, or C{None} when there is
-    none or it makes no sense.
-
-    Both forms of RFC 9110 are understood: delay-seconds (C{"120"}) and an
-    HTTP date, which is turned into a delay from C{now} (seconds since the
-    epoch, the reactor's clock).  A date in the past means "now" (0).
+    L{sealgw._retry.parse_retry_after} of a raw header value.
     """
     if value is None:
         return None
     try:
-        text = value.decode("ascii").strip()
+        text = value.decode("ascii")
     except UnicodeDecodeError:
         return None
-    if not text:
-        return None
-    if text.isdigit():
-        return float(int(text))
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        # Not allowed by the RFC but sent in the wild ("1.5"); negative and
-        # non-finite values are nonsense.
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        # HTTP dates are always GMT; parsedate_to_datetime leaves "-0000"
-        # naive.
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - now)
+    return parse_text(text, now)
 
 
 @attr.frozen

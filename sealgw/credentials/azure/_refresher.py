@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sealgw._retry import equal_jitter
 from sealgw.credentials._interfaces import ICredentials
 from sealgw.credentials.azure._sources import TokenSource
 from sealgw.credentials.azure._token import (
@@ -130,8 +131,7 @@ def backoff(failures: int, cap: float, random: Callable[[], float]) -> float:
     How long to wait after the C{failures}-th failure in a row:
     exponential with "equal jitter" (half the step always, half random).
     """
-    step = min(cap, INITIAL_BACKOFF * 2.0 ** min(failures - 1, 30))
-    return step / 2 + (step / 2) * random()
+    return equal_jitter(INITIAL_BACKOFF, cap, failures - 1, random)
 
 
 @implementer(ICredentials)
