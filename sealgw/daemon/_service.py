@@ -231,14 +231,10 @@ class GatewayService(MultiService):
             signal.signal(signal.SIGTERM, self._previous_sigterm)
         return result
 
-    async def _drain(self) -> None:
-        self.draining = True
-        in_flight = sum(site.in_flight for site in self.sites)
-        self.log.info(
-            "draining: {in_flight} requests in flight, up to {grace}s grace",
-            in_flight=in_flight,
-            grace=self.drain_grace,
-        )
+    async def _stop_listening(self) -> None:
+        """
+        Close every listening port (the first step of a drain).
+        """
         # stopListening may answer a Deferred or nothing (IListeningPort).
         stops = [
             maybeDeferred(li.port.stopListening)
@@ -247,6 +243,16 @@ class GatewayService(MultiService):
         ]
         await DeferredList(stops, consumeErrors=True)
         self.listening = False
+
+    async def _drain(self) -> None:
+        self.draining = True
+        in_flight = sum(site.in_flight for site in self.sites)
+        self.log.info(
+            "draining: {in_flight} requests in flight, up to {grace}s grace",
+            in_flight=in_flight,
+            grace=self.drain_grace,
+        )
+        await self._stop_listening()
         for site in self.sites:
             site.begin_drain()
         done: Deferred[bool] = Deferred()

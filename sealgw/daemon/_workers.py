@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 from prometheus_client.multiprocess import mark_process_dead
 from twisted.application.service import MultiService
-from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.interfaces import IProcessProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver
@@ -193,13 +192,7 @@ class WorkersService(GatewayService):
             count=self.supervisor.count,
             grace=self.drain_grace,
         )
-        stops = [
-            maybeDeferred(li.port.stopListening)
-            for li in self.listeners
-            if li.port is not None
-        ]
-        await DeferredList(stops, consumeErrors=True)
-        self.listening = False
+        await self._stop_listening()
         await MultiService.stopService(self)
         self.launcher.close()
         self.log.info("drained: every worker has stopped")

@@ -22,6 +22,7 @@ from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
 from sealgw.signals.errors import BadEncoding, PayloadError, PayloadTooLarge, UnsupportedMediaType
+from sealgw.signals.proto.remote_pb2 import TimeSeries
 from sealgw.signals.push import Push
 
 PROTOBUF = "application/x-protobuf"
@@ -191,18 +192,7 @@ def seal_pushes(
         client_ip=facts.client_ip,
         now_ms=int(facts.received_at * 1000),
     )
-    return [
-        Push(
-            signal="seal",
-            tenant=facts.relayed_tenant,
-            body=remote_write.encode(batch),
-            content_type=PROTOBUF,
-            content_encoding="snappy",
-            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-            received_at=facts.received_at,
-        )
-        for batch in remote_write.batches(series, batch_size)
-    ]
+    return _batched("seal", series, facts, batch_size)
 
 
 def pushgateway_pushes(
@@ -229,18 +219,7 @@ def pushgateway_pushes(
         remove=remove,
         now_ms=int(facts.received_at * 1000),
     )
-    return [
-        Push(
-            signal="remote_write",
-            tenant=facts.relayed_tenant,
-            body=remote_write.encode(batch),
-            content_type=PROTOBUF,
-            content_encoding="snappy",
-            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-            received_at=facts.received_at,
-        )
-        for batch in remote_write.batches(series, batch_size)
-    ]
+    return _batched("remote_write", series, facts, batch_size)
 
 
 def loki_pushes(body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
@@ -291,6 +270,27 @@ def otlp_pushes(signal: str, body: bytes, facts: RequestFacts, *, limit: int) ->
             content_encoding=upstream_encoding,
             received_at=facts.received_at,
         )
+    ]
+
+
+def _batched(
+    signal: str, series: list[TimeSeries], facts: RequestFacts, batch_size: int
+) -> list[Push]:
+    """
+    Series sealgw built itself (from seal or Pushgateway bodies) as
+    remote-write pushes of at most C{batch_size} samples each.
+    """
+    return [
+        Push(
+            signal=signal,
+            tenant=facts.relayed_tenant,
+            body=remote_write.encode(batch),
+            content_type=PROTOBUF,
+            content_encoding="snappy",
+            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+            received_at=facts.received_at,
+        )
+        for batch in remote_write.batches(series, batch_size)
     ]
 
 

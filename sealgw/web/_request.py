@@ -57,6 +57,15 @@ def record_of(request: IRequest) -> RequestRecord:
     return record
 
 
+def header_text(request: IRequest, name: bytes) -> Optional[str]:
+    """
+    A request header's value as text (Latin-1, as HTTP defines it), or
+    L{None} when it was not sent.
+    """
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
 def body_of(request: IRequest) -> Optional[bytes]:
     """
     The whole body of C{request}, or L{None} when it was over the size

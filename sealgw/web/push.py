@@ -37,7 +37,7 @@ from sealgw.signals.intake import PROTOBUF, RequestFacts
 from sealgw.signals.push import Push
 from sealgw.web._client_ip import ClientAddress
 from sealgw.web._errors import answer_error, answer_routing_error
-from sealgw.web._request import body_of, body_size, record_of
+from sealgw.web._request import body_of, body_size, header_text, record_of
 
 #: Bodies this large (as sent) are decoded and checked in a worker thread,
 #: so that one huge push does not hold up every other request on the
@@ -53,11 +53,6 @@ Build = Callable[[bytes, RequestFacts], list[Push]]
 
 #: Runs a blocking callable off the reactor thread.
 ThreadRunner = Callable[..., "Deferred[Any]"]
-
-
-def _header(request: IRequest, name: bytes) -> Optional[str]:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 class PushRoutes:
@@ -111,10 +106,10 @@ class PushRoutes:
         request itself.
         """
         return RequestFacts(
-            content_type=_header(request, b"content-type"),
-            content_encoding=_header(request, b"content-encoding"),
+            content_type=header_text(request, b"content-type"),
+            content_encoding=header_text(request, b"content-encoding"),
             content_length_sent=request.getHeader(b"content-length") is not None,
-            remote_write_version=_header(request, b"x-prometheus-remote-write-version"),
+            remote_write_version=header_text(request, b"x-prometheus-remote-write-version"),
             tenant=admission.tenant,
             identity=admission.identity.name,
             client_ip=self.client_address.of(request),
@@ -314,7 +309,7 @@ class PushRoutes:
         return self._otlp(request, "logs", self.config.push.otlp_logs)
 
     def _otlp(self, request: IRequest, signal: str, config: Optional[RouteConfig]) -> Any:
-        content_type = _header(request, b"content-type")
+        content_type = header_text(request, b"content-type")
         build = functools.partial(intake.otlp_pushes, signal, limit=self.limit)
 
         def answer(request: IRequest) -> bytes:

@@ -34,7 +34,7 @@ from sealgw.query import (
     query_string,
 )
 from sealgw.web._errors import answer_error, answer_routing_error
-from sealgw.web._request import body_of, body_size, record_of
+from sealgw.web._request import body_of, body_size, header_text, record_of
 
 #: What C{/loki/api/v1/tail} answers.  It is a WebSocket; relaying one
 #: would mean a second protocol stack (autobahn) and connections held for
@@ -43,11 +43,6 @@ TAIL_NOT_PROXIED = (
     "/loki/api/v1/tail is a WebSocket, which sealgw does not proxy: live tailing is "
     "not available through this gateway; poll /loki/api/v1/query_range instead"
 )
-
-
-def _header(request: IRequest, name: bytes) -> Optional[str]:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 @implementer(IDownstream)
@@ -168,8 +163,8 @@ class QueryRoutes:
             form, content_type = form_body(
                 method,
                 body or b"",
-                _header(request, b"content-type"),
-                _header(request, b"content-encoding"),
+                header_text(request, b"content-type"),
+                header_text(request, b"content-encoding"),
                 self.settings.max_form_bytes,
             )
             read = ReadRequest(
