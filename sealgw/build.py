@@ -97,7 +97,7 @@ def build_gateway(
     push = PushRoutes(config, gate, upstreams, reactor, run_in_thread=threads.run)
     reads = build_reads(config, reactor, credentials.by_upstream)
     # Read paths go to the query routes, every other one to the push routes.
-    public = ReadAndPushRoutes(QueryRoutes(reads.settings, gate), push.app.resource())
+    public = ReadAndPushRoutes(QueryRoutes(reads.settings, gate), push.resource())
     scrape = None
     if worker is not None:
         # Reading every worker's files is disk work: off the reactor thread.

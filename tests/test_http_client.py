@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import attr
+from hyperlink import EncodedURL
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -37,6 +38,7 @@ from sealgw.http import (
     join_url,
     load_trust_root,
 )
+from sealgw.http._url import SentURL, sendable
 from tests.pki import Chain, pem
 
 TIMEOUTS = TimeoutsConfig(connect=1.0, response=10.0, body=5.0)
@@ -586,3 +588,45 @@ class JoinURLTests(SynchronousTestCase):
             "https://dce.example/dataCollectionRules/d/streams/s/api/v1/write"
             "?api-version=2023-04-24",
         )
+
+
+class SendableTests(SynchronousTestCase):
+    """
+    L{sendable}: the URL in the form treq sends it, worked out once.
+    """
+
+    URLS = [
+        "http://prometheus:9090/api/v1/write",
+        "https://bücher.example/a b/ü?x=1&y=ä",
+        "https://dce.example/dataCollectionRules/d/streams/s/api/v1/write?api-version=2023-04-24",
+        "http://user:secret@mimir:8080/prometheus/api/v1/push",
+        "http://mimir/p%2Fq/%C3%BC",
+    ]
+
+    def test_same_as_treq_would_send(self) -> None:
+        for text in self.URLS:
+            expected = EncodedURL.from_text(text).to_uri().to_text()
+            for given in (text, EncodedURL.from_text(text)):
+                sent = sendable(given)
+                self.assertEqual(sent.to_uri().to_text(), expected)
+                self.assertEqual(sent.to_text(), expected)
+                self.assertEqual(
+                    sent.to_text(with_password=True),
+                    EncodedURL.from_text(text).to_uri().to_text(with_password=True),
+                )
+
+    def test_kept(self) -> None:
+        first = sendable("http://prometheus:9090/api/v1/write")
+        self.assertIs(sendable("http://prometheus:9090/api/v1/write"), first)
+        self.assertIs(sendable(first), first)
+        self.assertIs(first.to_uri(), first)
+
+    def test_request_without_query_sends_it(self) -> None:
+        treq = FakeTreq(FakeResponse(204), FakeResponse(200))
+        c = client(treq)
+        self.successResultOf(c.request("POST", "http://mimir/api/v1/push", body=b"x"))
+        self.successResultOf(c.request("GET", "http://mimir/api/v1/query", query=[("q", "1")]))
+        push, query = treq.sent
+        self.assertIsInstance(push.url, SentURL)
+        # With parameters treq rebuilds the URL, by hyperlink's own rules.
+        self.assertEqual(query.url, "http://mimir/api/v1/query")

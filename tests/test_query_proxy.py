@@ -96,7 +96,8 @@ class OneAnswer:
         self.urls: list[str] = []
 
     def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:
-        self.urls.append(url)
+        # As treq sends it: a URL object's text, or the string itself.
+        self.urls.append(url if isinstance(url, str) else url.to_uri().to_text())
         return succeed(self.response)
 
 

@@ -541,7 +541,8 @@ class UpstreamAnswerTests(SynchronousTestCase):
 
         class Silent:
             def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:
-                return Deferred(lambda _: cancelled.append(url))
+                # The URL as treq would send it.
+                return Deferred(lambda _: cancelled.append(url.to_uri().to_text()))
 
         client = HTTPClient(clock, name="mimir", treq=Silent())
         reads = Reads(self, clients={"prometheus": client})

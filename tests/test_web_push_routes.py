@@ -88,7 +88,7 @@ class RoutesTestCase(SynchronousTestCase):
         self.routes = PushRoutes(
             self.config, gate, {"mimir": self.upstream}, self.clock, run_in_thread=self._inline
         )
-        self.stub = StubTreq(self.routes.app.resource())
+        self.stub = StubTreq(self.routes.resource())
 
     def _inline(self, f: Any, *args: Any) -> Deferred[Any]:
         self.threaded.append(f)

@@ -31,6 +31,7 @@ from sealgw.http._headers import HeaderPolicy
 from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
 from sealgw.http._timeout import bounded
 from sealgw.http._tls import https_policy, load_trust_root
+from sealgw.http._url import sendable
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -273,6 +274,8 @@ class HTTPClient:
         }
         if query:
             kwargs["params"] = list(query)
+        else:
+            url = sendable(url)
         if body is not None:
             kwargs["data"] = body
         response: IResponse = await bounded(
@@ -284,9 +287,14 @@ class HTTPClient:
         return HTTPResponse(response, self._clock, self.timeouts.body)
 
     async def _authorization(self) -> Optional[bytes]:
+        asked = self._credentials.authorization()
         try:
+            if asked.called:
+                # No credentials, static ones, or a token in hand: nothing
+                # to wait for, so no timer to set and cancel.
+                return await asked
             return await bounded(
-                self._credentials.authorization(),
+                asked,
                 self.timeouts.response,
                 self._clock,
                 "getting outbound credentials",

@@ -140,6 +140,8 @@ class HTTPUpstream:
                         upstream=self.name, signal=push.signal, tenant=push.tenant,
                         attempts=attempts,
                     )
+                if attempts == 1:
+                    return outcome.delivery
                 return attr.evolve(outcome.delivery, attempts=attempts)
             error = outcome.error
             assert error is not None

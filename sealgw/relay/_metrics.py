@@ -5,6 +5,8 @@ Prometheus metrics about upstream requests, in a registry the caller owns
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from zope.interface import implementer
 
@@ -40,8 +42,18 @@ class RelayMetrics:
             registry=registry,
         )
 
+        # The series of each (upstream, status): found by name, a child
+        # costs a lock and a validation for every request.  Bounded as the
+        # labels are (configured upstreams, status labels of 100-599).
+        self._durations: dict[tuple[str, str], Any] = {}
+
     def observe(self, upstream: str, status: str, seconds: float) -> None:
-        self.duration.labels(upstream=upstream, status=status).observe(max(0.0, seconds))
+        child = self._durations.get((upstream, status))
+        if child is None:
+            child = self._durations[(upstream, status)] = self.duration.labels(
+                upstream=upstream, status=status
+            )
+        child.observe(max(0.0, seconds))
 
     def retried(self, upstream: str, reason: str) -> None:
         self.retries.labels(upstream=upstream, reason=reason).inc()

@@ -66,6 +66,24 @@ class Push:
     extra_headers: Mapping[str, str] = attr.field(factory=dict, converter=_headers)
     received_at: float = 0.0
 
+    def at_path(self, path: str) -> Push:
+        """
+        This push sent to C{path}: every push of a route is, once per push,
+        so this is a plain copy rather than C{attr.evolve}'s general one.
+        """
+        if path == self.path:
+            return self
+        return Push(
+            self.signal,
+            self.tenant,
+            self.body,
+            self.content_type,
+            self.content_encoding,
+            path,
+            self.extra_headers,
+            self.received_at,
+        )
+
     def to_bytes(self) -> bytes:
         """
         The push as bytes: C{MAGIC}, a version byte, the length of a JSON

@@ -49,6 +49,7 @@ class GatewayChannel(HTTPChannel):
     _head_seen = False
     _refused = False
     _lost = False
+    _secure: Optional[bool] = None
 
     def connectionMade(self) -> None:
         limit = self.site.max_header_size
@@ -61,6 +62,14 @@ class GatewayChannel(HTTPChannel):
         self._lost = True
         self._cancel_head_deadline()
         super().connectionLost(reason)
+
+    def isSecure(self) -> bool:
+        # Asked several times for every request (the router asks twice);
+        # Twisted answers with an interface lookup on the transport, which
+        # is the same for the connection's whole life.
+        if self._secure is None:
+            self._secure = bool(super().isSecure())
+        return self._secure
 
     # -- the head arriving -------------------------------------------------
 

@@ -5,6 +5,7 @@ says it forwarded for.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Any, Optional, Union
@@ -13,6 +14,9 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
+# Asked for every request's peer, and clients come back: parsing an
+# address costs more than finding it here.
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> Optional[Address]:
     """
     C{text} as an address, IPv4-mapped IPv6 (C{::ffff:192.0.2.1}, how an

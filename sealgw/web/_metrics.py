@@ -9,6 +9,7 @@ multiprocess files, and C{/metrics} sums them (L{daemon_registry}).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -64,6 +65,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # The children of one request's series, by its labels: looking
+        # them up by name takes a lock and a validation per metric.
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any, Any]] = {}
         self.requests = Counter(
             "sealgw_http_requests",
             "HTTP requests answered, by route, method, status and tenant.",
@@ -130,10 +134,23 @@ class GatewayMetrics:
         bytes_in: int,
         bytes_out: int,
     ) -> None:
-        self.requests.labels(route, method_label(method), str(status), tenant).inc()
-        self.latency.labels(route).observe(seconds)
-        self.bytes_in.labels(route).inc(bytes_in)
-        self.bytes_out.labels(route).inc(bytes_out)
+        method = method_label(method)
+        key = (route, method, status, tenant)
+        children = self._children.get(key)
+        if children is None:
+            # One entry per series of the requests counter, so as bounded
+            # as its labels are.
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status), tenant),
+                self.latency.labels(route),
+                self.bytes_in.labels(route),
+                self.bytes_out.labels(route),
+            )
+        requests, latency, received, sent = children
+        requests.inc()
+        latency.observe(seconds)
+        received.inc(bytes_in)
+        sent.inc(bytes_out)
 
 
 def daemon_registry(directory: str, collectors: Iterable[Collector] = ()) -> CollectorRegistry:

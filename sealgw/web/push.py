@@ -18,7 +18,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-import attr
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
@@ -36,6 +35,7 @@ from sealgw.signals._media import parse_media_type
 from sealgw.signals.intake import PROTOBUF, RequestFacts
 from sealgw.signals.push import Push
 from sealgw.web._client_ip import ClientAddress
+from sealgw.web._dispatch import ExactPathResource
 from sealgw.web._errors import answer_error, answer_routing_error
 from sealgw.web._request import body_of, body_size, header_text, record_of
 
@@ -85,6 +85,13 @@ class PushRoutes:
             def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
+
+    def resource(self) -> ExactPathResource:
+        """
+        The routes as a resource, the push paths dispatched without
+        Klein's per-request URL matching (L{sealgw.web._dispatch}).
+        """
+        return ExactPathResource(self.app, self.unexpected)
 
     # -- the shared path ---------------------------------------------------
 
@@ -177,7 +184,7 @@ class PushRoutes:
             upstream = self.upstreams[config.upstream]
             for push in pushes:
                 try:
-                    await upstream.deliver(attr.evolve(push, path=config.path))
+                    await upstream.deliver(push.at_path(config.path))
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
