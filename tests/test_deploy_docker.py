@@ -184,9 +184,11 @@ class ParserTests(SynchronousTestCase):
 class DockerfileTests(SynchronousTestCase):
     def test_multi_stage(self) -> None:
         """
-        A build stage makes the wheels and the virtualenv; the final stage
-        is a slim Python 3.11 base with that virtualenv copied in, and runs
-        no compiler, package manager install or pip of its own.
+        A build stage makes the wheels and the virtualenv, with a C
+        compiler for the relabelling extension (and fails without the
+        extension); the final stage is a slim Python 3.11 base with that
+        virtualenv copied in, and runs no compiler, package manager install
+        or pip of its own.
         """
         parsed = dockerfile()
         self.assertGreaterEqual(len(parsed), 2)
@@ -197,6 +199,8 @@ class DockerfileTests(SynchronousTestCase):
         runs = " ".join(i.arguments for i in build.all("RUN"))
         self.assertIn("pip wheel", runs)
         self.assertIn("--no-index", runs, "the virtualenv installs only the wheels just built")
+        self.assertIn("gcc", runs)
+        self.assertIn("import sealgw.signals._relabel_c", runs)
         copies = final.all("COPY")
         self.assertEqual([c.arguments for c in copies], ["--from=build /opt/sealgw /opt/sealgw"])
         final_runs = " ".join(i.arguments for i in final.all("RUN"))
@@ -275,7 +279,13 @@ class DockerfileTests(SynchronousTestCase):
             for source in words[:-1]:
                 self.assertTrue(os.path.exists(os.path.join(ROOT, source)), source)
                 self.assertFalse(ignored(source.rstrip("/"), patterns), source)
-        for path in ("sealgw/cli.py", "twisted/plugins/sealgw_plugin.py", "setup.cfg"):
+        for path in (
+            "sealgw/cli.py",
+            "twisted/plugins/sealgw_plugin.py",
+            "setup.cfg",
+            "setup.py",
+            "sealgw/signals/_relabel_c.c",
+        ):
             self.assertFalse(ignored(path, patterns), path)
         for path in (
             ".venv/bin/python",
@@ -283,6 +293,8 @@ class DockerfileTests(SynchronousTestCase):
             "sealgw/__pycache__/cli.cpython-311.pyc",
             "tests/test_twistd.py",
             "twisted/plugins/dropin.cache",
+            # built in place for the tests: the image builds its own
+            "sealgw/signals/_relabel_c.cpython-311-x86_64-linux-gnu.so",
         ):
             self.assertTrue(ignored(path, patterns), path)
 
@@ -409,7 +421,9 @@ class WheelTests(TestCase):
         The build stage's COPY lines bring enough to build sealgw's wheel
         (setup.cfg reads README.rst, finds the packages and the twistd
         plugin), and the wheel has what the image runs: the plugin, the
-        console script, the protobuf files.
+        console script, the protobuf files, and (where a compiler is sure to
+        be, as in CI: C{SEALGW_REQUIRE_C_EXTENSIONS=1}) the C extension,
+        built from C{setup.py}.
         """
         build = dockerfile()[0]
         context = os.path.abspath(self.mktemp())
@@ -462,5 +476,9 @@ class WheelTests(TestCase):
         ):
             self.assertIn(path, files)
         self.assertNotIn("twisted/__init__.py", files)
+        if os.environ.get("SEALGW_REQUIRE_C_EXTENSIONS") == "1":
+            self.assertTrue(
+                [f for f in files if re.fullmatch(r"sealgw/signals/_relabel_c\..*\.so", f)], files
+            )
         self.assertFalse([f for f in files if "__pycache__" in f or f.startswith("tests/")])
         self.assertIn("sealgw = sealgw.cli:main", scripts)

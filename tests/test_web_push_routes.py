@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.auth import build_gate
@@ -33,7 +34,7 @@ from sealgw.config import (
     TokenFileConfig,
 )
 from sealgw.relay import UpstreamRejected, UpstreamUnavailable
-from sealgw.signals import remote_write, snappy_compress, snappy_decompress
+from sealgw.signals import _relabel, remote_write, snappy_compress, snappy_decompress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.signals.push import Push
 from sealgw.testing import MemoryUpstream
@@ -335,3 +336,39 @@ class LokiAndOTLPTests(RoutesTestCase):
         )
         self.assertEqual(code, 404)
         self.assertIn(b"not enabled", message)
+
+
+class RelabelImplementationTests(RoutesTestCase):
+    """
+    An operator whose install could not build the C relabelling loop is
+    told so at start-up, when a route's label actions would use it.
+    """
+
+    def routes_with(self, implementation: str, labels: LabelActions) -> list[str]:
+        self.patch(_relabel, "IMPLEMENTATION", implementation)
+        config = attr.evolve(
+            self.config,
+            push=attr.evolve(
+                self.config.push,
+                remote_write=RemoteWriteConfig(route=self.config.push.seal.route, labels=labels),
+            ),
+        )
+        events: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            events.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            PushRoutes(config, self.routes.gate, {"mimir": self.upstream}, self.clock)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        return [e for e in events if "label actions" in e]
+
+    def test_python_loop_with_label_actions(self) -> None:
+        [line] = self.routes_with("python", LabelActions(add={"tenant": "a"}))
+        self.assertIn("C extension sealgw.signals._relabel_c was not built", line)
+
+    def test_quiet_otherwise(self) -> None:
+        self.assertEqual(self.routes_with("c", LabelActions(add={"tenant": "a"})), [])
+        self.assertEqual(self.routes_with("python", LabelActions()), [])

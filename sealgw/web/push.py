@@ -31,6 +31,7 @@ from sealgw.auth import Admission, AuthError, Gate, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig
 from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway
+from sealgw.signals import _relabel as relabelling
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.intake import PROTOBUF, RequestFacts
 from sealgw.signals.push import Push
@@ -85,6 +86,15 @@ class PushRoutes:
             def run_in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
+        rw = config.push.remote_write
+        if rw is not None and (rw.labels.add or rw.labels.remove) and (
+            relabelling.IMPLEMENTATION != "c"
+        ):
+            self.log.warn(
+                "remote_write label actions run in Python, about 70 times slower: the "
+                "C extension sealgw.signals._relabel_c was not built (no C compiler "
+                "when sealgw was installed; see docs/push.rst)"
+            )
 
     def resource(self) -> ExactPathResource:
         """

@@ -1,0 +1,488 @@
+/*
+ * sealgw.signals._relabel_c: the per-series loop of sealgw.signals._relabel
+ * in C, for the label actions on the encoded bytes of a remote-write
+ * request.
+ *
+ * relabel_encoded(raw, adds, drop) does what _relabel_python() does, byte
+ * for byte, and steps aside (None) on exactly the same bodies: it is the
+ * same reading of the same shape, only without a Python object per label.
+ * The Python side prepares the arguments once per request (the added
+ * labels encoded, the names to delete); see _relabel.py for the shape read
+ * and why anything else is left to the protobuf objects.
+ *
+ * Every read is bounded by the end of the message it belongs to (a label
+ * by its series, a name or value by its label, a series by the body), every
+ * varint by ten bytes and 64 bits: a hostile body gets None, never a read
+ * outside it.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#define TIMESERIES 0x0A  /* WriteRequest.timeseries: field 1, length-delimited */
+#define LABELS 0x0A      /* TimeSeries.labels: field 1, length-delimited */
+#define LABEL_NAME 0x0A  /* Label.name: field 1 */
+#define LABEL_VALUE 0x12 /* Label.value: field 2 */
+#define MAX_VARINT 10
+
+/* A one-byte tag (fields 1 to 15) of a length-delimited field: the only
+   kind this shape has. */
+#define LENGTH_DELIMITED(tag) (((tag) & 0x87) == 0x02)
+
+/* The added labels handled without allocating. */
+#define FEW 8
+
+typedef struct {
+    const unsigned char *name;
+    size_t name_len;
+    const unsigned char *label; /* the whole encoded TimeSeries.labels field */
+    size_t label_len;
+} add_t;
+
+typedef struct {
+    const unsigned char *name;
+    size_t len;
+} name_t;
+
+typedef struct {
+    const add_t *adds;
+    Py_ssize_t nadds;
+    size_t adds_total; /* all of them encoded, one after the other */
+    const name_t *drop;
+    Py_ssize_t ndrop;
+} actions_t;
+
+typedef struct {
+    PyObject *bytes; /* a bytes object used as the buffer, shrunk at the end */
+    size_t len;
+    size_t cap;
+} buffer_t;
+
+/* The varint at data[*pos], read no further than data[end - 1]: 0 with
+   *pos moved past it, or -1 when it is truncated, longer than ten bytes
+   or above 64 bits (more than any body holds, which is what the Python
+   reference concludes from the same bytes). */
+static int
+read_varint(const unsigned char *data, size_t *pos, size_t end, uint64_t *value)
+{
+    size_t p = *pos;
+    uint64_t result = 0;
+    for (int i = 0; i < MAX_VARINT; i++) {
+        if (p >= end) {
+            return -1;
+        }
+        unsigned char byte = data[p++];
+        if (i == MAX_VARINT - 1 && byte > 1) {
+            return -1;
+        }
+        result |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (byte < 0x80) {
+            *value = result;
+            *pos = p;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A length prefix at data[*pos]: 0 with *length set and *pos at the
+   bytes it counts, which end by end; -1 otherwise. */
+static inline int
+read_length(const unsigned char *data, size_t *pos, size_t end, size_t *length)
+{
+    uint64_t value;
+    if (*pos < end && data[*pos] < 0x80) {
+        value = data[*pos]; /* one byte: the rule for a label */
+        *pos += 1;
+    }
+    else if (read_varint(data, pos, end, &value) < 0) {
+        return -1;
+    }
+    if (value > (uint64_t)(end - *pos)) {
+        return -1;
+    }
+    *length = (size_t)value;
+    return 0;
+}
+
+static inline size_t
+varint_size(size_t value)
+{
+    size_t size = 1;
+    while (value > 0x7F) {
+        value >>= 7;
+        size++;
+    }
+    return size;
+}
+
+static inline unsigned char *
+write_varint(unsigned char *out, size_t value)
+{
+    while (value > 0x7F) {
+        *out++ = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    *out++ = (unsigned char)value;
+    return out;
+}
+
+/* Bytes compared as Python compares them. */
+static inline int
+compare(const unsigned char *a, size_t a_len, const unsigned char *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    if (c != 0) {
+        return c;
+    }
+    return a_len < b_len ? -1 : (a_len > b_len ? 1 : 0);
+}
+
+static inline int
+dropped(const unsigned char *name, size_t len, const actions_t *actions)
+{
+    for (Py_ssize_t i = 0; i < actions->ndrop; i++) {
+        if (actions->drop[i].len == len && memcmp(actions->drop[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Room for more bytes: 0, or -1 with an exception set. */
+static int
+reserve(buffer_t *out, size_t more)
+{
+    if (more <= out->cap - out->len) {
+        return 0;
+    }
+    if (more > (size_t)PY_SSIZE_T_MAX - out->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t need = out->len + more;
+    size_t cap = out->cap;
+    while (cap < need) {
+        cap = cap > (size_t)PY_SSIZE_T_MAX / 2 ? (size_t)PY_SSIZE_T_MAX : cap * 2;
+    }
+    if (_PyBytes_Resize(&out->bytes, (Py_ssize_t)cap) < 0) {
+        return -1; /* the buffer is gone, the exception set */
+    }
+    out->cap = cap;
+    return 0;
+}
+
+static inline unsigned char *
+buffer_at(buffer_t *out)
+{
+    return (unsigned char *)PyBytes_AS_STRING(out->bytes) + out->len;
+}
+
+/* One series, raw[start:stop], relabelled onto the buffer with its tag and
+   length prefix: 0, or 1 when it is not of the shape (nothing written),
+   or -1 with an exception set. */
+static int
+relabel_series(const unsigned char *raw, size_t start, size_t stop,
+               const actions_t *actions, buffer_t *out)
+{
+    /* The result is at most the series and every added label: its bytes
+       go after the longest prefix they may need, and move back if the
+       prefix comes out shorter. */
+    size_t bound = (stop - start) + actions->adds_total;
+    size_t prefix = varint_size(bound);
+    if (reserve(out, 1 + prefix + bound) < 0) {
+        return -1;
+    }
+    unsigned char *head = buffer_at(out);
+    unsigned char *body = head + 1 + prefix;
+    unsigned char *w = body;
+    const add_t *adds = actions->adds;
+    Py_ssize_t nadds = actions->nadds;
+    Py_ssize_t pending = 0;
+    const unsigned char *previous = NULL;
+    size_t previous_len = 0;
+    size_t pos = start;
+
+    while (pos < stop && raw[pos] == LABELS) {
+        size_t p = pos + 1;
+        size_t length, name_len, value_len;
+        if (read_length(raw, &p, stop, &length) < 0) {
+            return 1;
+        }
+        size_t label_end = p + length;
+        if (p >= label_end || raw[p] != LABEL_NAME) {
+            return 1;
+        }
+        p++;
+        if (read_length(raw, &p, label_end, &name_len) < 0) {
+            return 1;
+        }
+        const unsigned char *name = raw + p;
+        p += name_len;
+        int empty = 1;
+        if (p < label_end) {
+            /* The value, and nothing after it. */
+            if (raw[p] != LABEL_VALUE) {
+                return 1;
+            }
+            p++;
+            if (read_length(raw, &p, label_end, &value_len) < 0 || p + value_len != label_end) {
+                return 1;
+            }
+            empty = value_len == 0;
+        }
+        if (previous != NULL && compare(name, name_len, previous, previous_len) <= 0) {
+            return 1; /* unsorted or repeated */
+        }
+        previous = name;
+        previous_len = name_len;
+        int c = 1;
+        while (pending < nadds
+               && (c = compare(adds[pending].name, adds[pending].name_len, name, name_len)) < 0) {
+            memcpy(w, adds[pending].label, adds[pending].label_len);
+            w += adds[pending].label_len;
+            pending++;
+        }
+        if (pending < nadds && c == 0) {
+            /* Replaces the series' own value. */
+            memcpy(w, adds[pending].label, adds[pending].label_len);
+            w += adds[pending].label_len;
+            pending++;
+        }
+        else if (!empty && !dropped(name, name_len, actions)) {
+            memcpy(w, raw + pos, label_end - pos);
+            w += label_end - pos;
+        }
+        /* else: deleted, or an empty value, which is no label */
+        pos = label_end;
+    }
+    for (; pending < nadds; pending++) {
+        memcpy(w, adds[pending].label, adds[pending].label_len);
+        w += adds[pending].label_len;
+    }
+    /* The other fields (samples, exemplars, histograms) pass as they are;
+       a label after them would be out of this shape. */
+    for (size_t check = pos; check < stop;) {
+        unsigned char tag = raw[check];
+        size_t length;
+        if (tag == LABELS || !LENGTH_DELIMITED(tag)) {
+            return 1;
+        }
+        check++;
+        if (read_length(raw, &check, stop, &length) < 0) {
+            return 1;
+        }
+        check += length;
+    }
+    memcpy(w, raw + pos, stop - pos);
+    w += stop - pos;
+
+    size_t written = (size_t)(w - body);
+    size_t actual = varint_size(written);
+    head[0] = TIMESERIES;
+    if (actual < prefix) {
+        memmove(head + 1 + actual, body, written);
+    }
+    write_varint(head + 1, written);
+    out->len += 1 + actual + written;
+    return 0;
+}
+
+/* The whole body: 0 with the buffer filled, 1 when not of the shape, -1
+   with an exception set. */
+static int
+relabel_body(const unsigned char *raw, size_t end, const actions_t *actions, buffer_t *out)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        unsigned char tag = raw[pos];
+        size_t start = pos + 1, length;
+        if (!LENGTH_DELIMITED(tag)) {
+            return 1; /* only length-delimited fields are expected here */
+        }
+        if (read_length(raw, &start, end, &length) < 0) {
+            return 1;
+        }
+        size_t stop = start + length;
+        if (tag == TIMESERIES) {
+            int result = relabel_series(raw, start, stop, actions, out);
+            if (result != 0) {
+                return result;
+            }
+        }
+        else {
+            /* Metadata and the like, as they are. */
+            if (reserve(out, stop - pos) < 0) {
+                return -1;
+            }
+            memcpy(buffer_at(out), raw + pos, stop - pos);
+            out->len += stop - pos;
+        }
+        pos = stop;
+    }
+    return 0;
+}
+
+/* The prepared actions read from their Python form: 0, or -1 with an
+   exception set. */
+static int
+read_actions(PyObject *adds_tuple, PyObject *drop_tuple, add_t *adds, name_t *drop,
+             actions_t *actions)
+{
+    Py_ssize_t nadds = PyTuple_GET_SIZE(adds_tuple);
+    Py_ssize_t ndrop = PyTuple_GET_SIZE(drop_tuple);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < nadds; i++) {
+        PyObject *item = PyTuple_GET_ITEM(adds_tuple, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "adds: a tuple of (name, encoded label) bytes pairs");
+            return -1;
+        }
+        PyObject *name = PyTuple_GET_ITEM(item, 0);
+        PyObject *label = PyTuple_GET_ITEM(item, 1);
+        adds[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        adds[i].name_len = (size_t)PyBytes_GET_SIZE(name);
+        adds[i].label = (const unsigned char *)PyBytes_AS_STRING(label);
+        adds[i].label_len = (size_t)PyBytes_GET_SIZE(label);
+        if (i > 0 && compare(adds[i - 1].name, adds[i - 1].name_len,
+                             adds[i].name, adds[i].name_len) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "adds: names must be sorted and unique");
+            return -1;
+        }
+        if (adds[i].label_len > (size_t)PY_SSIZE_T_MAX - total) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        total += adds[i].label_len;
+    }
+    for (Py_ssize_t i = 0; i < ndrop; i++) {
+        PyObject *name = PyTuple_GET_ITEM(drop_tuple, i);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "drop: a tuple of bytes");
+            return -1;
+        }
+        drop[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        drop[i].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    actions->adds = adds;
+    actions->nadds = nadds;
+    actions->adds_total = total;
+    actions->drop = drop;
+    actions->ndrop = ndrop;
+    return 0;
+}
+
+PyDoc_STRVAR(relabel_encoded_doc,
+"relabel_encoded(raw, adds, drop, /)\n"
+"--\n"
+"\n"
+"raw (an uncompressed WriteRequest, bytes-like) with the labels of adds\n"
+"set on every series and the names in drop deleted, labels kept sorted;\n"
+"a label with an empty value is deleted too.\n"
+"\n"
+"adds: a tuple of (name, encoded TimeSeries.labels field) bytes pairs,\n"
+"sorted by name; drop: a tuple of names (bytes).  Returns the new\n"
+"encoding, or None when raw is not in the shape handled (the caller then\n"
+"uses the protobuf objects).");
+
+static PyObject *
+relabel_encoded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "relabel_encoded() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyTuple_Check(args[1]) || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "relabel_encoded(): adds and drop must be tuples");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    add_t few_adds[FEW];
+    name_t few_drop[FEW];
+    add_t *adds = few_adds;
+    name_t *drop = few_drop;
+    Py_ssize_t nadds = PyTuple_GET_SIZE(args[1]);
+    Py_ssize_t ndrop = PyTuple_GET_SIZE(args[2]);
+    PyObject *result = NULL;
+    buffer_t out = {NULL, 0, 0};
+    actions_t actions;
+
+    if (nadds > FEW) {
+        adds = PyMem_New(add_t, (size_t)nadds);
+    }
+    if (ndrop > FEW) {
+        drop = PyMem_New(name_t, (size_t)ndrop);
+    }
+    if (adds == NULL || drop == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (read_actions(args[1], args[2], adds, drop, &actions) < 0) {
+        goto done;
+    }
+    size_t end = (size_t)view.len;
+    /* Room for the body and a label or two a series; more if needed. */
+    out.cap = end + end / 4 + 64;
+    out.bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out.cap);
+    if (out.bytes == NULL) {
+        goto done;
+    }
+    switch (relabel_body((const unsigned char *)view.buf, end, &actions, &out)) {
+    case 0:
+        if (_PyBytes_Resize(&out.bytes, (Py_ssize_t)out.len) == 0) {
+            result = out.bytes;
+            out.bytes = NULL;
+        }
+        break;
+    case 1:
+        result = Py_NewRef(Py_None);
+        break;
+    default:
+        break; /* the exception is set */
+    }
+
+done:
+    Py_XDECREF(out.bytes);
+    if (adds != few_adds) {
+        PyMem_Free(adds);
+    }
+    if (drop != few_drop) {
+        PyMem_Free(drop);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
+     relabel_encoded_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef_Slot slots[] = {
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sealgw.signals._relabel_c",
+    .m_doc = "The per-series loop of sealgw.signals._relabel, in C.",
+    .m_size = 0,
+    .m_methods = methods,
+    .m_slots = slots,
+};
+
+PyMODINIT_FUNC
+PyInit__relabel_c(void)
+{
+    return PyModuleDef_Init(&module);
+}

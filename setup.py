@@ -1,0 +1,20 @@
+"""
+The C extension only; everything else about the package is in setup.cfg.
+
+The extension is optional: without a compiler the install still succeeds
+(setuptools warns) and sealgw.signals._relabel uses its Python loop, with
+the same results, slower.  Build it in the checkout, for the tests, with
+C{python setup.py build_ext --inplace}.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "sealgw.signals._relabel_c",
+            ["sealgw/signals/_relabel_c.c"],
+            optional=True,
+        )
+    ]
+)
