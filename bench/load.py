@@ -9,6 +9,7 @@ says no, which is usually flattering.
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import json
 import os
@@ -16,9 +17,9 @@ import resource
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import attr
 
@@ -26,6 +27,15 @@ from bench.processes import ROOT, Server
 
 SCRIPT = ROOT / "bench" / "post.lua"
 MARKER = "BENCH-RESULT "
+
+#: What a Prometheus remote-write sender sends with each body (besides
+#: the bearer token, which every request gets): post.lua's default.
+REMOTE_WRITE_HEADERS = {
+    "Content-Type": "application/x-protobuf",
+    "Content-Encoding": "snappy",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+    "User-Agent": "sealgw-bench",
+}
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal
 
 
@@ -137,18 +147,19 @@ def merge(results: Sequence[Result]) -> Result:
     )
 
 
-def preflight(url: str, body_path: str, token: str) -> int:
+def preflight(
+    url: str, body_path: str, token: str, headers: Optional[Mapping[str, str]] = None
+) -> int:
     """
-    Send the body once; answer the status, raising unless it is 2xx.
+    Send the body once, with C{headers} (by default L{REMOTE_WRITE_HEADERS})
+    and the bearer token; answer the status, raising unless it is 2xx.
     """
     request = urllib.request.Request(
         url,
         data=Path(body_path).read_bytes(),
         method="POST",
         headers={
-            "Content-Type": "application/x-protobuf",
-            "Content-Encoding": "snappy",
-            "X-Prometheus-Remote-Write-Version": "0.1.0",
+            **(REMOTE_WRITE_HEADERS if headers is None else headers),
             "Authorization": f"Bearer {token}",
         },
     )
@@ -171,11 +182,15 @@ def run_wrk(
     connections: int,
     threads: int,
     watch: dict[str, Server],
+    headers: Optional[Mapping[str, str]] = None,
 ) -> Result:
     """
     Run wrk for C{duration} seconds and read the JSON line of post.lua.
 
     @param watch: servers whose CPU time is measured over the run.
+    @param headers: sent with every request besides the bearer token (and
+        the C{Host} and C{Content-Length} wrk sends); by default
+        L{REMOTE_WRITE_HEADERS}.
     """
     threads = max(1, min(threads, connections))
     argv = [
@@ -187,7 +202,12 @@ def run_wrk(
         f"--script={SCRIPT}",
         url,
     ]
-    env = {**os.environ, "BENCH_BODY": body_path, "BENCH_TOKEN": token}
+    env = {
+        **os.environ,
+        "BENCH_BODY": body_path,
+        "BENCH_TOKEN": token,
+        "BENCH_HEADERS": wrk_headers(REMOTE_WRITE_HEADERS if headers is None else headers),
+    }
     before = _cpu(watch)
     try:
         done = subprocess.run(
@@ -223,6 +243,17 @@ def run_wrk(
     )
 
 
+def wrk_headers(headers: Mapping[str, str]) -> str:
+    """
+    C{headers} as post.lua reads them from C{BENCH_HEADERS}: one
+    C{Name: value} a line.
+    """
+    for name, value in headers.items():
+        if "\n" in name + value or ":" in name:
+            raise ValueError(f"header {name!r} cannot be passed to post.lua")
+    return "".join(f"{name}: {value}\n" for name, value in headers.items())
+
+
 def _cpu(watch: dict[str, Server]) -> dict[str, float]:
     """
     CPU seconds used so far by each watched server, by the finished wrk
@@ -237,3 +268,28 @@ def _cpu(watch: dict[str, Server]) -> dict[str, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     used["machine"] = sum(int(fields[i]) for i in _BUSY_FIELDS) / ticks
     return used
+
+
+def add_load_options(parser: argparse.ArgumentParser, *, duration_help: str) -> None:
+    """
+    The options every wrk-driven bench takes: C{--duration}, C{--rounds},
+    C{--connections}, C{--threads}, C{--json} and C{--keep}.
+    """
+    parser.add_argument("--duration", type=int, default=10, help=duration_help)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="split each measurement into this many interleaved rounds "
+                        "(default 2)")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="wrk connections under load (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's directory (configs, logs) for inspection")
+
+
+def check_load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Refuse a duration, a round count or a wrk setting below 1.
+    """
+    if min(args.duration, args.connections, args.threads, args.rounds) < 1:
+        parser.error("--duration, --connections, --threads and --rounds must be at least 1")

@@ -20,9 +20,12 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
+
+import attr
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -30,7 +33,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import payloads, processes, profile  # noqa: E402
-from bench.load import LoadError, Result, merge, preflight, run_wrk  # noqa: E402
+from bench.load import (  # noqa: E402
+    LoadError,
+    Result,
+    add_load_options,
+    check_load_options,
+    merge,
+    preflight,
+    run_wrk,
+)
 
 TARGETS = ("direct", "nginx", "floor", "sealgw", "sealgw+labels")
 
@@ -45,17 +56,11 @@ PROXIES = ("nginx", "floor", "sealgw", "sealgw+labels")
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10,
-                        help="seconds of load per target and batch size (default 10)")
+    add_load_options(parser, duration_help="seconds of load per target and batch size "
+                     "(default 10)")
     parser.add_argument("--latency-duration", type=int, default=4,
                         help="seconds of one-request-at-a-time per target and batch "
                         "size, for latency without queueing (default 4; 0 skips it)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="split each measurement into this many interleaved rounds "
-                        "(default 2)")
-    parser.add_argument("--connections", type=int, default=8,
-                        help="wrk connections under load (default 8)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--upstream", choices=("prometheus", "sink"), default="prometheus",
                         help="a real Prometheus (default) or an nginx that answers 204")
     parser.add_argument("--batch", type=int, action="append", dest="batches",
@@ -65,15 +70,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="keep sealgw's access log on (off by default, as nginx's is)")
     parser.add_argument("--workers", type=int, default=1,
                         help="sealgw's workers: setting, its worker processes (default 1)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample sealgw with py-spy during its load runs and write the "
                         "stacks to DIR (skews that run's figures)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the run's directory (configs, logs) for inspection")
     args = parser.parse_args(argv)
-    if min(args.duration, args.connections, args.threads, args.rounds) < 1:
-        parser.error("--duration, --connections, --threads and --rounds must be at least 1")
+    check_load_options(parser, args)
     if args.profile and profile.find_py_spy() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
     return args
@@ -87,27 +88,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     batches = tuple(args.batches or payloads.BATCH_SIZES)
-    signal.signal(signal.SIGTERM, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="sealgw-bench-"))
     token = secrets.token_hex(16)
-    keep = args.keep
     try:
-        with ExitStack() as cleanup:
-            results = _run(args, batches, workdir, cleanup, token)
-    except KeyboardInterrupt:
-        print("\ninterrupted; every server was stopped", file=sys.stderr)
-        return 130
-    except (processes.StartError, LoadError) as e:
-        # The configs and server logs are what explains the failure.
-        keep = True
-        print(f"\nbench: {e}", file=sys.stderr)
-        print(f"(configs and logs kept in {workdir})", file=sys.stderr)
-        return 2
-    finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if keep:
-        print(f"run directory kept: {workdir}")
+        results = with_servers(
+            lambda workdir, cleanup: _run(args, batches, workdir, cleanup, token),
+            keep=args.keep,
+        )
+    except Stopped as e:
+        return e.status
 
     report = _report(args, batches, results)
     if args.json:
@@ -115,10 +103,63 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"results written to {args.json}")
     failed = report["failed_requests"]
     if failed:
-        print(f"\n!!! {failed} REQUEST(S) FAILED (non-2xx or socket errors): the "
-              "figures above are NOT a valid measurement !!!", file=sys.stderr)
+        warn_failed(failed)
         return 1
     return 0
+
+
+class Stopped(Exception):
+    """
+    L{with_servers} stopped early; C{status} is the exit status to give:
+    2 when a server or wrk could not be run, 130 when interrupted.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+_T = TypeVar("_T")
+
+
+def with_servers(
+    measure: Callable[[Path, ExitStack], _T], *, keep: bool = False,
+    prefix: str = "sealgw-bench-",
+) -> _T:
+    """
+    Call C{measure} with a new temporary directory and an C{ExitStack} on
+    which the servers it starts put their stop, and answer what it
+    answers.  Every server is stopped however it ends; the directory is
+    removed unless C{keep}, or unless a server or wrk could not be run
+    (its configs and logs then explain why, and their path is printed).
+    Ctrl-C and C{SIGTERM} raise L{Stopped}(130), a server or wrk that
+    cannot be run L{Stopped}(2).
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with ExitStack() as cleanup:
+            result = measure(workdir, cleanup)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every server was stopped", file=sys.stderr)
+        raise Stopped(130) from None
+    except (processes.StartError, LoadError) as e:
+        # The configs and server logs are what explains the failure.
+        keep = True
+        print(f"\nbench: {e}", file=sys.stderr)
+        print(f"(configs and logs kept in {workdir})", file=sys.stderr)
+        raise Stopped(2) from None
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if keep:
+        print(f"run directory kept: {workdir}")
+    return result
+
+
+def warn_failed(failed: int) -> None:
+    print(f"\n!!! {failed} REQUEST(S) FAILED (non-2xx or socket errors): the "
+          "figures above are NOT a valid measurement !!!", file=sys.stderr)
 
 
 def _run(
@@ -150,68 +191,125 @@ def _run(
         name="sealgw-labels", labels=LABELS, workers=args.workers,
     )
     targets = {
-        "direct": (upstream_url, {}),
-        "nginx": (nginx_url, {"proxy": nginx}),
-        "floor": (floor_url, {"proxy": floor}),
-        "sealgw": (sealgw_url, {"proxy": sealgw}),
-        "sealgw+labels": (labelled_url, {"proxy": labelled}),
+        "direct": Target(upstream_url),
+        "nginx": Target(nginx_url, {"proxy": nginx}),
+        "floor": Target(floor_url, {"proxy": floor}),
+        "sealgw": Target(sealgw_url, {"proxy": sealgw}),
+        "sealgw+labels": Target(labelled_url, {"proxy": labelled}),
     }
-    load_slice = max(1, round(args.duration / args.rounds))
-    alone_slice = max(1, round(args.latency_duration / args.rounds))
-    print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; per target and batch size, "
-          f"{args.rounds} round(s) of {load_slice}s under load ({args.connections} "
-          "connections)" + (f" and {alone_slice}s alone (1 connection)"
-                            if args.latency_duration > 0 else ""))
+    print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; {plan(args)}")
 
     results: dict[int, dict[str, dict[str, Result]]] = {}
     for size in batches:
-        body = bodies[size]
-        for url, _ in targets.values():
-            preflight(url, body, token)
-        runs: dict[str, dict[str, list[Result]]] = {
-            name: {"load": [], "alone": []} for name in targets
-        }
-        stacks: list[Path] = []
-        for r in range(args.rounds):
-            # Interleaved, and each round in a rotated order, so that a
-            # change in the machine's other load falls on every target.
-            turn = r % len(targets)
-            order = list(targets)[turn:] + list(targets)[:turn]
-            print(f"  {size} samples, round {r + 1}/{args.rounds}: {', '.join(order)}",
-                  flush=True)
-            for name in order:
-                url, proxy = targets[name]
-                watch = {**proxy, "upstream": upstream}
-                profiler = None
-                if args.profile and name == "sealgw":
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    stacks.append(args.profile / f"sealgw-{size}-round{r + 1}.txt")
-                    profiler = profile.start(sealgw.pid, load_slice, stacks[-1])
-                    cleanup.callback(profiler.kill)  # a no-op once it has finished
+        results[size] = measure(
+            {name: attr.evolve(t, body=bodies[size]) for name, t in targets.items()},
+            token, args, upstream, f"{size} samples",
+            profile_target=sealgw if args.profile else None,
+        )
+        print(_table(size, os.path.getsize(bodies[size]), results[size], args))
+    return results
+
+
+@attr.frozen
+class Target:
+    """
+    What one row of a table measures: a URL, the body posted to it (a
+    file) and the headers sent with it (None: remote write's), and the
+    servers whose CPU is watched, by role (C{proxy}: what the
+    samples-per-CPU-second figures divide by).
+    """
+
+    url: str
+    watch: dict[str, processes.Server] = attr.field(factory=dict)
+    body: str = ""
+    headers: Optional[dict[str, str]] = None
+
+
+def plan(args: argparse.Namespace) -> str:
+    """
+    What L{measure} does per target, in words.
+    """
+    load_slice, alone_slice = _slices(args)
+    return (f"per target and batch size, {args.rounds} round(s) of {load_slice}s under load "
+            f"({args.connections} connections)"
+            + (f" and {alone_slice}s alone (1 connection)" if args.latency_duration > 0 else ""))
+
+
+def _slices(args: argparse.Namespace) -> tuple[int, int]:
+    return (max(1, round(args.duration / args.rounds)),
+            max(1, round(args.latency_duration / args.rounds)))
+
+
+def measure(
+    targets: dict[str, Target],
+    token: str,
+    args: argparse.Namespace,
+    upstream: processes.Server,
+    what: str,
+    profile_target: Optional[processes.Server] = None,
+) -> dict[str, dict[str, Result]]:
+    """
+    Send each target its body once by hand (it must answer 2xx), then
+    measure each one under load and then one request at a time (unless
+    C{args.latency_duration} is 0), in C{args.rounds} interleaved rounds
+    that are merged at the end.  Answers, per target, its C{load} and
+    C{alone} results.
+
+    @param what: names the measurement in the progress lines.
+    @param profile_target: the server to sample with py-spy into
+        C{args.profile} during the C{sealgw} target's load runs.
+    """
+    load_slice, alone_slice = _slices(args)
+    for target in targets.values():
+        preflight(target.url, target.body, token, target.headers)
+    runs: dict[str, dict[str, list[Result]]] = {
+        name: {"load": [], "alone": []} for name in targets
+    }
+    stacks: list[Path] = []
+    for r in range(args.rounds):
+        # Interleaved, and each round in a rotated order, so that a
+        # change in the machine's other load falls on every target.
+        turn = r % len(targets)
+        order = list(targets)[turn:] + list(targets)[:turn]
+        print(f"  {what}, round {r + 1}/{args.rounds}: {', '.join(order)}", flush=True)
+        for name in order:
+            target = targets[name]
+            watch = {**target.watch, "upstream": upstream}
+            profiler = None
+            if profile_target is not None and name == "sealgw":
+                args.profile.mkdir(parents=True, exist_ok=True)
+                slug = what.replace(" ", "-")
+                stacks.append(args.profile / f"sealgw-{slug}-round{r + 1}.txt")
+                profiler = profile.start(profile_target.pid, load_slice, stacks[-1])
+            try:
                 runs[name]["load"].append(run_wrk(
-                    url, body, token, duration=load_slice, connections=args.connections,
-                    threads=args.threads, watch=watch,
+                    target.url, target.body, token, duration=load_slice,
+                    connections=args.connections, threads=args.threads, watch=watch,
+                    headers=target.headers,
                 ))
                 if profiler is not None:
                     _, err = profiler.communicate(timeout=60)
                     if profiler.returncode:
                         print(f"  py-spy failed: {err.decode(errors='replace')}",
                               file=sys.stderr)
-                if args.latency_duration > 0:
-                    runs[name]["alone"].append(run_wrk(
-                        url, body, token, duration=alone_slice, connections=1, threads=1,
-                        watch=watch,
-                    ))
-        results[size] = {
-            name: {phase: merge(rs) for phase, rs in phases.items() if rs}
-            for name, phases in runs.items()
-        }
-        stacks = [path for path in stacks if path.exists()]
-        if stacks:
-            print(f"\nsealgw under load, {size} samples per request, sampled by py-spy "
-                  f"({', '.join(map(str, stacks))}):\n{profile.hotspots(stacks)}")
-        print(_table(size, os.path.getsize(body), results[size], args))
-    return results
+            finally:
+                # However the run ends, py-spy does not outlive it.
+                if profiler is not None and profiler.poll() is None:
+                    profiler.kill()
+                    profiler.wait()
+            if args.latency_duration > 0:
+                runs[name]["alone"].append(run_wrk(
+                    target.url, target.body, token, duration=alone_slice, connections=1,
+                    threads=1, watch=watch, headers=target.headers,
+                ))
+    stacks = [path for path in stacks if path.exists()]
+    if stacks:
+        print(f"\nsealgw under load, {what} per request, sampled by py-spy "
+              f"({', '.join(map(str, stacks))}):\n{profile.hotspots(stacks)}")
+    return {
+        name: {phase: merge(rs) for phase, rs in phases.items() if rs}
+        for name, phases in runs.items()
+    }
 
 
 # -- the report ------------------------------------------------------------

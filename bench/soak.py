@@ -15,10 +15,8 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +28,7 @@ if str(ROOT) not in sys.path:
 
 from bench import payloads, processes  # noqa: E402
 from bench.load import MARKER, preflight, run_wrk  # noqa: E402
+from bench.run import Stopped, with_servers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,19 +66,25 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="sealgw-soak-"))
     token = secrets.token_hex(16)
     try:
-        with ExitStack() as cleanup:
-            report = _soak(args, workdir, cleanup, token)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        report = with_servers(
+            lambda workdir, cleanup: run(args, workdir, cleanup, token),
+            prefix="sealgw-soak-",
+        )
+    except Stopped as e:
+        return e.status
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["failed"] == 0 else 1
 
 
-def _soak(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, token: str) -> Any:
+def run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, token: str) -> Any:
+    """
+    Start the sink and sealgw, find sealgw's most, soak at half of it for
+    C{args.minutes} and print resident memory as it goes; answer the
+    report (C{failed} is 0 for a clean soak).
+    """
     processes.check_twistd_plugin()
     body = payloads.write_bodies(str(workdir), (args.batch,))[args.batch]
     _, upstream_url = processes.start_sink(workdir, cleanup)
@@ -113,8 +118,14 @@ def _soak(args: argparse.Namespace, workdir: Path, cleanup: ExitStack, token: st
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
-    cleanup.callback(lambda: wrk.poll() is None and wrk.kill())
-    samples = []
+
+    def stop_wrk() -> None:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait()
+
+    cleanup.callback(stop_wrk)
+    samples: list[dict[str, Any]] = []
     started = time.monotonic()
     print(f"{'t (s)':>7} {'RSS MiB per process':>40}", flush=True)
     while wrk.poll() is None:
