@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sealgw.client import _families
 from sealgw.client._retry import Backoff, parse_retry_after
 from sealgw.signals import snappy_decompress
+from sealgw.signals._wire import write_request
 from sealgw.signals.proto import metrics_pb2, remote_pb2
 from sealgw.signals.seal import decode_delimited, decode_seal_json, to_series
 
@@ -143,7 +144,9 @@ class FamiliesTests(SynchronousTestCase):
             now_ms=1000,
         )
         direct = _families.write_request(messages, {"job": "app"}, 1000)
-        self.assertEqual(as_dict(remote_pb2.WriteRequest(timeseries=series)), as_dict(direct))
+        self.assertEqual(
+            as_dict(remote_pb2.WriteRequest.FromString(write_request(series))), as_dict(direct)
+        )
 
     @given(st.lists(st.binary(max_size=300), max_size=5))
     def test_delimited(self, payloads: list[bytes]) -> None:

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sealgw.signals import _relabel, remote_write
+from sealgw.signals import _relabel, _wire, remote_write
 from sealgw.signals.proto.remote_pb2 import MetricMetadata, WriteRequest
 
 try:
@@ -343,7 +343,7 @@ class ShapeTests(_Both):
 
     def test_bad_arguments(self) -> None:
         relabel_encoded = _relabel_c.relabel_encoded
-        label = _relabel._label
+        label = _wire.label
         with self.assertRaises(TypeError):
             relabel_encoded(b"", ())  # type: ignore[call-arg]
         with self.assertRaises(TypeError):

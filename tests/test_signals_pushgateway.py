@@ -10,9 +10,14 @@ from prometheus_client.exposition import generate_latest
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.signals import PayloadError
+from sealgw.signals.proto.remote_pb2 import TimeSeries
 from sealgw.signals.pushgateway import grouping_key, to_series
 from tests.e2e_support import seal_sample_families
 from tests.wire import delimited
+
+
+def _decoded(series: list[bytes]) -> list[TimeSeries]:
+    return [TimeSeries.FromString(one) for one in series]
 
 
 def _flat(series: list) -> dict[tuple, float]:
@@ -57,14 +62,14 @@ class BodyTests(SynchronousTestCase):
         Gauge("last_success", "when", registry=registry).set(1700000000)
         Histogram("duration", "took", buckets=(0.1, 1.0), registry=registry).observe(0.5)
         Summary("size", "bytes", registry=registry).observe(10)
-        series = to_series(
+        series = _decoded(to_series(
             generate_latest(registry),
             "text/plain; version=0.0.4; charset=utf-8",
             {"job": "batch", "instance": "x"},
             add={"network": "main"},
             remove=frozenset({"kind"}),
             now_ms=42,
-        )
+        ))
         flat = _flat(series)
         common = (("instance", "x"), ("job", "batch"), ("network", "main"))
         self.assertEqual(flat[tuple(sorted((("__name__", "jobs_total"),) + common))], 3.0)
@@ -75,7 +80,7 @@ class BodyTests(SynchronousTestCase):
 
     def test_protobuf(self) -> None:
         body = delimited(*seal_sample_families(1000))
-        series = to_series(
+        series = _decoded(to_series(
             body,
             "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
             "encoding=delimited",
@@ -83,7 +88,7 @@ class BodyTests(SynchronousTestCase):
             add={},
             remove=frozenset(),
             now_ms=5,
-        )
+        ))
         names = {dict((x.name, x.value) for x in s.labels)["__name__"] for s in series}
         self.assertIn("seal_request_duration_bucket", names)
         self.assertTrue(

@@ -57,7 +57,7 @@ def convert(families: list[MetricFamily], **overrides: object) -> list[TimeSerie
         client_labels={}, add={}, remove=frozenset(), node_name=None, client_ip=None, now_ms=NOW
     )
     kwargs.update(overrides)
-    return seal.to_series(families, **kwargs)
+    return [TimeSeries.FromString(one) for one in seal.to_series(families, **kwargs)]
 
 
 def flat(all_series: list[TimeSeries]) -> list[tuple[dict[str, str], float, int]]:

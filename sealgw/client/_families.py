@@ -20,6 +20,7 @@ from typing import Any, Optional
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample, Timestamp
 
+from sealgw.signals import _wire as wire
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto import metrics_pb2, remote_pb2
 from sealgw.signals.seal import to_series
@@ -217,7 +218,7 @@ def write_request(
         client_ip=None,
         now_ms=now_ms,
     )
-    request = remote_pb2.WriteRequest(timeseries=series)
+    request = remote_pb2.WriteRequest.FromString(wire.write_request(series))
     for name, kind, documentation in metadata:
         request.metadata.add(
             type=_METADATA_TYPES.get(kind, remote_pb2.MetricMetadata.UNKNOWN),

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Optional
 
+from sealgw.signals._wire import label, varint
+
 _LABELS = 0x0A  # TimeSeries.labels: field 1, length-delimited
 _TIMESERIES = 0x0A  # WriteRequest.timeseries: field 1, length-delimited
 _LABEL_NAME = 0x0A  # Label.name: field 1
@@ -37,15 +39,6 @@ _LABEL_VALUE = 0x12  # Label.value: field 2
 #: The added labels, sorted by name: each name (UTF-8) and its whole
 #: encoded C{TimeSeries.labels} field.
 Adds = tuple[tuple[bytes, bytes], ...]
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -87,14 +80,6 @@ def _read_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     return length, start
 
 
-def _label(name: bytes, value: bytes) -> bytes:
-    inner = (
-        bytes([_LABEL_NAME]) + _varint(len(name)) + name
-        + bytes([_LABEL_VALUE]) + _varint(len(value)) + value
-    )
-    return bytes([_LABELS]) + _varint(len(inner)) + inner
-
-
 def prepare(add: Mapping[str, str], remove: frozenset[str]) -> tuple[Adds, tuple[bytes, ...]]:
     """
     The label actions as both implementations take them: the labels to set
@@ -105,7 +90,7 @@ def prepare(add: Mapping[str, str], remove: frozenset[str]) -> tuple[Adds, tuple
     drop.update(name.encode("utf-8") for name, value in add.items() if not value)
     adds = tuple(
         sorted(
-            (name.encode("utf-8"), _label(name.encode("utf-8"), value.encode("utf-8")))
+            (name.encode("utf-8"), label(name.encode("utf-8"), value.encode("utf-8")))
             for name, value in add.items()
             if value and name not in remove
         )
@@ -137,7 +122,7 @@ def _relabel_python(raw: bytes, adds: Adds, drop: Collection[bytes]) -> Optional
             series = _relabel_series(raw, start, stop, adds, drop)
             if series is None:
                 return None
-            out.append(bytes([_TIMESERIES]) + _varint(len(series)) + series)
+            out.append(bytes([_TIMESERIES]) + varint(len(series)) + series)
             pos = stop
     except (IndexError, ValueError):
         return None

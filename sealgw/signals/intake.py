@@ -17,12 +17,12 @@ from typing import Optional
 
 import attr
 
+from sealgw.signals import _wire as wire
 from sealgw.signals import loki, otlp, pushgateway, remote_write, seal
 from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
 from sealgw.signals.errors import BadEncoding, PayloadError, PayloadTooLarge, UnsupportedMediaType
-from sealgw.signals.proto.remote_pb2 import TimeSeries
 from sealgw.signals.push import Push
 
 PROTOBUF = "application/x-protobuf"
@@ -273,24 +273,27 @@ def otlp_pushes(signal: str, body: bytes, facts: RequestFacts, *, limit: int) ->
     ]
 
 
-def _batched(
-    signal: str, series: list[TimeSeries], facts: RequestFacts, batch_size: int
-) -> list[Push]:
+def _batched(signal: str, series: list[bytes], facts: RequestFacts, batch_size: int) -> list[Push]:
     """
-    Series sealgw built itself (from seal or Pushgateway bodies) as
-    remote-write pushes of at most C{batch_size} samples each.
+    Series sealgw built itself (from seal or Pushgateway bodies; encoded
+    C{TimeSeries} of one sample each) as remote-write pushes of at most
+    C{batch_size} samples each.
+
+    @raise ValueError: if C{batch_size} is less than 1.
     """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
     return [
         Push(
             signal=signal,
             tenant=facts.relayed_tenant,
-            body=remote_write.encode(batch),
+            body=snappy_compress(wire.write_request(series[start:start + batch_size])),
             content_type=PROTOBUF,
             content_encoding="snappy",
             extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
             received_at=facts.received_at,
         )
-        for batch in remote_write.batches(series, batch_size)
+        for start in range(0, len(series), batch_size)
     ]
 
 

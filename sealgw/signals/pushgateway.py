@@ -20,12 +20,12 @@ from urllib.parse import unquote
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sealgw.signals import _wire as wire
 from sealgw.signals import seal
 from sealgw.signals._floats import format_bound
 from sealgw.signals._labels import METRIC_NAME, valid_label_name
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.errors import DecodeError, UnsupportedMediaType, quote
-from sealgw.signals.proto.remote_pb2 import Label, Sample, TimeSeries
 
 PREFIXES = ("/metrics/job/", "/metrics/job@base64/")
 TEXT_TYPES = ("", "text/plain", "application/openmetrics-text")
@@ -80,9 +80,10 @@ def to_series(
     add: Mapping[str, str],
     remove: frozenset[str],
     now_ms: int,
-) -> list[TimeSeries]:
+) -> list[bytes]:
     """
-    Every sample of a push body as a series: its own labels, then the
+    Every sample of a push body as a series (an encoded C{TimeSeries}
+    with one sample): its own labels, then the
     grouping key's (which win, as they name the group), then C{add}; the
     labels in C{remove} deleted.
 
@@ -112,7 +113,8 @@ def to_series(
     except (UnicodeDecodeError, ValueError, TypeError, IndexError) as e:
         raise DecodeError(f"pushgateway: the body is not in the text format: {e}") from None
     overlay = {**grouping, **add}
-    out: list[TimeSeries] = []
+    out: list[bytes] = []
+    encode = wire.LabelCache()
     for family in parsed:
         for sample in family.samples:
             labels = {**sample.labels, **overlay}
@@ -125,12 +127,7 @@ def to_series(
             timestamp = (
                 int(float(sample.timestamp) * 1000) if sample.timestamp is not None else now_ms
             )
-            out.append(
-                TimeSeries(
-                    labels=[Label(name=k, value=labels[k]) for k in sorted(labels) if labels[k]],
-                    samples=[Sample(value=float(sample.value), timestamp=timestamp)],
-                )
-            )
+            out.append(wire.series(labels, float(sample.value), timestamp, encode))
     return out
 
 

@@ -17,9 +17,11 @@ from typing import Any, Optional
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from sealgw.signals import _wire as wire
 from sealgw.signals._floats import format_bound
 from sealgw.signals._labels import METRIC_NAME, is_utf8_text, valid_label_name
 from sealgw.signals._media import parse_media_type
+from sealgw.signals._wire import LabelCache
 from sealgw.signals.compression import decode_body, snappy_decompress
 from sealgw.signals.errors import DecodeError, PayloadTooLarge, quote
 from sealgw.signals.proto.metrics_pb2 import (
@@ -32,7 +34,6 @@ from sealgw.signals.proto.metrics_pb2 import (
     Metric,
     MetricFamily,
 )
-from sealgw.signals.proto.remote_pb2 import Label, Sample, TimeSeries
 
 __all__ = [
     "MetricFamily",
@@ -216,10 +217,10 @@ def to_series(
     node_name: Optional[str],
     client_ip: Optional[str],
     now_ms: int,
-) -> list[TimeSeries]:
+) -> list[bytes]:
     """
-    Convert every metric of C{families} to remote-write series, named as
-    Prometheus names them:
+    Convert every metric of C{families} to remote-write series, each an
+    encoded C{TimeSeries} with one sample, named as Prometheus names them:
 
       - counter, gauge, untyped: C{<name>};
       - histogram and gauge histogram: C{<name>_bucket{le="..."}} for each
@@ -252,7 +253,8 @@ def to_series(
         overlay["client_ip"] = client_ip
     overlay.update(add)
 
-    out: list[TimeSeries] = []
+    out: list[bytes] = []
+    encode = LabelCache()
     for f_index, family in enumerate(families):
         if not family.metric:
             continue
@@ -269,7 +271,7 @@ def to_series(
             for gone in remove:
                 labels.pop(gone, None)
             timestamp = metric.timestamp_ms or now_ms
-            emit = _Emitter(out, labels, timestamp)
+            emit = _Emitter(out, labels, timestamp, encode)
             if kind == COUNTER:
                 emit(name, metric.counter.value)
             elif kind == GAUGE:
@@ -288,8 +290,14 @@ def to_series(
 def _metric_labels(metric: Metric, where: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in metric.label:
-        name = _text(pair.name, where + ": label name")
-        value = _text(pair.value, where + f": label {quote(name)}")
+        name = pair.name
+        value = pair.value
+        # proto2 strings that are not UTF-8 come back as bytes.  The
+        # messages are only written when needed: this runs per label.
+        if not isinstance(name, str):
+            _text(name, where + ": label name")
+        if not isinstance(value, str):
+            _text(value, where + f": label {quote(name)}")
         if not valid_label_name(name):
             raise DecodeError(f"seal push: {where}: invalid label name {quote(name)}")
         if name in labels:
@@ -300,26 +308,24 @@ def _metric_labels(metric: Metric, where: str) -> dict[str, str]:
 
 class _Emitter:
     """
-    Appends one series per call, with the metric's labels plus C{__name__}
-    and an optional C{le} or C{quantile}.
+    Appends one encoded series per call, with the metric's labels plus
+    C{__name__} and an optional C{le} or C{quantile}.
     """
 
-    def __init__(self, out: list[TimeSeries], labels: dict[str, str], timestamp: int) -> None:
+    def __init__(
+        self, out: list[bytes], labels: dict[str, str], timestamp: int, encode: LabelCache
+    ) -> None:
         self._out = out
         self._labels = {k: v for k, v in labels.items() if v}
         self._timestamp = timestamp
+        self._encode = encode
 
     def __call__(self, name: str, value: float, extra: Optional[tuple[str, str]] = None) -> None:
         labels = dict(self._labels)
         labels[METRIC_NAME] = name
         if extra is not None:
             labels[extra[0]] = extra[1]
-        self._out.append(
-            TimeSeries(
-                labels=[Label(name=k, value=labels[k]) for k in sorted(labels)],
-                samples=[Sample(value=value, timestamp=self._timestamp)],
-            )
-        )
+        self._out.append(wire.series(labels, value, self._timestamp, self._encode))
 
 
 def _count(as_float: float, as_int: int) -> float:
