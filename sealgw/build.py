@@ -24,7 +24,7 @@ from sealgw.daemon import (
     prepare_listener,
 )
 from sealgw.daemon._listeners import Listener
-from sealgw.daemon._memory import map_large_blocks
+from sealgw.daemon._memory import freeze_startup_objects, map_large_blocks
 from sealgw.daemon._supervisor import Supervisor
 from sealgw.daemon._threads import WorkerThreads
 from sealgw.daemon._view import Worker
@@ -221,6 +221,8 @@ def build_daemon(
         log_output=log_output,
         on_fatal=on_fatal,
     )
+    # Once everything is built: what exists then lives as long as we do.
+    reactor.callWhenRunning(freeze_startup_objects)
     if config.workers == 1:
         return gateway
     launcher = ProcessLauncher(reactor, config)

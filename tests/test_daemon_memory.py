@@ -4,14 +4,18 @@ Tests for L{sealgw.daemon._memory}: large blocks go back to the system.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from sealgw.build import build_daemon
+from sealgw.config import default_config
 from sealgw.daemon import _memory
-from sealgw.daemon._memory import LARGE_BLOCK, map_large_blocks
+from sealgw.daemon._memory import LARGE_BLOCK, freeze_startup_objects, map_large_blocks
 from tests.subprocesses import child_env
 
 # In a fresh process: one large block freed (glibc raises its thresholds),
@@ -112,3 +116,27 @@ class MapLargeBlocksTests(SynchronousTestCase):
         if _kept_mib("default") < 12:
             raise SkipTest("this glibc gives the blocks back by itself")
         self.assertLessEqual(_kept_mib("map"), 2)
+
+
+class FreezeStartupObjectsTests(SynchronousTestCase):
+    def test_frozen(self) -> None:
+        """
+        What exists when it runs is left out of the collector's work, and
+        a full collection then no longer walks it.
+        """
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        before = gc.get_freeze_count()
+        freeze_startup_objects()
+        self.assertGreater(gc.get_freeze_count(), before)
+
+    def test_daemon_freezes_once_running(self) -> None:
+        """
+        twistd's gateway freezes what it built when the reactor starts,
+        not before (the reactor's own start-up objects are part of it).
+        """
+        reactor = MemoryReactorClock()
+        build_daemon(default_config(self.mktemp()), reactor, install_signal_handlers=False)
+        self.assertIn(
+            freeze_startup_objects, [hook for hook, _, _ in reactor.whenRunningHooks]
+        )

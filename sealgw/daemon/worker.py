@@ -45,6 +45,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from sealgw.build import build_gateway
     from sealgw.config import ConfigError
+    from sealgw.daemon._memory import freeze_startup_objects
     from sealgw.tap import ExitAfterStop
 
     pid = os.getpid()
@@ -73,6 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.callWhenRunning(freeze_startup_objects)
     reactor.run()
     return 0
 
