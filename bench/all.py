@@ -140,6 +140,7 @@ def workers(args: argparse.Namespace, token: str) -> dict[str, Any]:
 
     def go(workdir: Path, cleanup: Any) -> dict[str, dict[str, Result]]:
         processes.check_twistd_plugin()
+        run.say_relabel_implementation()
         body = payloads.write_bodies(str(workdir), (WORKERS_BATCH,))[WORKERS_BATCH]
         upstream, upstream_url = processes.start_sink(workdir, cleanup)
         targets = {}

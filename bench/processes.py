@@ -324,6 +324,23 @@ def check_twistd_plugin() -> None:
         )
 
 
+def relabel_implementation() -> str:
+    """
+    Which relabelling loop this checkout's sealgw runs: C{"c"}, or
+    C{"python"} when the extension was not built in the checkout (C{python
+    setup.py build_ext --inplace}; C{.ci/run} does it).
+    """
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c",
+         "from sealgw.signals._relabel import IMPLEMENTATION; print(IMPLEMENTATION)"],
+        env=_sealgw_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip() or "unknown"
+
+
 def _sealgw_env() -> dict[str, str]:
     # The checkout, not whatever sealgw may be installed in the venv.
     return {**os.environ, "PYTHONPATH": str(ROOT)}

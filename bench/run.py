@@ -198,6 +198,7 @@ def _run(
         "sealgw+labels": Target(labelled_url, {"proxy": labelled}),
     }
     print(f"upstream: {args.upstream}; {os.cpu_count()} CPUs; {plan(args)}")
+    say_relabel_implementation()
 
     results: dict[int, dict[str, dict[str, Result]]] = {}
     for size in batches:
@@ -310,6 +311,20 @@ def measure(
         name: {phase: merge(rs) for phase, rs in phases.items() if rs}
         for name, phases in runs.items()
     }
+
+
+def say_relabel_implementation() -> None:
+    """
+    Say which relabelling loop the sealgw+labels figures are of; the
+    Python one is a different measurement, and says so loudly.
+    """
+    which = processes.relabel_implementation()
+    if which == "c":
+        print("label actions: the C extension")
+    else:
+        print(f"!!! label actions: the {which} loop, not the C extension: build it in the "
+              "checkout (python setup.py build_ext --inplace) to measure what an install runs",
+              file=sys.stderr)
 
 
 # -- the report ------------------------------------------------------------
