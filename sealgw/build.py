@@ -161,6 +161,7 @@ def build_gateway(
     # Children stop in the reverse order: the threads last, once the
     # upstreams have finished their writes.
     threads.setServiceParent(service)
+    credentials.setName("credentials")
     credentials.setServiceParent(service)
     gate.setServiceParent(service)
     upstreams.setServiceParent(service)
@@ -226,7 +227,9 @@ def build_daemon(
     if config.workers == 1:
         return gateway
     launcher = ProcessLauncher(reactor, config)
-    supervisor = Supervisor(config.workers, launcher, reactor, config.drain_grace)
+    supervisor = Supervisor(
+        config.workers, launcher, reactor, config.drain_grace, on_fatal=on_fatal
+    )
     observer = None
     if log_output is not None:
         observer = make_observer(log_output, config.log.format, config.log.level)

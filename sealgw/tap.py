@@ -84,15 +84,21 @@ class ExitAfterStop:
     requests drained, services stopped).
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, status: int = 1) -> None:
+        """
+        @param status: the exit status; a worker ends with
+            L{sealgw.daemon.FAILED_TO_START}, which its main process reads
+            as a failure of the whole daemon's start.
+        """
         self._reactor = reactor
+        self._status = status
         self.called = False
 
     def __call__(self, reason: str) -> None:
         if self.called:
             return
         self.called = True
-        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, 1)
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, self._status)
         self._reactor.stop()
 
 

@@ -622,3 +622,7 @@ class ExitTests(SynchronousTestCase):
         self.assertTrue(reactor.hasStopped)
         self.assertEqual(reactor.triggers, {"after": {"shutdown": [(tap._exit, (1,), {})]}})
         self.assertEqual(exits, [])
+        # A worker's, with the status its main process reads.
+        worker = MemoryReactorClock()
+        tap.ExitAfterStop(worker, status=3)("why")
+        self.assertEqual(worker.triggers, {"after": {"shutdown": [(tap._exit, (3,), {})]}})

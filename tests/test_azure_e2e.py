@@ -291,6 +291,32 @@ class SidecarExampleTests(FakesMixin, TestCase):
         self.assertNotIn("Traceback", output)
         self.assertEqual(len(self.entra.forms), 1)
 
+    async def test_fail_fast_with_workers(self) -> None:
+        """
+        With workers, the same: a worker that cannot get the first token
+        ends the daemon with status 1, its line naming the credential and
+        the main process's saying the daemon stops, rather than workers
+        restarted for ever behind a daemon that looks alive.
+        """
+        port = free_port()
+        path = self.example_copy(port)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\nworkers: 2\n")
+        child = twistd_with(environment(self.entra, WRONG_SECRET), "sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        code = await child.ended
+        self.assertEqual(code, 1)
+        output = (child.out + child.err).decode()
+        self.assertIn(
+            f"cannot get an Entra ID token for upstream 'azure-prometheus': client secret "
+            f"(tenant {TENANT}, client {CLIENT}",
+            output,
+        )
+        self.assertIn("cannot start with this configuration", output)
+        self.assertIn("the daemon stops", output)
+        self.assertNotIn(WRONG_SECRET, output)
+        self.assertNotIn("restarting it in", output)
+
     async def test_example_passes_check_config(self) -> None:
         """
         The example as it stands is valid (with no C{AZURE_*} variables,

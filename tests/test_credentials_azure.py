@@ -607,6 +607,33 @@ class ServiceTests(SynchronousTestCase):
         self.service(azure=self.credential("azure", lambda: token_answer("t")))
         self.assertEqual(self.fatal, [])
 
+    def test_when_started(self) -> None:
+        """
+        C{when_started} fires once every credential has its first token,
+        or has none and may run without: what lets a worker say it serves.
+        """
+        answers: list[Any] = []
+        pending = self.credential(
+            "pending", lambda: answers.pop(0) if answers else MemoryResponse(503, b"{}")
+        )
+        service = self.service(
+            ok=self.credential("ok", lambda: token_answer("t")),
+            degraded=self.credential("degraded", refusal, start_degraded=True),
+            pending=pending,
+        )
+        started = service.when_started()
+        self.assertNoResult(started)
+        answers.append(token_answer("t"))
+        self.clock.advance(MAX_BACKOFF)
+        self.assertIsNone(self.successResultOf(started))
+        # Asked again later, it has already happened.
+        self.assertIsNone(self.successResultOf(service.when_started()))
+
+    def test_never_started_when_fatal(self) -> None:
+        service = self.service(azure=self.credential("azure", refusal))
+        self.assertNoResult(service.when_started())
+        self.assertEqual(len(self.fatal), 1)
+
     def test_health_and_ready(self) -> None:
         """
         C{/health} is 503 while a credential holds no valid token and 200

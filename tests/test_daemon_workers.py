@@ -56,7 +56,10 @@ from sealgw.daemon._listeners import adopted_endpoint
 from sealgw.daemon._logging import WorkerTag
 from sealgw.daemon._supervisor import (
     CRASH_LOOP,
+    FAILED_TO_START,
+    INITIAL_BACKOFF,
     KILL_MARGIN,
+    MAX_BACKOFF,
     IWorkerLauncher,
     Supervisor,
     WorkerProcess,
@@ -326,6 +329,44 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(supervisor.stopService())
         supervisor.start()
         self.assertEqual(len(self.launcher.launched), 2)
+
+    def test_failed_to_start_ends_the_daemon(self) -> None:
+        """
+        A worker that finds, starting, that the gateway cannot run (its
+        fail-fast status) before any worker has served ends the daemon, as
+        one process would end: no restart, one critical line, the hook
+        called once.
+        """
+        fatal: list[str] = []
+        supervisor = Supervisor(2, self.launcher, self.clock, drain_grace=1.0,
+                                on_fatal=fatal.append)
+        supervisor.log = self.supervisor.log
+        supervisor.startService()
+        supervisor.start()
+        first, _ = self.launcher.latest(0)
+        end(first, code=FAILED_TO_START)
+        [why] = fatal
+        self.assertIn("worker 0 cannot start with this configuration", why)
+        self.clock.advance(MAX_BACKOFF)
+        self.assertEqual(len(self.launcher.launched), 4)  # nothing relaunched
+        self.assertEqual(supervisor.status()["workers"][0]["state"], "stopped")
+        [critical] = self.logged(LogLevel.critical)
+        self.assertEqual(critical["log_format"].format(**critical), why)
+
+    def test_failed_to_start_after_serving_is_restarted(self) -> None:
+        """
+        Once a worker has served, the same status is one more worker end:
+        the others serve, and it is restarted with backoff.
+        """
+        fatal: list[str] = []
+        self.supervisor.on_fatal = fatal.append
+        first, _ = self.launcher.latest(0)
+        second, _ = self.launcher.latest(1)
+        serve(first)
+        end(second, code=FAILED_TO_START)
+        self.assertEqual(fatal, [])
+        self.clock.advance(INITIAL_BACKOFF)
+        self.assertEqual(len(self.launcher.launched), 3)
 
     def test_describe_end(self) -> None:
         self.assertEqual(describe_end(Failure(ProcessDone(0))), "exited with status 0")

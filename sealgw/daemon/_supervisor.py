@@ -8,6 +8,7 @@ this runs on a L{twisted.internet.task.Clock} in tests.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any, Optional
 
 import attr
@@ -32,6 +33,12 @@ STABLE_AFTER = 10.0
 #: Quick exits in a row that make a crash loop (logged as critical and
 #: counted; the worker is still restarted, every L{MAX_BACKOFF} at most).
 CRASH_LOOP = 5
+#: The exit status of a worker that found, while starting, that the
+#: gateway cannot run as configured (an upstream's first Entra ID token
+#: refused): what ends a single-process gateway with status 1.  Before any
+#: worker has served, it ends the whole daemon the same way; afterwards it
+#: is one more worker end, restarted with backoff, since the others serve.
+FAILED_TO_START = 3
 #: How long past C{drain_grace} a worker may take to stop after SIGTERM
 #: (its own drain ends at C{drain_grace}; then it closes its upstreams)
 #: before it is killed; and how long a killed one is then waited for.
@@ -148,9 +155,21 @@ class Supervisor(Service):
     name = "workers"
 
     def __init__(
-        self, count: int, launcher: IWorkerLauncher, clock: IReactorTime, drain_grace: float
+        self,
+        count: int,
+        launcher: IWorkerLauncher,
+        clock: IReactorTime,
+        drain_grace: float,
+        on_fatal: Optional[Callable[[str], None]] = None,
     ) -> None:
+        """
+        @param on_fatal: called with the reason when a worker exits with
+            L{FAILED_TO_START} before any worker has served: the daemon
+            cannot start, and this ends it (twistd's exit with status 1).
+        """
         self.count = count
+        self.on_fatal = on_fatal
+        self.served = False
         self.launcher = launcher
         self.clock = clock
         self.drain_grace = drain_grace
@@ -191,6 +210,7 @@ class Supervisor(Service):
         if slot.process is not process or self.stopping:
             return
         slot.state = SERVING_STATE
+        self.served = True
         self.log.info("worker {index} (pid {pid}) is serving", index=slot.index, pid=process.pid)
         self._broadcast()
 
@@ -211,6 +231,15 @@ class Supervisor(Service):
             self.log.info(
                 "worker {index} (pid {pid}) {how}", index=slot.index, pid=process.pid, how=how
             )
+            return
+        if _exit_status(reason) == FAILED_TO_START and not self.served and self.on_fatal:
+            slot.state = STOPPED
+            why = (
+                f"worker {slot.index} cannot start with this configuration (its log line "
+                "above says why); the daemon stops"
+            )
+            self.log.critical("{why}", why=why)
+            self.on_fatal(why)
             return
         self._after_end(slot, f"(pid {process.pid}) {how}")
         self._broadcast()
@@ -338,6 +367,14 @@ class Supervisor(Service):
             # state once they serve, which is itself a change.
             if process.serving:
                 process.send(data)
+
+
+def _exit_status(reason: Failure) -> Optional[int]:
+    error = reason.value
+    if isinstance(error, ProcessTerminated) and error.signal is None:
+        code: Optional[int] = error.exitCode
+        return code
+    return None
 
 
 def describe_end(reason: Failure) -> str:

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Optional
 
+from twisted.internet.defer import gatherResults
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger, globalLogBeginner
 
@@ -46,6 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sealgw.build import build_gateway
     from sealgw.config import ConfigError
     from sealgw.daemon._memory import freeze_startup_objects
+    from sealgw.daemon._supervisor import FAILED_TO_START
     from sealgw.tap import ExitAfterStop
 
     pid = os.getpid()
@@ -55,11 +57,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         [WorkerTag(observer, setup.index, pid)], redirectStandardIO=False
     )
     try:
-        # A failure the gateway cannot go on from ends this worker with
-        # status 1, as it ends a single gateway; the main process then
-        # restarts it, with backoff.
+        # A failure the gateway cannot go on from ends this worker with its
+        # own status: before any worker has served, the main process then
+        # ends the daemon with status 1, as a single gateway ends; later it
+        # restarts this worker, with backoff, while the others serve.
         service = build_gateway(
-            setup.config, reactor, worker=Worker(setup, view), on_fatal=ExitAfterStop(reactor)
+            setup.config,
+            reactor,
+            worker=Worker(setup, view),
+            on_fatal=ExitAfterStop(reactor, status=FAILED_TO_START),
         )
     except ConfigError as e:
         # The main process built the same configuration; a file that broke
@@ -67,7 +73,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.critical("cannot start: {problems}", problems="; ".join(e.problems))
         return 1
     reactor.addReader(ControlChannel(FROM_MAIN, view.update, lambda: _stop(reactor)))
-    service.when_listening().addCallback(_say_serving)
+    # Serving once it listens and its outbound credentials have their
+    # first tokens: until then, a worker that fails to start (status
+    # FAILED_TO_START) ends the daemon rather than being restarted.
+    credentials: Any = service.getServiceNamed("credentials")
+    gatherResults([service.when_listening(), credentials.when_started()]).addCallback(
+        _say_serving
+    )
     try:
         service.privilegedStartService()
     except CannotListen:

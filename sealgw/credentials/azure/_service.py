@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from sealgw.config import ConfigError, HTTPUpstreamConfig, TimeoutsConfig, UpstreamConfig
@@ -87,6 +88,30 @@ class OutboundCredentials(MultiService):
         self.log.critical("{reason}", reason=reason)
         if self._on_fatal is not None:
             self._on_fatal(reason)
+
+    def when_started(self) -> Deferred[None]:
+        """
+        Fires once every credential's start-up is decided in a way the
+        gateway runs on: with a first token, or without one where the
+        upstream allows it (C{start_degraded}).  Never when one ends
+        start-up: the process is then on its way out.
+        """
+        waits: list[Deferred[None]] = []
+        for credential in self.credentials.values():
+            decided: Deferred[None] = Deferred()
+
+            def settle(
+                error: Optional[TokenError],
+                credential: AzureADCredentials = credential,
+                decided: Deferred[None] = decided,
+            ) -> Optional[TokenError]:
+                if error is None or credential.start_degraded:
+                    decided.callback(None)
+                return error
+
+            credential.started.addCallback(settle)
+            waits.append(decided)
+        return gatherResults(waits).addCallback(lambda _: None)
 
     def health(self) -> dict[str, Any]:
         """
