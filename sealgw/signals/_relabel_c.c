@@ -1,7 +1,7 @@
 /*
- * sealgw.signals._relabel_c: the per-series loop of sealgw.signals._relabel
- * in C, for the label actions on the encoded bytes of a remote-write
- * request.
+ * sealgw.signals._relabel_c: the per-series loops of sealgw.signals._relabel
+ * and sealgw.signals._labelcheck in C, for the label actions and the label
+ * checks on the encoded bytes of a remote-write request.
  *
  * relabel_encoded(raw, adds, drop) does what _relabel_python() does, byte
  * for byte, and steps aside (None) on exactly the same bodies: it is the
@@ -9,6 +9,11 @@
  * The Python side prepares the arguments once per request (the added
  * labels encoded, the names to delete); see _relabel.py for the shape read
  * and why anything else is left to the protobuf objects.
+ *
+ * check_labels(raw) does what _check_labels_python() does: the same shape
+ * read, the names in any order, and the verdict of remote_write.validate
+ * (the first bad series, its problem, the name at fault) or None; see
+ * _labelcheck.py.
  *
  * Every read is bounded by the end of the message it belongs to (a label
  * by its series, a name or value by its label, a series by the body), every
@@ -181,6 +186,90 @@ buffer_at(buffer_t *out)
     return (unsigned char *)PyBytes_AS_STRING(out->bytes) + out->len;
 }
 
+/* One TimeSeries.labels field, as read_label finds it. */
+typedef struct {
+    const unsigned char *name;
+    size_t name_len;
+    int has_value; /* a value that is not empty */
+    size_t end;    /* where the field ends */
+} label_t;
+
+/* The label field whose tag is at raw[pos], read within stop: a name and
+   then, optionally, a value and nothing else.  0 with *label filled, or
+   -1 when it is not of that shape. */
+static int
+read_label(const unsigned char *raw, size_t pos, size_t stop, label_t *label)
+{
+    size_t p = pos + 1;
+    size_t length, name_len, value_len;
+    if (read_length(raw, &p, stop, &length) < 0) {
+        return -1;
+    }
+    size_t label_end = p + length;
+    if (p >= label_end || raw[p] != LABEL_NAME) {
+        return -1;
+    }
+    p++;
+    if (read_length(raw, &p, label_end, &name_len) < 0) {
+        return -1;
+    }
+    label->name = raw + p;
+    label->name_len = name_len;
+    label->has_value = 0;
+    label->end = label_end;
+    p += name_len;
+    if (p < label_end) {
+        /* The value, and nothing after it. */
+        if (raw[p] != LABEL_VALUE) {
+            return -1;
+        }
+        p++;
+        if (read_length(raw, &p, label_end, &value_len) < 0 || p + value_len != label_end) {
+            return -1;
+        }
+        label->has_value = value_len > 0;
+    }
+    return 0;
+}
+
+/* Whether raw[pos:stop], what follows a series' labels (samples,
+   exemplars, histograms), is of the shape: length-delimited fields only,
+   and no label among them.  0 if so, -1 if not. */
+static int
+check_rest(const unsigned char *raw, size_t pos, size_t stop)
+{
+    while (pos < stop) {
+        unsigned char tag = raw[pos];
+        size_t length;
+        if (tag == LABELS || !LENGTH_DELIMITED(tag)) {
+            return -1;
+        }
+        pos++;
+        if (read_length(raw, &pos, stop, &length) < 0) {
+            return -1;
+        }
+        pos += length;
+    }
+    return 0;
+}
+
+/* The WriteRequest field whose tag is at raw[pos]: 0 with its tag and its
+   bytes raw[*start:*stop], or -1 when it is not length-delimited (the only
+   kind expected there) or runs past end. */
+static int
+next_field(const unsigned char *raw, size_t pos, size_t end, unsigned char *tag,
+           size_t *start, size_t *stop)
+{
+    size_t length;
+    *tag = raw[pos];
+    *start = pos + 1;
+    if (!LENGTH_DELIMITED(*tag) || read_length(raw, start, end, &length) < 0) {
+        return -1;
+    }
+    *stop = *start + length;
+    return 0;
+}
+
 /* One series, raw[start:stop], relabelled onto the buffer with its tag and
    length prefix: 0, or 1 when it is not of the shape (nothing written),
    or -1 with an exception set. */
@@ -207,33 +296,14 @@ relabel_series(const unsigned char *raw, size_t start, size_t stop,
     size_t pos = start;
 
     while (pos < stop && raw[pos] == LABELS) {
-        size_t p = pos + 1;
-        size_t length, name_len, value_len;
-        if (read_length(raw, &p, stop, &length) < 0) {
+        label_t label;
+        if (read_label(raw, pos, stop, &label) < 0) {
             return 1;
         }
-        size_t label_end = p + length;
-        if (p >= label_end || raw[p] != LABEL_NAME) {
-            return 1;
-        }
-        p++;
-        if (read_length(raw, &p, label_end, &name_len) < 0) {
-            return 1;
-        }
-        const unsigned char *name = raw + p;
-        p += name_len;
-        int empty = 1;
-        if (p < label_end) {
-            /* The value, and nothing after it. */
-            if (raw[p] != LABEL_VALUE) {
-                return 1;
-            }
-            p++;
-            if (read_length(raw, &p, label_end, &value_len) < 0 || p + value_len != label_end) {
-                return 1;
-            }
-            empty = value_len == 0;
-        }
+        const unsigned char *name = label.name;
+        size_t name_len = label.name_len;
+        size_t label_end = label.end;
+        int empty = !label.has_value;
         if (previous != NULL && compare(name, name_len, previous, previous_len) <= 0) {
             return 1; /* unsorted or repeated */
         }
@@ -265,17 +335,8 @@ relabel_series(const unsigned char *raw, size_t start, size_t stop,
     }
     /* The other fields (samples, exemplars, histograms) pass as they are;
        a label after them would be out of this shape. */
-    for (size_t check = pos; check < stop;) {
-        unsigned char tag = raw[check];
-        size_t length;
-        if (tag == LABELS || !LENGTH_DELIMITED(tag)) {
-            return 1;
-        }
-        check++;
-        if (read_length(raw, &check, stop, &length) < 0) {
-            return 1;
-        }
-        check += length;
+    if (check_rest(raw, pos, stop) < 0) {
+        return 1;
     }
     memcpy(w, raw + pos, stop - pos);
     w += stop - pos;
@@ -298,15 +359,11 @@ relabel_body(const unsigned char *raw, size_t end, const actions_t *actions, buf
 {
     size_t pos = 0;
     while (pos < end) {
-        unsigned char tag = raw[pos];
-        size_t start = pos + 1, length;
-        if (!LENGTH_DELIMITED(tag)) {
-            return 1; /* only length-delimited fields are expected here */
-        }
-        if (read_length(raw, &start, end, &length) < 0) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
             return 1;
         }
-        size_t stop = start + length;
         if (tag == TIMESERIES) {
             int result = relabel_series(raw, start, stop, actions, out);
             if (result != 0) {
@@ -462,9 +519,189 @@ done:
     return result;
 }
 
+/* --- check_labels: the label rules of check: labels ------------------ */
+
+/* The problems, in the order remote_write.validate looks for them (the
+   constants of sealgw.signals._labelcheck). */
+enum {
+    FINE = 0,
+    DUPLICATE_NAME = 1,
+    UNSORTED = 2,
+    NO_METRIC_NAME = 3,
+    INVALID_NAME = 4,
+    EMPTY_METRIC_NAME = 5,
+};
+
+static const unsigned char METRIC_NAME[] = "__name__";
+#define METRIC_NAME_LEN (sizeof(METRIC_NAME) - 1)
+
+/* The bytes of a legacy label name ([a-zA-Z_][a-zA-Z0-9_]*): 2 for those
+   that may start one, 1 for digits, which may only follow.  D1: the ten
+   digits; L2: half an alphabet (13 letters). */
+#define D1 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define L2 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2
+#define Z16 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+static const unsigned char NAME_BYTES[256] = {
+    Z16, Z16, Z16,                   /* 0x00 - 0x2F */
+    D1, 0, 0, 0, 0, 0, 0,            /* '0' - '9', 0x3A - 0x3F */
+    0, L2, L2, 0, 0, 0, 0, 2,        /* 0x40, 'A' - 'Z', 0x5B - 0x5E, '_' */
+    0, L2, L2,                       /* 0x60, 'a' - 'z' (the rest: 0) */
+};
+#undef D1
+#undef L2
+#undef Z16
+
+static inline int
+valid_name(const unsigned char *name, size_t len)
+{
+    if (len == 0 || NAME_BYTES[name[0]] != 2) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if (NAME_BYTES[name[i]] == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+typedef struct {
+    int problem;
+    const unsigned char *name; /* the name at fault, in the body */
+    size_t name_len;
+} verdict_t;
+
+/* One series, raw[start:stop], judged: 0 with *verdict set, or 1 when it
+   is not of the shape.  The same reading as _check_series. */
+static int
+check_series(const unsigned char *raw, size_t start, size_t stop, verdict_t *verdict)
+{
+    const unsigned char *previous = NULL;
+    size_t previous_len = 0;
+    verdict_t order = {FINE, NULL, 0};   /* the first name out of order */
+    const unsigned char *invalid = NULL; /* the first invalid name */
+    size_t invalid_len = 0;
+    int metric = -1; /* whether __name__ has a value; -1: no __name__ */
+    size_t pos = start;
+
+    while (pos < stop && raw[pos] == LABELS) {
+        label_t label;
+        if (read_label(raw, pos, stop, &label) < 0) {
+            return 1;
+        }
+        const unsigned char *name = label.name;
+        size_t name_len = label.name_len;
+        size_t label_end = label.end;
+        int filled = label.has_value;
+        if (order.problem == FINE && previous != NULL) {
+            int c = compare(name, name_len, previous, previous_len);
+            if (c <= 0) {
+                order.problem = c == 0 ? DUPLICATE_NAME : UNSORTED;
+                order.name = name;
+                order.name_len = name_len;
+            }
+        }
+        previous = name;
+        previous_len = name_len;
+        if (name_len == METRIC_NAME_LEN && memcmp(name, METRIC_NAME, METRIC_NAME_LEN) == 0) {
+            metric = filled;
+        }
+        else if (invalid == NULL && !valid_name(name, name_len)) {
+            invalid = name;
+            invalid_len = name_len;
+        }
+        pos = label_end;
+    }
+    /* The other fields (samples, exemplars, histograms): not read, but a
+       label after them would be out of this shape. */
+    if (check_rest(raw, pos, stop) < 0) {
+        return 1;
+    }
+    if (order.problem != FINE) {
+        *verdict = order;
+    }
+    else if (metric < 0) {
+        *verdict = (verdict_t){NO_METRIC_NAME, NULL, 0};
+    }
+    else if (invalid != NULL) {
+        *verdict = (verdict_t){INVALID_NAME, invalid, invalid_len};
+    }
+    else if (!metric) {
+        *verdict = (verdict_t){EMPTY_METRIC_NAME, METRIC_NAME, METRIC_NAME_LEN};
+    }
+    else {
+        *verdict = (verdict_t){FINE, NULL, 0};
+    }
+    return 0;
+}
+
+/* The whole body, up to its first bad series: 0 with *index and *verdict
+   set, or 1 when it is not of the shape. */
+static int
+check_body(const unsigned char *raw, size_t end, Py_ssize_t *index, verdict_t *verdict)
+{
+    size_t pos = 0;
+    Py_ssize_t count = 0;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == TIMESERIES) {
+            if (check_series(raw, start, stop, verdict) != 0) {
+                return 1;
+            }
+            if (verdict->problem != FINE) {
+                *index = count;
+                return 0;
+            }
+            count++;
+        }
+        pos = stop;
+    }
+    *index = count;
+    *verdict = (verdict_t){FINE, NULL, 0};
+    return 0;
+}
+
+PyDoc_STRVAR(check_labels_doc,
+"check_labels(raw, /)\n"
+"--\n"
+"\n"
+"The label rules of check: labels on raw (an uncompressed WriteRequest,\n"
+"bytes-like): (index, problem, name) for the first bad series (its index,\n"
+"a problem code of sealgw.signals._labelcheck, the name at fault), or\n"
+"(number of series, 0, b'') when every series is valid; None when raw is\n"
+"not in the shape handled (the caller then uses the protobuf objects).");
+
+static PyObject *
+check_labels(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t index = 0;
+    verdict_t verdict = {FINE, NULL, 0};
+    PyObject *result;
+    if (check_body((const unsigned char *)view.buf, (size_t)view.len, &index, &verdict) != 0) {
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        result = Py_BuildValue("(niy#)", index, verdict.problem,
+                               verdict.name != NULL ? (const char *)verdict.name : "",
+                               (Py_ssize_t)verdict.name_len);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
+    {"check_labels", check_labels, METH_O, check_labels_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -475,7 +712,7 @@ static struct PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sealgw.signals._relabel_c",
-    .m_doc = "The per-series loop of sealgw.signals._relabel, in C.",
+    .m_doc = "The per-series loops of sealgw.signals._relabel and _labelcheck, in C.",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,

@@ -4,7 +4,8 @@ C{WriteRequest}.
 
 Bodies that need no change are not re-encoded: L{validate} only reads, and
 L{apply_labels} reports whether it changed anything, so the relay can send
-the client's own bytes on.
+the client's own bytes on.  L{validate_encoded} judges the same rules on
+the encoded request, in C, where its shape allows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from sealgw.signals import _labelcheck
+from sealgw.signals._labelcheck import (
+    DUPLICATE_NAME,
+    EMPTY_METRIC_NAME,
+    FINE,
+    INVALID_NAME,
+    NO_METRIC_NAME,
+    UNSORTED,
+)
 from sealgw.signals._labels import METRIC_NAME, all_valid_label_names, valid_label_name
 from sealgw.signals.compression import snappy_compress
 from sealgw.signals.errors import DecodeError, quote
@@ -33,6 +43,7 @@ __all__ = [
     "json_float",
     "to_records",
     "validate",
+    "validate_encoded",
 ]
 
 
@@ -64,23 +75,65 @@ def validate(request: WriteRequest) -> None:
         # sorted(set(...)) equals the list only if it is sorted and unique;
         # both steps run in C.
         if sorted(set(names)) != names:
-            raise DecodeError(f"remote write: timeseries[{index}]: {_order_problem(names)}")
+            raise _series_error(index, *_order_problem(names))
         if METRIC_NAME not in names:
-            raise DecodeError(f"remote write: timeseries[{index}]: no {METRIC_NAME} label")
+            raise _series_error(index, NO_METRIC_NAME)
         if not all_valid_label_names(names):
             bad = next(name for name in names if not valid_label_name(name))
-            raise DecodeError(f"remote write: timeseries[{index}]: invalid label name {quote(bad)}")
+            raise _series_error(index, INVALID_NAME, bad)
         if not series.labels[names.index(METRIC_NAME)].value:
-            raise DecodeError(f"remote write: timeseries[{index}]: empty {METRIC_NAME}")
+            raise _series_error(index, EMPTY_METRIC_NAME)
 
 
-def _order_problem(names: list[str]) -> str:
+def validate_encoded(raw: bytes) -> bool:
+    """
+    L{validate} on the encoded request C{raw}, already parsed by L{decode}
+    (which checked its schema and UTF-8), without its objects: in C when
+    the extension was built (L{sealgw.signals._labelcheck}), with the same
+    verdict and message as L{validate}.
+
+    @return: whether C{raw} was judged (and valid): L{False} when it is not
+        in the shape read on the bytes, or the C reader was not built (the
+        Python one is slower than the objects); the caller then calls
+        L{validate}.
+    @raise DecodeError: naming the first bad series by its index.
+    """
+    if _labelcheck.IMPLEMENTATION != "c":
+        return False
+    verdict = _labelcheck.check_labels(raw)
+    if verdict is None:
+        return False
+    index, problem, name = verdict
+    if problem == FINE:
+        return True
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:  # not from a body decode accepted
+        return False
+    raise _series_error(index, problem, text)
+
+
+_PROBLEMS = {
+    DUPLICATE_NAME: "duplicate label name {name}",
+    UNSORTED: "labels not sorted by name",
+    NO_METRIC_NAME: f"no {METRIC_NAME} label",
+    INVALID_NAME: "invalid label name {name}",
+    EMPTY_METRIC_NAME: f"empty {METRIC_NAME}",
+}
+
+
+def _series_error(index: int, problem: int, name: str = "") -> DecodeError:
+    what = _PROBLEMS[problem].format(name=quote(name))
+    return DecodeError(f"remote write: timeseries[{index}]: {what}")
+
+
+def _order_problem(names: list[str]) -> tuple[int, str]:
     for before, after in pairwise(names):
         if before == after:
-            return f"duplicate label name {quote(after)}"
+            return DUPLICATE_NAME, after
         if before > after:
-            return "labels not sorted by name"
-    return "labels not sorted by name"  # pragma: no cover
+            return UNSORTED, after
+    return UNSORTED, ""  # pragma: no cover
 
 
 def apply_labels(request: WriteRequest, add: Mapping[str, str], remove: frozenset[str]) -> bool:

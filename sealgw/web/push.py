@@ -91,7 +91,7 @@ class PushRoutes:
             relabelling.IMPLEMENTATION != "c"
         ):
             self.log.warn(
-                "remote_write label actions run in Python, about 70 times slower: the "
+                "remote_write label actions run in Python, about 90 times slower: the "
                 "C extension sealgw.signals._relabel_c was not built (no C compiler "
                 "when sealgw was installed; see docs/push.rst)"
             )
