@@ -10,9 +10,11 @@ from sealgw.http._headers import FRAMING, USER_AGENT, HeaderPolicy
 from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
 from sealgw.http._timeout import OperationTimedOut, bounded
 from sealgw.http._tls import https_policy, load_trust_root
-from sealgw.http._url import join_url
+from sealgw.http._url import SentURL, join_url, sendable
 
 __all__ = [
+    "SentURL",
+    "sendable",
     "CACHED_CONNECTION_TIMEOUT",
     "FRAMING",
     "URL",

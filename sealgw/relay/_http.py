@@ -34,6 +34,7 @@ from sealgw.http import (
     IHTTPResponse,
     describe,
     join_url,
+    sendable,
 )
 from sealgw.relay._health import UpstreamHealth
 from sealgw.relay._interfaces import (
@@ -123,7 +124,8 @@ class HTTPUpstream:
         started = push.received_at or self._reactor.seconds()
         url = self._urls.get(push.path)
         if url is None:
-            url = self._urls[push.path] = EncodedURL.from_text(join_url(self.config.url, push.path))
+            # In the form treq sends, worked out once per path.
+            url = self._urls[push.path] = sendable(join_url(self.config.url, push.path))
         headers = {
             name: value
             for name, value in push.extra_headers.items()
