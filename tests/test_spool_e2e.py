@@ -56,6 +56,7 @@ class Receiver(Resource):
         self.delay = delay
         self.samples: Counter[str] = Counter()
         self.garbage = 0
+        self.pending: set[Any] = set()
 
     def render_POST(self, request: Request) -> Any:
         assert request.content is not None
@@ -71,15 +72,32 @@ class Receiver(Resource):
         request.setResponseCode(204)
         if not self.delay:
             return b""
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def finish() -> None:
-            if not gone:
-                request.finish()
+            self.pending.discard(call)
+            request.finish()
 
-        reactor.callLater(self.delay, finish)
+        call = reactor.callLater(self.delay, finish)
+        self.pending.add(call)
+
+        def gone(_: object) -> None:
+            # The gateway went away (killed, or stopped at the end).
+            if call.active():
+                call.cancel()
+            self.pending.discard(call)
+
+        request.notifyFinish().addErrback(gone)
         return NOT_DONE_YET
+
+    def cancel_pending(self) -> None:
+        """
+        Answers still waiting when the test ends are not sent: the
+        gateway that asked has been stopped.
+        """
+        for call in list(self.pending):
+            if call.active():
+                call.cancel()
+        self.pending.clear()
 
 
 class Prometheus:
@@ -246,6 +264,7 @@ class SpoolGatewayTests(TestCase):
         reported and skipped, and no garbage is ever forwarded.
         """
         receiver = Receiver(delay=0.05)
+        self.addCleanup(receiver.cancel_pending)
         upstream = serve(self, receiver)
         config = self.config(upstream.url, "/api/v1/write")
         child = await self.gateway(config)
