@@ -240,6 +240,7 @@ WELL_FORMED = {
     "IPv4 Host": get(b"127.0.0.1:9090"),
     "IPv6 Host": get(b"[::1]:9090"),
     "international name": get(b"xn--bcher-kva.example"),
+    "socket path, percent-encoded": get(b"%2Frun%2Fsealgw.sock"),
     "absolute target": b"GET http://gateway/metrics HTTP/1.1\r\nHost: gateway\r\n\r\n",
 }
 

@@ -385,6 +385,9 @@ GOOD_HOSTS = [
     b"[::ffff:192.0.2.1]",
     b"a" * 63 + b".com",
     b"a." * 126 + b"b",
+    b"%2Frun%2Fsealgw.sock",
+    b"%41.example:80",
+    b"%2F" * 21 + b".example",
 ]
 
 BAD_HOSTS = {
@@ -419,7 +422,9 @@ BAD_HOSTS = {
     b"a\x7fb": "spaces or control characters",
     b"caf\xc3\xa9.example": "not ASCII",
     b"\xff\xfe": "not ASCII",
-    b"%41.example": "not a valid host name",
+    b"%zz.example": "not a valid host name",
+    b"%4.example": "not a valid host name",
+    b"a" + b"%2F" * 21 + b".example": "a label is longer than 63 characters",
     b"a,b": "not a valid host name",
     b"a/b": "not a valid host name",
     b"1.2.3.256": "not a valid IPv4 address",
@@ -448,7 +453,7 @@ class HostGrammarTests(SynchronousTestCase):
                 self.assertNotIn(value.decode("latin-1"), problem)
 
     @settings(derandomize=True, deadline=None, max_examples=1000)
-    @given(st.binary(max_size=300) | st.from_regex(rb"\A[a-zA-Z0-9_.:\[\]-]{0,80}\Z"))
+    @given(st.binary(max_size=300) | st.from_regex(rb"\A[a-zA-Z0-9_.:%\[\]-]{0,80}\Z"))
     @example(b"a..b")
     @example(b"a" * 64)
     def test_whatever_is_accepted_can_be_routed(self, value: bytes) -> None:
