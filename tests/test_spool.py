@@ -601,6 +601,88 @@ class FullTests(SpoolTestCase):
         self.assertNotIn(1, numbers(inner.delivered)[1:])
 
 
+class RetryAfterTests(SpoolTestCase):
+    """
+    Every 503 the spool gives says when to come back: the upstream's
+    max_backoff, the pace of the forwarder's own retries, at least 1 s.
+    """
+
+    def refusal(self, answer: Deferred[Delivery]) -> UpstreamUnavailable:
+        failure = self.failureResultOf(answer, UpstreamUnavailable)
+        error: UpstreamUnavailable = failure.value
+        self.assertEqual(error.status, 503)
+        return error
+
+    def test_full(self) -> None:
+        spool = self.spool(MemoryUpstream("mimir", [DOWN] * 1000), max_size=4_000)
+        self.accepted(spool, push(1, size=1000), push(2, size=1000))
+        error = self.refusal(spool.deliver(push(3, size=1000)))
+        self.assertIn("spool is full", error.reason)
+        self.assertEqual(error.retry_after, RETRY.max_backoff)
+
+    def test_too_old(self) -> None:
+        spool = self.spool(MemoryUpstream("mimir", [DOWN] * 1000), max_age=60.0)
+        self.accepted(spool, push(1, at=self.clock.seconds()))
+        self.clock.advance(61)
+        self.assertEqual(self.refusal(spool.deliver(push(2))).retry_after, RETRY.max_backoff)
+
+    def test_cannot_write(self) -> None:
+        spool = self.spool()
+
+        def fsync(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        spool.directory._fsync = fsync
+        with capturedLogs():
+            error = self.refusal(spool.deliver(push(1)))
+        self.assertIn("cannot write to disk", error.reason)
+        self.assertEqual(error.retry_after, RETRY.max_backoff)
+
+    def test_cannot_be_opened(self) -> None:
+        with open(self.directory, "w") as f:
+            f.write("a file, not a folder")
+        with capturedLogs():
+            spool = self.spool()
+        error = self.refusal(spool.deliver(push(1)))
+        self.assertIn("spool unavailable", error.reason)
+        self.assertEqual(error.retry_after, RETRY.max_backoff)
+
+    def test_waiting_when_it_could_not_be_opened(self) -> None:
+        self.spool()
+        second = self.spool(start=False)
+        second.start()
+        answer = second.deliver(push(1))
+        with capturedLogs():
+            self.settle(LOCK_ATTEMPTS * LOCK_RETRY + 1)
+        self.assertEqual(self.refusal(answer).retry_after, RETRY.max_backoff)
+
+    def test_stopping(self) -> None:
+        spool = self.spool()
+        spool.close()
+        self.threads.run()
+        error = self.refusal(spool.deliver(push(1)))
+        self.assertEqual(error.reason, "the gateway is stopping")
+        self.assertEqual(error.retry_after, RETRY.max_backoff)
+
+    def test_stopping_before_it_started(self) -> None:
+        spool = self.spool(start=False)
+        answer = spool.deliver(push(1))
+        spool.close()
+        self.assertEqual(self.refusal(answer).retry_after, RETRY.max_backoff)
+
+    def test_at_least_a_second(self) -> None:
+        for max_backoff, expected in ((0.2, 1.0), (30.0, 30.0)):
+            spool = SpoolUpstream(
+                MemoryUpstream("mimir"),
+                SpoolConfig(directory=self.directory),
+                self.clock,
+                retry=RetryConfig(initial_backoff=0.1, max_backoff=max_backoff),
+                run_in_thread=self.threads,
+            )
+            spool.close()
+            self.assertEqual(self.refusal(spool.deliver(push(1))).retry_after, expected)
+
+
 class RestartTests(SpoolTestCase):
     def test_restart_delivers_what_was_left(self) -> None:
         spool = self.spool(MemoryUpstream("mimir", [DOWN] * 1000))

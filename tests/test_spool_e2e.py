@@ -2,7 +2,8 @@
 The spool in a running gateway (twistd, a real process): a real
 Prometheus stopped and started under steady pushes, and the gateway
 killed with SIGKILL mid-load and restarted, with a record torn on purpose.
-In both, every sample answered 2xx arrives (duplicates allowed).
+In both, every sample answered 2xx arrives (duplicates allowed).  And
+what a client sees over HTTP when the spool is full.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sealgw.signals.proto.remote_pb2 import WriteRequest
 from tests.e2e_support import (
     REMOTE_WRITE_HEADERS,
     _Output,
+    bearer,
     http_client,
     now_ms,
     prometheus_query,
@@ -33,6 +35,7 @@ from tests.e2e_support import (
     remote_write_body,
     require_prometheus,
     serve,
+    start_gateway,
     wait_until,
     with_timeout,
     write_request,
@@ -154,6 +157,55 @@ class Prometheus:
             return
         self.transport.signalProcess("TERM")
         await with_timeout(self.process.ended, 20, "Prometheus stopping")
+
+
+class SpoolFullOverHTTPTests(TestCase):
+    timeout = 60
+
+    async def test_full_spool_answers_503_with_retry_after(self) -> None:
+        """
+        With its upstream down (nothing listens on its port), the spool
+        fills; the client is then told 503, why, and when to come back.
+        """
+        gateway = await start_gateway(
+            self,
+            {
+                "upstreams": {
+                    "prom": {
+                        "url": f"http://127.0.0.1:{free_port()}/api/v1/write",
+                        "retry": {"attempts": 1, "initial_backoff": "1s", "max_backoff": "7s"},
+                        "spool": {
+                            "directory": os.path.abspath(self.mktemp()),
+                            "max_size": "64KiB",
+                        },
+                    }
+                },
+                "push": {"remote_write": {"upstream": "prom"}},
+            },
+            [{"name": "node-1", "token": TOKEN}],
+        )
+        http = http_client(self)
+        body = remote_write_body(
+            write_request(
+                [({"__name__": "spool_e2e", "pad": os.urandom(3000).hex()}, [(1.0, now_ms())])]
+            )
+        )
+        accepted = 0
+        for _ in range(100):
+            response = await http.post(
+                gateway.url + "/api/v1/push",
+                data=body,
+                headers={**REMOTE_WRITE_HEADERS, **bearer(TOKEN)},
+                timeout=10,
+            )
+            text = await response.text()
+            if response.code != 204:
+                break
+            accepted += 1
+        self.assertGreater(accepted, 3)
+        self.assertEqual(response.code, 503, text)
+        self.assertIn("spool is full", text)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"7"])
 
 
 class SpoolGatewayTests(TestCase):

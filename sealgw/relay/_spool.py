@@ -195,7 +195,7 @@ class SpoolUpstream:
         except Exception as e:
             self._failed = f"cannot open {self.directory.path}: {describe(e)}"
             self._log.critical("spool {upstream}: {why}", upstream=self.name, why=self._failed)
-            self._refuse_queue(UpstreamUnavailable(503, f"spool unavailable: {self._failed}"))
+            self._refuse_queue(self._unavailable(f"spool unavailable: {self._failed}"))
             return
         if self._closing:
             return
@@ -262,7 +262,7 @@ class SpoolUpstream:
                     self._write()
                 await idle
         else:
-            self._refuse_queue(UpstreamUnavailable(503, "the gateway is stopping"))
+            self._refuse_queue(self._unavailable("the gateway is stopping"))
         self.forwarder.stop()
         for timer in (self._write_timer, self._cursor_timer):
             if timer is not None and timer.active():
@@ -313,9 +313,9 @@ class SpoolUpstream:
         stopping.  Cancelling only stops waiting: the write goes on.
         """
         if self._closing:
-            return fail(UpstreamUnavailable(503, "the gateway is stopping"))
+            return fail(self._unavailable("the gateway is stopping"))
         if self._failed is not None:
-            return fail(UpstreamUnavailable(503, f"spool unavailable: {self._failed}"))
+            return fail(self._unavailable(f"spool unavailable: {self._failed}"))
         now = self._reactor.seconds()
         if not push.received_at:
             push = attr.evolve(push, received_at=now)
@@ -372,6 +372,21 @@ class SpoolUpstream:
                 upstream=self.name, why=why,
             )
         self._full_estimate = estimate
+        return self._unavailable(why)
+
+    def _unavailable(self, why: str) -> UpstreamUnavailable:
+        """
+        The 503 of every push the spool cannot take, whatever the reason
+        (full, cannot write, cannot be opened, the gateway stopping), with
+        C{Retry-After}: the upstream's C{max_backoff}, at least a second.
+
+        That is the pace at which the forwarder itself tries the upstream
+        again, so a full spool has had its chance to drain by then; and for
+        the other reasons a client coming back sooner would most likely
+        meet the same answer.  One figure, documented, rather than an
+        estimate from the drain rate, which is zero while the upstream is
+        down (the usual reason a spool fills).
+        """
         return UpstreamUnavailable(503, why, retry_after=max(1.0, self._retry.max_backoff))
 
     def _refuse_queue(self, error: UpstreamUnavailable) -> None:
@@ -483,7 +498,7 @@ class SpoolUpstream:
         else:
             self._log.failure("spool {upstream}: write failed", failure, upstream=self.name)
         self._finish_write(estimate)
-        error = UpstreamUnavailable(503, f"spool: cannot write to disk: {why}")
+        error = self._unavailable(f"spool: cannot write to disk: {why}")
         for waiting in group:
             if not waiting.answer.called:
                 waiting.answer.errback(error)

@@ -1,7 +1,9 @@
 """
 HTTP/1.1 connections with bounds on the request head: how large it may be
-and how long it may take to arrive.  A client over either bound is told so
-with a status and an access line, never by a silently closed connection.
+and how long it may take to arrive, and what its framing and C{Host} must
+look like.  A client over a bound, or with a head that cannot be trusted,
+is told so with a status and an access line, never by a silently closed
+connection or an internal error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from sealgw.web._errors import early_answer
+from sealgw.web._host import host_problem
 
 
 class GatewayChannel(HTTPChannel):
@@ -35,6 +38,17 @@ class GatewayChannel(HTTPChannel):
     every byte, so without this deadline it could hold the connection for
     ever.
 
+    The head is also held to RFC 9112 where Twisted is lenient, since a
+    head two parsers could read differently is how requests are smuggled
+    past a proxy: exactly one valid C{Host} (none only in HTTP/1.0; see
+    L{sealgw.web._host}), no obsolete line folding, and no transfer coding
+    but C{chunked} (none in HTTP/1.0).  Each is answered 400 and the
+    connection closed.  A request target in absolute form
+    (C{http://host/path}) is served as its path, once its host is found
+    valid and the same as C{Host}'s.  This is decided here, line by line,
+    before Twisted reads the head, because once it has, the request is
+    routed at once: there is no later point to refuse it.
+
     @ivar site: the L{sealgw.web.GatewaySite} that built this channel; it
         holds the listener's limits and writes the access line.
     """
@@ -50,6 +64,16 @@ class GatewayChannel(HTTPChannel):
     _refused = False
     _lost = False
     _secure: Optional[bool] = None
+    # The head being read: whether its request line has come, and what the
+    # end of the head is judged on.
+    _in_fields = False
+    _http11 = True
+    _authority: Optional[bytes] = None
+    _host: Optional[bytes] = None
+    _hosts = 0
+    # The last Host found valid on this connection: a kept-alive client
+    # sends the same one with every request, and need not be judged again.
+    _good_host: Optional[bytes] = None
 
     def connectionMade(self) -> None:
         limit = self.site.max_header_size
@@ -86,6 +110,21 @@ class GatewayChannel(HTTPChannel):
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             self._refuse_head(431, self._too_large())
             return
+        if self._in_fields:
+            if line:
+                if not self._field_line(line):
+                    return
+            else:
+                self._in_fields = False
+                problem = self._head_problem()
+                if problem is not None:
+                    self._refuse_head(400, problem)
+                    return
+        elif line and self.persistent:
+            request_line = self._request_line(line)
+            if request_line is None:
+                return
+            line = request_line
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -121,6 +160,93 @@ class GatewayChannel(HTTPChannel):
             self._refuse_head(400, "malformed request line or header")
         else:
             self.requests[-1].answer_early(400, "malformed request body")
+
+    # -- what the head says -----------------------------------------------
+
+    def _request_line(self, line: bytes) -> Optional[bytes]:
+        """
+        Note what the end of the head is judged on, and turn an absolute
+        target into the path it names.
+
+        @return: the line for Twisted to parse, or L{None} when it was
+            refused.
+        """
+        self._in_fields = True
+        self._hosts = 0
+        self._host = None
+        self._authority = None
+        method, _, rest = line.partition(b" ")
+        target, _, version = rest.partition(b" ")
+        self._http11 = version == b"HTTP/1.1"
+        if target[:1] == b"/":
+            return line
+        scheme, is_url, after = target.partition(b"://")
+        if not is_url:
+            # "*", or no URL at all: Twisted parses it, the routers refuse it.
+            return line
+        if scheme.lower() not in (b"http", b"https"):
+            self._refuse_head(400, "the request target is a URL but not an http(s) one")
+            return None
+        end = len(after)
+        for stop in (b"/", b"?"):
+            at = after.find(stop, 0, end)
+            if at != -1:
+                end = at
+        authority, path = after[:end], after[end:]
+        problem = host_problem(authority)
+        if problem is not None:
+            # Never echoed nor logged: it may hold a password (user:pw@host).
+            self._refuse_head(400, f"bad host in the request target: {problem}")
+            return None
+        self._authority = authority
+        if path[:1] != b"/":
+            path = b"/" + path
+        return b"%s %s %s" % (method, path, version)
+
+    def _field_line(self, line: bytes) -> bool:
+        """
+        Look at one header line before Twisted does.
+
+        @return: whether the head may go on being read.
+        """
+        first = line[0]
+        if first in b" \t":
+            self._refuse_head(
+                400, "a header line starts with whitespace (obsolete line folding)"
+            )
+            return False
+        if first in b"Hh" and line[:5].lower() == b"host:":
+            self._hosts += 1
+            self._host = line[5:].strip(b" \t")
+        elif first in b"Tt" and line[:18].lower() == b"transfer-encoding:":
+            if not self._http11:
+                self._refuse_head(400, "an HTTP/1.0 request cannot have a Transfer-Encoding")
+                return False
+            if line[18:].strip(b" \t").lower() != b"chunked":
+                self._refuse_head(400, "the only Transfer-Encoding accepted is chunked")
+                return False
+        return True
+
+    def _head_problem(self) -> Optional[str]:
+        """
+        What is wrong with the head just read, judged on its C{Host}, or
+        L{None}.
+        """
+        host = self._host
+        if self._hosts > 1:
+            return "the request has more than one Host header"
+        if host is None:
+            if self._http11:
+                return "an HTTP/1.1 request must have a Host header"
+            return None
+        if host != self._good_host:
+            problem = host_problem(host)
+            if problem is not None:
+                return f"bad Host header: {problem}"
+            self._good_host = host
+        if self._authority is not None and host.lower() != self._authority.lower():
+            return "the Host header and the request target name different hosts"
+        return None
 
     # -- the deadline ------------------------------------------------------
 

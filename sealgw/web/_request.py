@@ -153,8 +153,14 @@ class GatewayRequest(Request):
 
         The answer is written straight to the connection because Twisted
         routes a request only once its body is in; the access line still
-        comes, with this status, when the connection closes.
+        comes, with this status, when the connection closes.  The channel
+        closes it: over TLS, closing the transport while the channel is
+        still registered as its producer would never send the close alert,
+        and the client would wait for the end of an answer it already has.
         """
+        if self.answered_early:
+            # A broken body may go on failing as more of it arrives.
+            return
         answer = early_answer(status, message)
         self.code = status
         self.answered_early = True
@@ -162,7 +168,7 @@ class GatewayRequest(Request):
         transport.write(answer)
         # Like Twisted's own count: body bytes, not the status line and headers.
         self.sentLength = len(answer.partition(b"\r\n\r\n")[2])
-        transport.loseConnection()
+        self.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_received += len(data)
