@@ -31,7 +31,8 @@ from sealgw.auth import (
     Unauthorized,
     build_gate,
 )
-from sealgw.auth._keys import UNKNOWN_KEY_TTL
+from sealgw.auth._jwt import JWKS, parse_jwks
+from sealgw.auth._keys import MAX_REMEMBERED, UNKNOWN_KEY_TTL, SigningKeys, _tag
 from sealgw.auth._userinfo import NEGATIVE_TTL
 from sealgw.config import AuthConfig, Config, ConfigError, OIDCConfig, RateLimitConfig
 from sealgw.testing import MemoryHTTPClient, MemoryIdentityProvider, b64url, generate_keys
@@ -561,6 +562,53 @@ class KeyFetchTests(OIDCTestCase):
         self.assertIn("several", error.message)
 
 
+class SigningKeysTests(SynchronousTestCase):
+    """
+    L{SigningKeys} on its own, over a fetch function the test scripts.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sets: list[Any] = []
+        self.keys = SigningKeys(self.fetch, self.clock, interval=10.0, burst=2, retry_after=5.0)
+
+    async def fetch(self) -> JWKS:
+        answer = self.sets.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return parse_jwks({"keys": [k.as_dict(private=False) for k in answer]}, 0.0)
+
+    def key_for(self, kid: str) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self.keys.key_for(kid, "RS256"))
+
+    def test_bug_in_fetching_is_503(self) -> None:
+        """
+        Something that is not the issuer's fault going wrong while fetching
+        is logged, and the token gets 503, not 500.
+        """
+        self.sets.append(RuntimeError("a bug"))
+        error = self.failureResultOf(self.key_for("rsa-1"), IdentityProviderUnavailable).value
+        self.assertEqual(error.status, 503)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.sets.append([KEYS[0]])
+        self.assertIs(self.successResultOf(self.key_for("rsa-1")), self.keys.jwks.by_kid["rsa-1"])
+
+    def test_remembered_kids_bounded(self) -> None:
+        """
+        At most L{MAX_REMEMBERED} missing kids are kept, the oldest going
+        first; a kid forgotten costs one fetch more, never a wrong answer.
+        """
+        self.keys = SigningKeys(self.fetch, self.clock, interval=0.0, burst=1, retry_after=5.0)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        for n in range(1, MAX_REMEMBERED + 1):
+            self.keys._remember(_tag(f"forged-{n}", "RS256"), self.clock.seconds())
+        self.assertEqual(len(self.keys._missing), MAX_REMEMBERED)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.assertEqual(self.sets, [])
+
+
 class EdDSATests(OIDCTestCase):
     """
     Ed25519 keys (C{kty: OKP}) and EdDSA tokens, when the operator accepts
@@ -884,7 +932,13 @@ class BadAnswerTests(OIDCTestCase):
         Symmetric and malformed keys in the JWKS are ignored; the others work.
         """
         good = [k.as_dict(private=False) for k in self.idp.published]
-        odd = [{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}, {"kty": "RSA", "kid": "broken"}]
+        odd = [
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "broken"},
+            {"kty": "EC", "kid": "ec-curve", "crv": "Ed25519", "x": "AAAA", "y": "AAAA"},
+            {"kty": "OKP", "kid": "okp-curve", "crv": "P-256", "x": "AAAA"},
+            {"kty": "OKP", "kid": "okp-short", "crv": "Ed25519", "x": "AAAA"},
+        ]
         self.idp.overrides["jwks"] = (200, json.dumps({"keys": odd + good}).encode())
         self.successResultOf(self.gate.oidc.refresh_keys())
         self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-1"])

@@ -142,7 +142,10 @@ def parse_jwks(document: Any, fetched_at: float) -> JWKS:
         public = {k: v for k, v in item.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
         try:
             key = JWKRegistry.import_key(public)
-        except (JoseError, ValueError, TypeError):
+        except Exception:
+            # Whatever joserfc makes of a malformed key (a KeyError for a
+            # curve of another key type, among others), it is this key's
+            # problem alone.
             continue
         kid = item.get("kid")
         if isinstance(kid, str) and kid:

@@ -119,10 +119,15 @@ class SigningKeys:
         self.failing = False
         #: When the last fetch started.
         self.last_fetch: Optional[float] = None
+        # Fetches are numbered in the order they start: how many have
+        # started, and the number of the one that brought the keys held.
         self._started = 0
         self._fresh = 0
+        # Missing keys by tag, oldest first.
         self._missing: dict[bytes, _Missing] = {}
         self._fetches: Coalescer[str, bool] = Coalescer()
+        # A caller refused for the bucket wants a fetch started after this
+        # many had; the timer makes it once the bucket allows.
         self._wanted: Optional[int] = None
         self._timer: Optional[IDelayedCall] = None
 
@@ -145,6 +150,14 @@ class SigningKeys:
         try:
             jwks = await self._fetch_jwks()
         except IdPUnreachable:
+            self.failing = True
+            return False
+        except CancelledError:
+            raise
+        except Exception:
+            # A bug, not the issuer: logged loudly, and the keys held stay
+            # in force; a token needing new ones gets 503, never 500.
+            self.log.failure("fetching the JWKS failed")
             self.failing = True
             return False
         self.jwks = jwks
@@ -232,7 +245,7 @@ class SigningKeys:
                 if wait > 0 and self.failing:
                     raise IdentityProviderUnavailable(
                         "the identity provider's signing keys could not be fetched",
-                        self._fetch_later(wait),
+                        max(self._retry_after, self._fetch_later(wait)),
                     )
                 if wait > 0:
                     raise IdentityProviderUnavailable(
