@@ -1,9 +1,12 @@
 """
 OpenID Connect against L{sealgw.testing.MemoryIdentityProvider} on a
-L{Clock}: JWT verification (what is accepted and everything that is not),
-key refresh (on an unknown kid and on schedule) and rotation, userinfo with
-its cache (expiry, refusals, eviction), and failing closed when the issuer
-is down.  One smoke test crosses a real socket, over TLS with a CA bundle.
+L{Clock}: JWT verification (what is accepted and everything that is not,
+EdDSA included), key refresh (on an unknown kid and on schedule) and
+rotation (never a 401 for a rotated key; 503 with Retry-After while it
+cannot be fetched; forged kids cost a bounded number of fetches), userinfo
+with its cache (expiry, refusals, eviction), and failing closed when the
+issuer is down.  Two tests cross a real socket: a smoke test over TLS with
+a CA bundle, and a rotation over plain http.
 """
 
 from __future__ import annotations
