@@ -596,6 +596,19 @@ class SigningKeysTests(SynchronousTestCase):
         self.sets.append([KEYS[0]])
         self.assertIs(self.successResultOf(self.key_for("rsa-1")), self.keys.jwks.by_kid["rsa-1"])
 
+    def test_remembered_at_least_one_refill(self) -> None:
+        """
+        With a refill slower than L{UNKNOWN_KEY_TTL}, a missing kid is
+        remembered for one refill, so a client repeating it keeps its 401
+        instead of draining the bucket into 503s.
+        """
+        self.keys = SigningKeys(self.fetch, self.clock, interval=300.0, burst=1, retry_after=5.0)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.clock.advance(299)
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.assertEqual(self.keys.last_fetch, 0.0)
+
     def test_remembered_kids_bounded(self) -> None:
         """
         At most L{MAX_REMEMBERED} missing kids are kept, the oldest going

@@ -26,9 +26,10 @@ from sealgw.auth._shared import Coalescer
 
 #: How long a key that a fresh fetch showed the issuer does not hold is
 #: refused outright (401, nothing fetched), counted from when it was first
-#: asked for.  Long enough that a client repeating a token of another
-#: issuer costs one fetch a minute; short enough that an issuer that
-#: signed with a key before publishing it is not refused for long.
+#: asked for; never less than one refill of the bucket.  Long enough that
+#: a client repeating a token of another issuer costs one fetch a minute;
+#: short enough that an issuer that signed with a key before publishing
+#: it is not refused for long.
 UNKNOWN_KEY_TTL = 60.0
 
 #: How many missing keys are remembered.  Past that the oldest are
@@ -111,6 +112,9 @@ class SigningKeys:
         self._fetch_jwks = fetch
         self._clock = clock
         self._retry_after = retry_after
+        # Remembered for at least one refill: a client repeating a bad
+        # token then costs less than the bucket gives, and keeps its 401.
+        self._unknown_ttl = max(UNKNOWN_KEY_TTL, interval)
         self._bucket: Optional[TokenBucket] = (
             TokenBucket(1.0 / interval, float(burst), clock.seconds()) if interval > 0 else None
         )
@@ -273,10 +277,10 @@ class SigningKeys:
     def _remember(self, tag: bytes, now: float) -> _Missing:
         """
         When C{tag}'s key was first asked for, as far as the last
-        L{UNKNOWN_KEY_TTL} go.
+        L{UNKNOWN_KEY_TTL} (or one refill of the bucket) go.
         """
         missing = self._missing.get(tag)
-        if missing is not None and now - missing.since < UNKNOWN_KEY_TTL:
+        if missing is not None and now - missing.since < self._unknown_ttl:
             return missing
         if missing is not None:
             del self._missing[tag]
