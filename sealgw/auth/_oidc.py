@@ -161,8 +161,8 @@ class OIDCProvider(Service):
     def _keys_due(self) -> bool:
         now = self._clock.seconds()
         last = self.keys.last_fetch
-        # A refresh that failed is tried again, but no sooner than the
-        # fetches for unknown keys are refilled.
+        # A refresh that failed is tried again, but no sooner than
+        # jwks_min_refresh_interval after the last fetch of any kind.
         if last is not None and now - last < self.config.jwks_min_refresh_interval:
             return False
         jwks = self.jwks
