@@ -1,23 +1,28 @@
 """
 OpenID Connect against L{sealgw.testing.MemoryIdentityProvider} on a
-L{Clock}: JWT verification (what is accepted and everything that is not),
-key refresh (on an unknown kid and on schedule) and rotation, userinfo with
-its cache (expiry, refusals, eviction), and failing closed when the issuer
-is down.  One smoke test crosses a real socket, over TLS with a CA bundle.
+L{Clock}: JWT verification (what is accepted and everything that is not,
+EdDSA included), key refresh (on an unknown kid and on schedule) and
+rotation (never a 401 for a rotated key; 503 with Retry-After while it
+cannot be fetched; forged kids cost a bounded number of fetches), userinfo
+with its cache (expiry, refusals, eviction), and failing closed when the
+issuer is down.  Two tests cross a real socket: a smoke test over TLS with
+a CA bundle, and a rotation over plain http.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
 
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OKPKey, RSAKey
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sealgw.auth import (
@@ -29,6 +34,8 @@ from sealgw.auth import (
     Unauthorized,
     build_gate,
 )
+from sealgw.auth._jwt import JWKS, parse_jwks
+from sealgw.auth._keys import MAX_REMEMBERED, UNKNOWN_KEY_TTL, SigningKeys, _tag
 from sealgw.auth._userinfo import NEGATIVE_TTL
 from sealgw.config import AuthConfig, Config, ConfigError, OIDCConfig, RateLimitConfig
 from sealgw.testing import MemoryHTTPClient, MemoryIdentityProvider, b64url, generate_keys
@@ -271,18 +278,413 @@ class JWTTests(OIDCTestCase):
         )
 
 
-class RefreshRateTests(OIDCTestCase):
-    min_refresh = 3600.0
+def base64url_json(token: str) -> bytes:
+    """
+    The JOSE header of C{token}, decoded.
+    """
+    segment = token.split(".")[0]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
-    def test_no_refresh_within_min_interval(self) -> None:
+
+def forged(kid: str) -> RSAKey:
+    """
+    The stranger's key under another key id: a token signed with it names
+    a key the issuer never published.
+    """
+    return RSAKey.import_key(STRANGER.as_dict(private=True) | {"kid": kid})
+
+
+def forged_token(idp: MemoryIdentityProvider, kid: str) -> str:
+    """
+    A token naming C{kid} with good claims and a made-up signature: cheap
+    to make by the thousand, as a flood of forgeries would be.
+    """
+    header = b64url(json.dumps({"alg": "RS256", "kid": kid}).encode())
+    payload = b64url(json.dumps(idp.claims()).encode())
+    return f"{header}.{payload}.{b64url(bytes(256))}"
+
+
+class RotationTests(OIDCTestCase):
+    """
+    Key rotation never costs a good token a 401: a token naming a key the
+    gateway does not hold is settled on a fetch started after it was first
+    asked for, and until one can be had the answer is 503 with
+    C{Retry-After}.  Fetches for unknown keys come from a bucket (three,
+    one more every 10 seconds), so forged key ids cannot hammer the issuer.
+    """
+
+    min_refresh = 10.0
+
+    def pending(self, token: str) -> IdentityProviderUnavailable:
+        error: IdentityProviderUnavailable = self.refused(
+            fake_request(token), IdentityProviderUnavailable
+        )
+        self.assertEqual((error.status, error.reason), (503, "signing_key_pending"))
+        return error
+
+    def test_rotation_right_after_a_fetch(self) -> None:
         """
-        Unknown kids do not make the gate hammer the issuer: within
-        jwks_min_refresh_interval of the last fetch, no new fetch happens.
+        The reported bug: a fetch a moment ago (here: a forged kid's) does
+        not stop the fetch a rotated key needs.
+        """
+        self.refused(fake_request(self.idp.issue(forged("forged-1"))), Unauthorized)
+        self.clock.advance(1)
+        new_key = self.idp.rotate()
+        admission = self.admitted(fake_request(self.idp.issue(new_key)))
+        self.assertEqual(admission.identity.name, "alice@example.com")
+        self.assertEqual(self.idp.requests["jwks"], 3)
+
+    def test_distinct_unknown_kids_each_settled(self) -> None:
+        """
+        A fetch for one unknown kid does not stop a fetch for another.
+        """
+        for n in range(3):
+            error = self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"))), Unauthorized)
+            self.assertIn("signing key is unknown", error.message)
+        self.assertEqual(self.idp.requests["jwks"], 1 + 3)
+
+    def test_repeated_unknown_kid_costs_nothing(self) -> None:
+        """
+        A kid a fresh fetch did not hold is refused outright for
+        L{UNKNOWN_KEY_TTL}, then checked again with one fetch.
+        """
+        token = self.idp.issue(forged("forged-1"))
+        for _ in range(50):
+            self.refused(fake_request(token), Unauthorized)
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.clock.advance(UNKNOWN_KEY_TTL - 1)
+        self.refused(fake_request(token), Unauthorized)
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.clock.advance(1)
+        self.refused(fake_request(token), Unauthorized)
+        self.assertEqual(self.idp.requests["jwks"], 3)
+
+    def test_rotation_while_fetches_used_up(self) -> None:
+        """
+        With the bucket empty, a rotated key's token gets 503 with the
+        seconds until the next fetch, which then happens by itself; the
+        client's retry is admitted.
+        """
+        for n in range(3):
+            self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"))), Unauthorized)
+        new_key = self.idp.rotate()
+        token = self.idp.issue(new_key)
+        error = self.pending(token)
+        self.assertEqual(error.headers, {"Retry-After": "10"})
+        self.assertEqual(self.idp.requests["jwks"], 4)
+        # Asking again meanwhile neither fetches nor moves the time.
+        self.clock.advance(4)
+        self.assertEqual(self.pending(token).headers, {"Retry-After": "6"})
+        self.clock.advance(6)
+        self.assertEqual(self.idp.requests["jwks"], 5)
+        self.admitted(fake_request(token))
+        self.assertEqual(self.idp.requests["jwks"], 5)
+
+    def test_forged_flood_bounded_and_rotation_picked_up(self) -> None:
+        """
+        A client sending ten tokens a second, each naming a new forged kid,
+        makes at most one fetch per 10 seconds after the first three, is
+        never let in, and does not keep a rotated key out: its client,
+        retrying as told, is admitted within 10 seconds and never sees 401.
         """
         before = self.idp.requests["jwks"]
-        for _ in range(3):
-            self.refused(fake_request(self.idp.issue(STRANGER)), Unauthorized)
-        self.assertEqual(self.idp.requests["jwks"], before)
+        answers: list[int] = []
+        token = None
+        rotated_at = admitted_at = None
+        retry_at = 0.0
+        forgeries = 0
+        for tick in range(1200):
+            now = self.clock.seconds()
+            forgeries += 1
+            outcome = admit(self.gate, fake_request(forged_token(self.idp, f"f-{forgeries}")))
+            failure = self.failureResultOf(outcome, Unauthorized, IdentityProviderUnavailable)
+            self.assertIn(failure.value.status, (401, 503))
+            if tick == 300:
+                token = self.idp.issue(self.idp.rotate())
+                rotated_at = now
+            if token is not None and admitted_at is None and now >= retry_at:
+                outcome = admit(self.gate, fake_request(token))
+                if outcome.called and not isinstance(outcome.result, Failure):
+                    self.successResultOf(outcome)
+                    admitted_at = now
+                else:
+                    error = self.failureResultOf(outcome, AuthError).value
+                    answers.append(error.status)
+                    retry_at = now + int(error.headers["Retry-After"])
+            self.clock.advance(0.1)
+        elapsed = self.clock.seconds() - START
+        self.assertLessEqual(self.idp.requests["jwks"] - before, 3 + elapsed / 10 + 1)
+        assert rotated_at is not None and admitted_at is not None
+        self.assertLessEqual(admitted_at - rotated_at, 10.5)
+        self.assertNotIn(401, answers)
+        self.assertTrue(answers)
+
+
+class KeyFetchTests(OIDCTestCase):
+    """
+    How fetches for unknown keys are shared and when they settle anything;
+    what a client sees while the issuer cannot give its keys.
+    """
+
+    min_refresh = 10.0
+
+    def test_fetch_on_its_way_settles_nothing(self) -> None:
+        """
+        A fetch started before the issuer rotated its keys does not hold
+        the new key; a token with it is not refused on that fetch, but
+        waits for one started after it was asked for.
+        """
+        self.idp.jwks_hold = hold = Deferred()
+        forgery = admit(self.gate, fake_request(forged_token(self.idp, "forged-1")))
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        token = self.idp.issue(self.idp.rotate())
+        waiting = admit(self.gate, fake_request(token))
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.idp.jwks_hold = None
+        hold.callback(None)
+        self.failureResultOf(forgery, Unauthorized)
+        self.assertEqual(self.successResultOf(waiting).identity.name, "alice@example.com")
+        self.assertEqual(self.idp.requests["jwks"], 3)
+
+    def test_concurrent_tokens_share_one_fetch(self) -> None:
+        self.idp.jwks_hold = hold = Deferred()
+        token = self.idp.issue(self.idp.rotate())
+        waiting = [admit(self.gate, fake_request(token)) for _ in range(5)]
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.idp.jwks_hold = None
+        hold.callback(None)
+        admissions = self.successResultOf(gatherResults(waiting))
+        self.assertEqual(len(admissions), 5)
+        self.assertEqual(self.idp.requests["jwks"], 2)
+
+    def test_client_gone_does_not_cancel_the_fetch(self) -> None:
+        self.idp.jwks_hold = hold = Deferred()
+        token = self.idp.issue(self.idp.rotate())
+        first = admit(self.gate, fake_request(token))
+        second = admit(self.gate, fake_request(token))
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.idp.jwks_hold = None
+        hold.callback(None)
+        self.successResultOf(second)
+        self.assertFalse(self.client.requests[-1].cancelled)
+
+    def test_issuer_down(self) -> None:
+        """
+        A rotated key's token while the issuer is down: 503 with
+        C{Retry-After}, never 401; admitted once the issuer is back.
+        """
+        token = self.idp.issue(self.idp.rotate())
+        self.idp.down = True
+        retry_after = []
+        for _ in range(5):
+            error = self.refused(fake_request(token), IdentityProviderUnavailable)
+            self.assertEqual((error.status, error.reason), (503, "idp_unavailable"))
+            retry_after.append(error.headers["Retry-After"])
+        # Three fetches from the bucket, each failing; then it is empty,
+        # and the next fetch is due in 10 seconds.
+        self.assertEqual(retry_after, ["5", "5", "10", "10", "10"])
+        self.assertEqual(len(self.client.requests), 2 + 3)
+        self.idp.down = False
+        self.clock.advance(10)
+        # The fetch armed for then has happened.
+        self.assertEqual(self.idp.requests["jwks"], 2)
+        self.admitted(fake_request(token))
+        # Tokens that are bad for other reasons stay 401 all along.
+        self.idp.down = True
+        self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
+
+    def test_issuer_answers_garbage(self) -> None:
+        token = self.idp.issue(self.idp.rotate())
+        for status, body in [(200, b"<html>"), (200, b'{"no": "keys"}'), (404, b"gone")]:
+            self.idp.overrides["jwks"] = (status, body)
+            error = self.refused(fake_request(token), IdentityProviderUnavailable)
+            self.assertEqual(error.status, 503)
+            self.assertIn("Retry-After", error.headers)
+            self.clock.advance(10)
+        del self.idp.overrides["jwks"]
+        self.admitted(fake_request(token))
+
+    def test_issuer_slow(self) -> None:
+        """
+        No JWKS within C{timeout}: 503, the fetch cancelled.
+        """
+        self.gate = self.build(timeout=2.0, jwks_min_refresh_interval=10.0)
+        self.start()
+        self.successResultOf(self.gate.oidc.when_discovered())
+        token = self.idp.issue(self.idp.rotate())
+        self.idp.jwks_hold = Deferred()
+        waiting = admit(self.gate, fake_request(token))
+        self.clock.advance(1.999)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.001)
+        error = self.failureResultOf(waiting, IdentityProviderUnavailable).value
+        self.assertEqual(error.headers, {"Retry-After": "5"})
+        self.assertTrue(self.client.requests[-1].cancelled)
+
+    def test_bucket_refills_one_per_interval(self) -> None:
+        for n in range(3):
+            self.refused(fake_request(forged_token(self.idp, f"forged-{n}")), Unauthorized)
+        error = self.refused(fake_request(forged_token(self.idp, "forged-3")), AuthError)
+        self.assertEqual((error.status, error.headers), (503, {"Retry-After": "10"}))
+        self.clock.advance(10)
+        self.assertEqual(self.idp.requests["jwks"], 1 + 3 + 1)
+        # The armed fetch settled forged-3; forged-4 waits for the next one.
+        self.refused(fake_request(forged_token(self.idp, "forged-3")), Unauthorized)
+        error = self.refused(fake_request(forged_token(self.idp, "forged-4")), AuthError)
+        self.assertEqual((error.status, error.headers), (503, {"Retry-After": "10"}))
+
+    def test_stop_cancels_the_armed_fetch(self) -> None:
+        for n in range(4):
+            self.failureResultOf(
+                admit(self.gate, fake_request(forged_token(self.idp, f"forged-{n}"))), AuthError
+            )
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.successResultOf(self.gate.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_known_kid_unsuitable_for_alg(self) -> None:
+        """
+        A token naming a published key of another type is refused without
+        a fetch: a new set would not change that.
+        """
+        token = self.idp.issue(self.idp.rsa, header={"kid": self.idp.ec.kid})
+        error = self.refused(fake_request(token), Unauthorized)
+        self.assertIn("does not suit", error.message)
+        self.assertEqual(self.idp.requests["jwks"], 1)
+
+    def test_no_kid(self) -> None:
+        """
+        A token naming no key is verified with the one key that suits its
+        algorithm; with several, it is refused.
+        """
+        self.admitted(fake_request(self.idp.issue(header={"kid": None})))
+        self.idp.published.append(RSAKey.generate_key(2048, parameters={"kid": "rsa-extra"}))
+        self.gate.oidc.refresh_keys()
+        error = self.refused(fake_request(self.idp.issue(header={"kid": None})), Unauthorized)
+        self.assertIn("several", error.message)
+
+
+class SigningKeysTests(SynchronousTestCase):
+    """
+    L{SigningKeys} on its own, over a fetch function the test scripts.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sets: list[Any] = []
+        self.keys = SigningKeys(self.fetch, self.clock, interval=10.0, burst=2, retry_after=5.0)
+
+    async def fetch(self) -> JWKS:
+        answer = self.sets.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return parse_jwks({"keys": [k.as_dict(private=False) for k in answer]}, 0.0)
+
+    def key_for(self, kid: str) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self.keys.key_for(kid, "RS256"))
+
+    def test_bug_in_fetching_is_503(self) -> None:
+        """
+        Something that is not the issuer's fault going wrong while fetching
+        is logged, and the token gets 503, not 500.
+        """
+        self.sets.append(RuntimeError("a bug"))
+        error = self.failureResultOf(self.key_for("rsa-1"), IdentityProviderUnavailable).value
+        self.assertEqual(error.status, 503)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.sets.append([KEYS[0]])
+        self.assertIs(self.successResultOf(self.key_for("rsa-1")), self.keys.jwks.by_kid["rsa-1"])
+
+    def test_remembered_at_least_one_refill(self) -> None:
+        """
+        With a refill slower than L{UNKNOWN_KEY_TTL}, a missing kid is
+        remembered for one refill, so a client repeating it keeps its 401
+        instead of draining the bucket into 503s.
+        """
+        self.keys = SigningKeys(self.fetch, self.clock, interval=300.0, burst=1, retry_after=5.0)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.clock.advance(299)
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.assertEqual(self.keys.last_fetch, 0.0)
+
+    def test_remembered_kids_bounded(self) -> None:
+        """
+        At most L{MAX_REMEMBERED} missing kids are kept, the oldest going
+        first; a kid forgotten costs one fetch more, never a wrong answer.
+        """
+        self.keys = SigningKeys(self.fetch, self.clock, interval=0.0, burst=1, retry_after=5.0)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        for n in range(1, MAX_REMEMBERED + 1):
+            self.keys._remember(_tag(f"forged-{n}", "RS256"), self.clock.seconds())
+        self.assertEqual(len(self.keys._missing), MAX_REMEMBERED)
+        self.sets.append([KEYS[0]])
+        self.failureResultOf(self.key_for("forged-0"), Unauthorized)
+        self.assertEqual(self.sets, [])
+
+
+class EdDSATests(OIDCTestCase):
+    """
+    Ed25519 keys (C{kty: OKP}) and EdDSA tokens, when the operator accepts
+    the algorithm.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        # sealgw.auth._jwt silences joserfc's warning that RFC 9864 renamed
+        # EdDSA; trial shows every warning all the same.
+        self.addCleanup(self.flushWarnings)
+        self.ed = OKPKey.generate_key("Ed25519", parameters={"kid": "ed-1", "alg": "EdDSA"})
+        self.idp.published.append(self.ed)
+        self.gate = self.build(algorithms=("RS256", "EdDSA"))
+        self.start()
+        self.successResultOf(self.gate.oidc.when_discovered())
+
+    def test_eddsa_accepted(self) -> None:
+        token = self.idp.issue(self.ed)
+        self.assertEqual(json.loads(base64url_json(token))["alg"], "EdDSA")
+        admission = self.admitted(fake_request(token, tenant="team-a"))
+        self.assertEqual(admission.identity.name, "alice@example.com")
+
+    def test_eddsa_bad_signature(self) -> None:
+        other = OKPKey.generate_key("Ed25519", parameters={"kid": "ed-1"})
+        error = self.refused(fake_request(self.idp.issue(other)), Unauthorized)
+        self.assertIn("signature", error.message)
+
+    def test_eddsa_not_accepted_unless_listed(self) -> None:
+        self.gate = self.build()
+        self.start()
+        self.successResultOf(self.gate.oidc.when_discovered())
+        error = self.refused(fake_request(self.idp.issue(self.ed)), Unauthorized)
+        self.assertIn("algorithm is not accepted", error.message)
+
+    def test_other_okp_curves_refused(self) -> None:
+        """
+        Only Ed25519 signs EdDSA tokens here: an Ed448 key is not used, and
+        an X25519 key (for key agreement) never signs.
+        """
+        ed448 = OKPKey.generate_key("Ed448", parameters={"kid": "ed448"})
+        x25519 = OKPKey.generate_key("X25519", parameters={"kid": "x25519"})
+        self.idp.published += [ed448, x25519]
+        self.successResultOf(self.gate.oidc.refresh_keys())
+        self.assertIn("x25519", self.gate.oidc.jwks.by_kid)
+        error = self.refused(fake_request(self.idp.issue(ed448)), Unauthorized)
+        self.assertIn("does not suit", error.message)
+        forged_x = forged_token(self.idp, "x25519").replace(
+            b64url(json.dumps({"alg": "RS256", "kid": "x25519"}).encode()),
+            b64url(json.dumps({"alg": "EdDSA", "kid": "x25519"}).encode()),
+        )
+        error = self.refused(fake_request(forged_x), Unauthorized)
+        self.assertIn("does not suit", error.message)
+
+    def test_rotation_to_eddsa(self) -> None:
+        before = self.idp.requests["jwks"]
+        new = OKPKey.generate_key("Ed25519", parameters={"kid": "ed-2"})
+        self.idp.published = [new]
+        self.admitted(fake_request(self.idp.issue(new)))
+        self.assertEqual(self.idp.requests["jwks"], before + 1)
 
 
 class ScheduledRefreshTests(OIDCTestCase):
@@ -546,7 +948,13 @@ class BadAnswerTests(OIDCTestCase):
         Symmetric and malformed keys in the JWKS are ignored; the others work.
         """
         good = [k.as_dict(private=False) for k in self.idp.published]
-        odd = [{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}, {"kty": "RSA", "kid": "broken"}]
+        odd = [
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "broken"},
+            {"kty": "EC", "kid": "ec-curve", "crv": "Ed25519", "x": "AAAA", "y": "AAAA"},
+            {"kty": "OKP", "kid": "okp-curve", "crv": "P-256", "x": "AAAA"},
+            {"kty": "OKP", "kid": "okp-short", "crv": "Ed25519", "x": "AAAA"},
+        ]
         self.idp.overrides["jwks"] = (200, json.dumps({"keys": odd + good}).encode())
         self.successResultOf(self.gate.oidc.refresh_keys())
         self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-1"])
@@ -755,3 +1163,55 @@ class RealSocketSmokeTests(TestCase):
         self.assertEqual(
             (idp.requests["discovery"], idp.requests["jwks"], idp.requests["userinfo"]), (1, 1, 1)
         )
+
+
+class RealSocketRotationTests(TestCase):
+    """
+    Key rotation over a real socket: the issuer (plain http on 127.0.0.1)
+    publishes new keys moments after the gateway fetched its JWKS for a
+    forged token, and tokens signed with them are admitted at once.
+    """
+
+    timeout = 15
+
+    async def test_rotated_jwks_over_http(self) -> None:
+        idp = FakeIdentityProvider()
+        idp.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(idp.stop()))
+        gate = build_gate(
+            Config(
+                source="test.yaml",
+                listeners=(),
+                auth=AuthConfig(
+                    oidc=OIDCConfig(
+                        issuer=idp.issuer,
+                        audience=(AUDIENCE,),
+                        timeout=5.0,
+                        algorithms=("RS256", "ES256", "EdDSA"),
+                    )
+                ),
+            ),
+            reactor,
+            CollectorRegistry(),
+        )
+        gate.startService()
+        self.addCleanup(gate.stopService)
+        await gate.oidc.when_discovered()
+        old = idp.issue()
+        await admit(gate, fake_request(old))
+        # A forged kid makes the gateway fetch the keys...
+        with self.assertRaises(Unauthorized):
+            await admit(gate, fake_request(forged_token(idp, "forged-1")))
+        # ...and a moment later the issuer rotates to new RSA and Ed25519 keys.
+        ed = OKPKey.generate_key("Ed25519", parameters={"kid": "ed-1", "use": "sig"})
+        rsa = idp.rotate()
+        idp.published.append(ed)
+        for key in (rsa, ed):
+            admission = await admit(gate, fake_request(idp.issue(key)))
+            self.assertEqual(admission.identity.name, "alice@example.com")
+        self.assertEqual((idp.requests["discovery"], idp.requests["jwks"]), (1, 3))
+        # The withdrawn key is refused once a fresh set shows it is gone.
+        with self.assertRaises(Unauthorized) as raised:
+            await admit(gate, fake_request(old))
+        self.assertIn("signing key is unknown", raised.exception.message)
+        self.flushWarnings()

@@ -281,6 +281,48 @@ class LoadTests(SynchronousTestCase):
             ["auth.basic: expected true or false, got a string"],
         )
 
+    def test_oidc_key_fetches(self) -> None:
+        """
+        Fetches for unknown signing keys: one per 10s by default, three back
+        to back; both can be changed, and neither may be zero.
+        """
+        oidc = "auth: {oidc: {issuer: 'https://idp', audience: a%s}}\n"
+        config = load(self.write(MINIMAL + oidc % ""))
+        assert config.auth.oidc is not None
+        self.assertEqual(
+            (config.auth.oidc.jwks_min_refresh_interval, config.auth.oidc.jwks_refresh_burst),
+            (10.0, 3),
+        )
+        config = load(
+            self.write(
+                MINIMAL + oidc % ", jwks_min_refresh_interval: 1m, jwks_refresh_burst: 10"
+            )
+        )
+        assert config.auth.oidc is not None
+        self.assertEqual(
+            (config.auth.oidc.jwks_min_refresh_interval, config.auth.oidc.jwks_refresh_burst),
+            (60.0, 10),
+        )
+        self.assertEqual(
+            self.problems(
+                MINIMAL + oidc % ", jwks_min_refresh_interval: 0s, jwks_refresh_burst: 0"
+            ),
+            [
+                "auth.oidc.jwks_min_refresh_interval: must be longer than zero",
+                "auth.oidc.jwks_refresh_burst: must be at least 1",
+            ],
+        )
+
+    def test_oidc_eddsa(self) -> None:
+        text = MINIMAL + "auth: {oidc: {issuer: 'https://idp', audience: a, algorithms: [EdDSA]}}\n"
+        config = load(self.write(text))
+        assert config.auth.oidc is not None
+        self.assertEqual(config.auth.oidc.algorithms, ("EdDSA",))
+        self.assertEqual(
+            self.problems(text.replace("EdDSA", "Ed448")),
+            ["auth.oidc.algorithms[0]: 'Ed448' is not an accepted signature algorithm"],
+        )
+
     def test_file_upstream(self) -> None:
         text = """
         listeners: [{endpoint: "tcp:8080"}]

@@ -156,8 +156,10 @@ class IdentityProviderUnavailable(AuthError):
     status = 503
     default_reason = "idp_unavailable"
 
-    def __init__(self, message: str, retry_after: float = 5.0) -> None:
-        super().__init__(message, None, _retry_after(retry_after))
+    def __init__(
+        self, message: str, retry_after: float = 5.0, reason: Optional[str] = None
+    ) -> None:
+        super().__init__(message, reason, _retry_after(retry_after))
         self.retry_after = retry_after
 
 

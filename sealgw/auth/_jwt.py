@@ -9,13 +9,14 @@ import base64
 import binascii
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import attr
 from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, JWKRegistry, Key, RSAKey
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import ECKey, JWKRegistry, Key, OKPKey, RSAKey
 
 from sealgw.auth._identity import Unauthorized
 
@@ -29,7 +30,21 @@ _KEY_FOR_ALG: dict[str, tuple[type, Optional[str]]] = {
     "PS256": (RSAKey, None),
     "ES256": (ECKey, "P-256"),
     "ES384": (ECKey, "P-384"),
+    # Only Ed25519: Ed448 is not offered, and X25519 keys are for key
+    # agreement, never signatures.
+    "EdDSA": (OKPKey, "Ed25519"),
 }
+
+#: The key types a JWKS may hold that some accepted algorithm can use.
+_KEY_TYPES = ("RSA", "EC", "OKP")
+
+# RFC 9864 deprecates the name "EdDSA" in favour of "Ed25519", and joserfc
+# warns on every EdDSA verification.  Identity providers sign with "EdDSA"
+# today, and an operator who listed it in auth.oidc.algorithms chose it: a
+# warning about the name would only be noise in the gateway's log.
+warnings.filterwarnings(
+    "ignore", message="EdDSA is deprecated", category=SecurityWarning, module="joserfc"
+)
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -76,12 +91,23 @@ class JWKS:
         """
         The key for C{kid}; a token without a C{kid} is matched only when
         exactly one key of the issuer suits its algorithm.
+
+        @return: L{None} when this set holds no such key, which a newer set
+            of the issuer's might.
+        @raise Unauthorized: when this set settles it: the key named does
+            not suit C{alg}, or the token names none and several would do.
         """
         if kid is not None:
             key = self.by_kid.get(kid)
-            return key if key is not None and key_suits(key, alg) else None
+            if key is not None and not key_suits(key, alg):
+                raise Unauthorized("the token's signing key does not suit its algorithm")
+            return key
         suitable = [k for k in (*self.by_kid.values(), *self.unnamed) if key_suits(k, alg)]
-        return suitable[0] if len(suitable) == 1 else None
+        if len(suitable) > 1:
+            raise Unauthorized(
+                "the token names no signing key (kid) and several of the issuer's would do"
+            )
+        return suitable[0] if suitable else None
 
 
 def key_suits(key: Key, alg: str) -> bool:
@@ -99,8 +125,8 @@ def key_suits(key: Key, alg: str) -> bool:
 
 def parse_jwks(document: Any, fetched_at: float) -> JWKS:
     """
-    Import the public RSA and EC keys of a JWKS document; keys of other
-    types (symmetric ones above all) and keys that fail to import are
+    Import the public RSA, EC and OKP keys of a JWKS document; keys of
+    other types (symmetric ones above all) and keys that fail to import are
     skipped, so one odd key does not stop the others being used.
 
     @raise ValueError: when the document is not a JWKS at all.
@@ -110,12 +136,16 @@ def parse_jwks(document: Any, fetched_at: float) -> JWKS:
     by_kid: dict[str, Key] = {}
     unnamed: list[Key] = []
     for item in document["keys"]:
-        if not isinstance(item, dict) or item.get("kty") not in ("RSA", "EC"):
+        if not isinstance(item, dict) or item.get("kty") not in _KEY_TYPES:
             continue
+        # Private parts, should an issuer publish them, are never kept.
         public = {k: v for k, v in item.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
         try:
             key = JWKRegistry.import_key(public)
-        except (JoseError, ValueError, TypeError):
+        except Exception:
+            # Whatever joserfc makes of a malformed key (a KeyError for a
+            # curve of another key type, among others), it is this key's
+            # problem alone.
             continue
         kid = item.get("kid")
         if isinstance(kid, str) and kid:

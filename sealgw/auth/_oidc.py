@@ -22,7 +22,7 @@ from sealgw.auth._errors import NotRecognised
 from sealgw.auth._identity import IdentityProviderUnavailable, Principal, Unauthorized
 from sealgw.auth._issuer import IdPUnreachable, get_json, idp_client
 from sealgw.auth._jwt import JWKS, check_claims, jwt_header, parse_jwks, verify_signature
-from sealgw.auth._shared import Coalescer
+from sealgw.auth._keys import SigningKeys
 from sealgw.config import OIDCConfig
 from sealgw.http import IHTTPClient
 from sealgw.tenancy import TenantError, parse_tenant
@@ -49,7 +49,8 @@ class OIDCProvider(Service):
     refreshes the JWKS every C{jwks_refresh_interval}.  Until discovery
     succeeds, OIDC requests are refused with 503.  Keys are only ever
     replaced by a good new set: an unreachable issuer leaves the last good
-    keys in force.
+    keys in force.  When and how often a token naming a key not held makes
+    the keys be fetched again is L{SigningKeys}'s to decide.
     """
 
     log = Logger()
@@ -72,16 +73,26 @@ class OIDCProvider(Service):
             client = self._owned = idp_client(config, clock)
         self.client: IHTTPClient = client
         self.metadata: Optional[ProviderMetadata] = None
-        self.jwks: Optional[JWKS] = None
+        self.keys = SigningKeys(
+            self._fetch_keys,
+            clock,
+            interval=config.jwks_min_refresh_interval,
+            burst=config.jwks_refresh_burst,
+            retry_after=self.retry_interval,
+        )
         self.last_error: Optional[str] = None
         self.last_success: Optional[float] = None
         self.last_failure: Optional[float] = None
-        self._last_key_fetch: Optional[float] = None
-        self._key_fetch_failed = False
-        self._refreshes: Coalescer[str, bool] = Coalescer()
         self._loop: Optional[LoopingCall] = None
         self._tick_in_flight: Optional[Deferred[None]] = None
         self._discovered: list[Deferred[None]] = []
+
+    @property
+    def jwks(self) -> Optional[JWKS]:
+        """
+        The issuer's keys as last fetched, if ever.
+        """
+        return self.keys.jwks
 
     @property
     def needs_keys(self) -> bool:
@@ -103,7 +114,7 @@ class OIDCProvider(Service):
             self._loop.stop()
         if self._tick_in_flight is not None:
             self._tick_in_flight.cancel()
-        self._refreshes.cancel_all()
+        self.keys.stop()
         if self._owned is None:
             return succeed(None)
         return self._owned.close()
@@ -149,18 +160,13 @@ class OIDCProvider(Service):
 
     def _keys_due(self) -> bool:
         now = self._clock.seconds()
-        if self.jwks is None:
-            return self._may_fetch_keys(now)
-        return (
-            now - self.jwks.fetched_at >= self.config.jwks_refresh_interval
-            and self._may_fetch_keys(now)
-        )
-
-    def _may_fetch_keys(self, now: float) -> bool:
-        return (
-            self._last_key_fetch is None
-            or now - self._last_key_fetch >= self.config.jwks_min_refresh_interval
-        )
+        last = self.keys.last_fetch
+        # A refresh that failed is tried again, but no sooner than
+        # jwks_min_refresh_interval after the last fetch of any kind.
+        if last is not None and now - last < self.config.jwks_min_refresh_interval:
+            return False
+        jwks = self.jwks
+        return jwks is None or now - jwks.fetched_at >= self.config.jwks_refresh_interval
 
     # -- talking to the issuer ---------------------------------------------
 
@@ -210,33 +216,33 @@ class OIDCProvider(Service):
 
     def refresh_keys(self) -> Deferred[bool]:
         """
-        Fetch the JWKS unless that was done less than
-        C{jwks_min_refresh_interval} ago; concurrent callers share one fetch.
+        Fetch the JWKS now (the schedule's refresh, and the first fetch
+        after discovery); a fetch already on its way is joined.
 
         @return: a Deferred firing with whether new keys were fetched.
         """
-        return self._refreshes.run("jwks", lambda: Deferred.fromCoroutine(self._fetch_keys()))
-
-    async def _fetch_keys(self) -> bool:
-        now = self._clock.seconds()
         if self.metadata is None or self.metadata.jwks_uri is None:
-            return False
-        if not self._may_fetch_keys(now):
-            return False
-        self._last_key_fetch = now
+            return succeed(False)
+        return self.keys.refresh()
+
+    async def _fetch_keys(self) -> JWKS:
+        """
+        The issuer's JWKS, the outcome noted for health and the log.
+
+        @raise IdPUnreachable: for no answer, a status but 200, or an
+            answer that is not a JWKS.
+        """
+        assert self.metadata is not None and self.metadata.jwks_uri is not None
         try:
             status, doc = await self.get_json(self.metadata.jwks_uri)
             if status != 200:
                 raise IdPUnreachable(f"JWKS answered {status}")
             jwks = parse_jwks(doc, self._clock.seconds())
         except (IdPUnreachable, ValueError) as e:
-            self._key_fetch_failed = True
             self.note_failure("fetching the JWKS", e)
-            return False
-        self._key_fetch_failed = False
+            raise IdPUnreachable(str(e)) from None
         self.note_success()
-        self.jwks = jwks
-        return True
+        return jwks
 
     # -- verification ------------------------------------------------------
 
@@ -246,8 +252,8 @@ class OIDCProvider(Service):
         C{exp} and C{nbf} checked.
 
         @raise Unauthorized: for any token that is not good.
-        @raise IdentityProviderUnavailable: when the keys needed could not
-            be had from the issuer.
+        @raise IdentityProviderUnavailable: when the key needed is not held
+            and could not be had from the issuer yet (L{SigningKeys}).
         """
         header = jwt_header(token)
         if header is None:
@@ -264,19 +270,7 @@ class OIDCProvider(Service):
             raise IdentityProviderUnavailable(
                 "the identity provider has not been reached yet", self.retry_interval
             )
-        key = self.jwks.find(kid, alg) if self.jwks is not None else None
-        if key is None:
-            await self.refresh_keys()
-            key = self.jwks.find(kid, alg) if self.jwks is not None else None
-        if key is None:
-            if self.jwks is None or self._key_fetch_failed:
-                # It may be signed by a key the issuer published while it
-                # was out of reach: ask the client to come back.
-                raise IdentityProviderUnavailable(
-                    "the identity provider's signing keys could not be fetched",
-                    self.retry_interval,
-                )
-            raise Unauthorized("the token's signing key is unknown")
+        key = await self.keys.key_for(kid, alg)
         claims = verify_signature(token, key, alg)
         check_claims(
             claims,

@@ -12,8 +12,9 @@ import attr
 
 from sealgw.config._rules import URL, AtLeast, Bytes, Count, Interval, OneOf, Path, Seconds, Tenant
 
-ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
-"""The JWT signature algorithms that C{auth.oidc.algorithms} may name."""
+ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA")
+"""The JWT signature algorithms that C{auth.oidc.algorithms} may name
+(C{EdDSA} with Ed25519 keys only)."""
 
 
 @attr.frozen
@@ -91,8 +92,13 @@ class OIDCConfig:
         when empty the claim's values are the tenants themselves.
     @ivar group_limits: limits for identities in a group; the first group
         listed that the identity belongs to wins.
-    @ivar jwks_min_refresh_interval: the JWKS is fetched again on an
-        unknown C{kid}, but no more often than this.
+    @ivar jwks_min_refresh_interval: the JWKS is fetched again when a
+        token names a key the gateway does not hold; those fetches come
+        from a bucket of C{jwks_refresh_burst} that refills one fetch per
+        this interval, so forged key ids cannot make the gateway hammer
+        the issuer (L{sealgw.auth._keys}).  A failed scheduled refresh is
+        also retried after this long.
+    @ivar jwks_refresh_burst: how many such fetches may happen back to back.
     @ivar jwks_refresh_interval: the JWKS is also fetched this often, so a
         key the issuer withdrew stops being accepted.
     """
@@ -110,7 +116,8 @@ class OIDCConfig:
     leeway: Interval = 30.0
     cache_ttl: Seconds = 300.0
     timeout: Seconds = 5.0
-    jwks_min_refresh_interval: Seconds = 30.0
+    jwks_min_refresh_interval: Seconds = 10.0
+    jwks_refresh_burst: Count = 3
     jwks_refresh_interval: Seconds = 3600.0
     ca_file: Optional[Path] = None
 

@@ -13,11 +13,12 @@ import hashlib
 import hmac
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from joserfc import jwt
-from joserfc.jwk import ECKey, Key, RSAKey
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorTime
@@ -55,6 +56,9 @@ class MemoryIdentityProvider:
     @ivar failing: endpoints that answer 500 instead.
     @ivar overrides: endpoints that answer a given status and body instead.
     @ivar userinfo_hold: when set, userinfo answers wait until it fires.
+    @ivar jwks_hold: when set, JWKS answers wait until it fires: a slow
+        issuer, or one that rotates its keys while a fetch is on its way
+        (the answer is the JWKS as it was when asked).
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class MemoryIdentityProvider:
         self.failing: set[str] = set()
         self.overrides: dict[str, tuple[int, bytes]] = {}
         self.userinfo_hold: Optional[Deferred[None]] = None
+        self.jwks_hold: Optional[Deferred[None]] = None
         self._rotations = 0
 
     def client(self) -> MemoryHTTPClient:
@@ -122,12 +127,16 @@ class MemoryIdentityProvider:
         **claims: Any,
     ) -> str:
         """
-        A signed JWT; by default RS256 with the current RSA key and good
-        claims, any of which C{claims} may override (C{None} drops one).
+        A signed JWT; by default RS256 with the current RSA key (ES256 with
+        an EC key, EdDSA with an OKP one) and good claims, any of which
+        C{claims} may override (C{None} drops one).
         """
         key = key if key is not None else self.rsa
         if alg is None:
-            alg = "ES256" if isinstance(key, ECKey) else "RS256"
+            alg = (
+                "ES256" if isinstance(key, ECKey) else "EdDSA" if isinstance(key, OKPKey)
+                else "RS256"
+            )
         jose_header: dict[str, Any] = {"alg": alg, "kid": key.kid}
         jose_header.update(header or {})
         jose_header = {k: v for k, v in jose_header.items() if v is not None}
@@ -204,18 +213,26 @@ class MemoryIdentityProvider:
         self.requests[endpoint] += 1
         authorization = request.header("Authorization")
         if endpoint == "userinfo" and self.userinfo_hold is not None:
-            # One Deferred per request, so a caller giving up on one does
-            # not cancel the hold for the others.
-            held: Deferred[MemoryResponse] = Deferred()
-
-            def release(result: Any) -> Any:
-                if not held.called:
-                    held.callback(self._answer(endpoint, authorization))
-                return result
-
-            self.userinfo_hold.addCallback(release)
-            return held
+            return self._held(self.userinfo_hold, lambda: self._answer(endpoint, authorization))
+        if endpoint == "jwks" and self.jwks_hold is not None:
+            answer = self._answer(endpoint, authorization)
+            return self._held(self.jwks_hold, lambda: answer)
         return self._answer(endpoint, authorization)
+
+    def _held(
+        self, hold: Deferred[None], answer: Callable[[], MemoryResponse]
+    ) -> Deferred[MemoryResponse]:
+        # One Deferred per request, so a caller giving up on one does not
+        # cancel the hold for the others.
+        held: Deferred[MemoryResponse] = Deferred()
+
+        def release(result: Any) -> Any:
+            if not held.called:
+                held.callback(answer())
+            return result
+
+        hold.addCallback(release)
+        return held
 
     def _answer(self, endpoint: str, authorization: Optional[str]) -> MemoryResponse:
         status, headers, body = self.respond(endpoint, authorization)
