@@ -35,7 +35,13 @@ from sealgw.auth import (
     build_gate,
 )
 from sealgw.auth._jwt import JWKS, parse_jwks
-from sealgw.auth._keys import MAX_REMEMBERED, UNKNOWN_KEY_TTL, SigningKeys, _tag
+from sealgw.auth._keys import (
+    ISSUE_TIME_SLACK,
+    MAX_REMEMBERED,
+    UNKNOWN_KEY_TTL,
+    SigningKeys,
+    _tag,
+)
 from sealgw.auth._userinfo import NEGATIVE_TTL
 from sealgw.config import AuthConfig, Config, ConfigError, OIDCConfig, RateLimitConfig
 from sealgw.testing import MemoryHTTPClient, MemoryIdentityProvider, b64url, generate_keys
@@ -201,7 +207,7 @@ class JWTTests(OIDCTestCase):
         fetch the JWKS again, then refuses it.
         """
         before = self.idp.requests["jwks"]
-        error = self.refused(fake_request(self.idp.issue(STRANGER)), Unauthorized)
+        error = self.refused(fake_request(self.idp.issue(STRANGER, iat=minute_ago(self.idp))), Unauthorized)
         self.assertEqual(self.idp.requests["jwks"], before + 1)
         self.assertIn("signing key is unknown", error.message)
 
@@ -294,13 +300,22 @@ def forged(kid: str) -> RSAKey:
     return RSAKey.import_key(STRANGER.as_dict(private=True) | {"kid": kid})
 
 
+def minute_ago(idp: MemoryIdentityProvider) -> int:
+    """
+    An issue time a minute back: a token the last fetch of the JWKS can
+    settle (a fetch settles a missing key only for tokens issued before it
+    started, see L{sealgw.auth._keys.SigningKeys}).
+    """
+    return int(idp.clock.seconds()) - 60
+
+
 def forged_token(idp: MemoryIdentityProvider, kid: str) -> str:
     """
     A token naming C{kid} with good claims and a made-up signature: cheap
     to make by the thousand, as a flood of forgeries would be.
     """
     header = b64url(json.dumps({"alg": "RS256", "kid": kid}).encode())
-    payload = b64url(json.dumps(idp.claims()).encode())
+    payload = b64url(json.dumps(idp.claims(iat=minute_ago(idp))).encode())
     return f"{header}.{payload}.{b64url(bytes(256))}"
 
 
@@ -327,19 +342,49 @@ class RotationTests(OIDCTestCase):
         The reported bug: a fetch a moment ago (here: a forged kid's) does
         not stop the fetch a rotated key needs.
         """
-        self.refused(fake_request(self.idp.issue(forged("forged-1"))), Unauthorized)
+        self.refused(fake_request(self.idp.issue(forged("forged-1"), iat=minute_ago(self.idp))), Unauthorized)
         self.clock.advance(1)
         new_key = self.idp.rotate()
         admission = self.admitted(fake_request(self.idp.issue(new_key)))
         self.assertEqual(admission.identity.name, "alice@example.com")
         self.assertEqual(self.idp.requests["jwks"], 3)
 
+    def test_guessed_next_kid(self) -> None:
+        """
+        A client that guesses the id of the issuer's next key (the test
+        issuer numbers them) and asks for it just before the issuer
+        publishes it gets its 401, but the key is remembered as missing
+        only for tokens issued before that fetch began: the good tokens
+        signed with it once published are admitted, never refused.
+        """
+        self.refused(fake_request(forged_token(self.idp, "rsa-2")), Unauthorized)
+        fetches = self.idp.requests["jwks"]
+        self.clock.advance(1)
+        new_key = self.idp.rotate()
+        self.assertEqual(new_key.kid, "rsa-2")
+        admission = self.admitted(fake_request(self.idp.issue(new_key)))
+        self.assertEqual(admission.identity.name, "alice@example.com")
+        self.assertEqual(self.idp.requests["jwks"], fetches + 1)
+
+    def test_fresh_token_with_unknown_key(self) -> None:
+        """
+        A token issued just now naming a key a fresh fetch lacks may be
+        signed with a key published a moment after that fetch began: 503
+        until a fetch started L{ISSUE_TIME_SLACK} after its issue time can
+        tell, then 401.
+        """
+        token = self.idp.issue(forged("forged-9"))
+        self.assertEqual(self.pending(token).headers, {"Retry-After": "2"})
+        self.clock.advance(ISSUE_TIME_SLACK)
+        error = self.refused(fake_request(token), Unauthorized)
+        self.assertIn("signing key is unknown", error.message)
+
     def test_distinct_unknown_kids_each_settled(self) -> None:
         """
         A fetch for one unknown kid does not stop a fetch for another.
         """
         for n in range(3):
-            error = self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"))), Unauthorized)
+            error = self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"), iat=minute_ago(self.idp))), Unauthorized)
             self.assertIn("signing key is unknown", error.message)
         self.assertEqual(self.idp.requests["jwks"], 1 + 3)
 
@@ -348,7 +393,7 @@ class RotationTests(OIDCTestCase):
         A kid a fresh fetch did not hold is refused outright for
         L{UNKNOWN_KEY_TTL}, then checked again with one fetch.
         """
-        token = self.idp.issue(forged("forged-1"))
+        token = self.idp.issue(forged("forged-1"), iat=minute_ago(self.idp))
         for _ in range(50):
             self.refused(fake_request(token), Unauthorized)
         self.assertEqual(self.idp.requests["jwks"], 2)
@@ -366,7 +411,7 @@ class RotationTests(OIDCTestCase):
         client's retry is admitted.
         """
         for n in range(3):
-            self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"))), Unauthorized)
+            self.refused(fake_request(self.idp.issue(forged(f"forged-{n}"), iat=minute_ago(self.idp))), Unauthorized)
         new_key = self.idp.rotate()
         token = self.idp.issue(new_key)
         error = self.pending(token)
@@ -706,7 +751,9 @@ class ScheduledRefreshTests(OIDCTestCase):
         self.tick(5)
         self.assertEqual(self.idp.requests["jwks"], 2)
         self.assertEqual(sorted(self.gate.oidc.jwks.by_kid), ["ec-1", "rsa-2"])
-        error = self.refused(fake_request(self.idp.issue(old)), Unauthorized)
+        error = self.refused(
+            fake_request(self.idp.issue(old, iat=minute_ago(self.idp))), Unauthorized
+        )
         self.assertIn("signing key is unknown", error.message)
         self.admitted(fake_request(self.idp.issue()))
 
@@ -1017,7 +1064,7 @@ class IssuerDownTests(OIDCTestCase):
         bad tokens still with 401: no path lets anyone in.
         """
         self.idp.down = True
-        self.refused(fake_request(self.idp.issue(STRANGER)), IdentityProviderUnavailable)
+        self.refused(fake_request(self.idp.issue(STRANGER, iat=minute_ago(self.idp))), IdentityProviderUnavailable)
         self.refused(fake_request("opaque-unknown"), IdentityProviderUnavailable)
         self.refused(fake_request(self.idp.forge_none()), Unauthorized)
         self.refused(fake_request(self.idp.issue(exp=1)), Unauthorized)
@@ -1197,7 +1244,7 @@ class RealSocketRotationTests(TestCase):
         gate.startService()
         self.addCleanup(gate.stopService)
         await gate.oidc.when_discovered()
-        old = idp.issue()
+        old = idp.issue(iat=minute_ago(idp))
         await admit(gate, fake_request(old))
         # A forged kid makes the gateway fetch the keys...
         with self.assertRaises(Unauthorized):

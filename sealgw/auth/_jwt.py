@@ -74,6 +74,26 @@ def jwt_header(token: str) -> Optional[dict[str, Any]]:
     return header
 
 
+def unverified_issue_time(token: str) -> Optional[float]:
+    """
+    The C{iat} claim of a compact JWS, read without checking its signature,
+    or L{None} when it has no numeric one.  Only for choosing how to answer
+    a token whose key is not held (see L{sealgw.auth._keys.SigningKeys}):
+    whatever a forger writes there can only make that answer slower.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(b64url_decode(parts[1]))
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    iat = _number(claims.get("iat"))
+    return iat if iat is not None and iat == iat and abs(iat) != float("inf") else None
+
+
 @attr.frozen
 class JWKS:
     """

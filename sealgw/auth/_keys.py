@@ -32,6 +32,13 @@ from sealgw.auth._shared import Coalescer
 #: it is not refused for long.
 UNKNOWN_KEY_TTL = 60.0
 
+#: How far before a fetch began a token must say it was issued for that
+#: fetch to settle its key missing: C{iat} is in whole seconds, and the
+#: issuer's clock may be a little behind ours.  Issuers publish a key
+#: before they sign with it, so a token issued before a fetch began and
+#: naming a key that fetch lacked is not the issuer's.
+ISSUE_TIME_SLACK = 2.0
+
 #: How many missing keys are remembered.  Past that the oldest are
 #: forgotten, which costs at most another fetch, never a wrong answer.
 MAX_REMEMBERED = 1024
@@ -54,6 +61,10 @@ class _Missing:
 
     since: float
     fetches: int
+
+
+def _no_issue_time() -> Optional[float]:
+    return None
 
 
 class SigningKeys:
@@ -88,6 +99,16 @@ class SigningKeys:
 
     Scheduled refreshes (L{refresh}) and the fetch after discovery take
     nothing from the bucket: they have schedules of their own.
+
+    A missing key is only settled (401) by a fetch that started at least
+    C{skew} seconds after the token says it was issued (C{iat}, unverified:
+    it can only choose the slower answer).  Otherwise a client that guessed
+    the id of the issuer's next key and asked for it just before the
+    issuer published it would have the key remembered as missing, and
+    every good token signed with it refused until the memory lapsed.  A
+    token issued after the last fetch began may be signed with a key
+    published since: it gets a fetch (from the bucket) or a 503 with
+    C{Retry-After}, never a 401, for at most C{skew} seconds.
     """
 
     log = Logger()
@@ -99,6 +120,7 @@ class SigningKeys:
         interval: float,
         burst: int,
         retry_after: float,
+        skew: float = ISSUE_TIME_SLACK,
     ) -> None:
         """
         @param fetch: gets and parses the JWKS, noting the outcome for
@@ -108,10 +130,13 @@ class SigningKeys:
         @param burst: fetches for missing keys that may happen back to back.
         @param retry_after: what a 503 tells a client when the issuer
             could not be asked (at least).
+        @param skew: a fetch settles a missing key only for tokens issued
+            at least this long before it started (L{ISSUE_TIME_SLACK}).
         """
         self._fetch_jwks = fetch
         self._clock = clock
         self._retry_after = retry_after
+        self._skew = skew
         # Remembered for at least one refill: a client repeating a bad
         # token then costs less than the bucket gives, and keeps its 401.
         self._unknown_ttl = max(UNKNOWN_KEY_TTL, interval)
@@ -127,6 +152,8 @@ class SigningKeys:
         # started, and the number of the one that brought the keys held.
         self._started = 0
         self._fresh = 0
+        # When the fetch that brought the keys held started.
+        self._fresh_started = float("-inf")
         # Missing keys by tag, oldest first.
         self._missing: dict[bytes, _Missing] = {}
         self._fetches: Coalescer[str, bool] = Coalescer()
@@ -147,10 +174,10 @@ class SigningKeys:
 
     def _start_fetch(self) -> Deferred[bool]:
         self._started += 1
-        self.last_fetch = self._clock.seconds()
-        return Deferred.fromCoroutine(self._fetch(self._started))
+        self.last_fetch = started_at = self._clock.seconds()
+        return Deferred.fromCoroutine(self._fetch(self._started, started_at))
 
-    async def _fetch(self, number: int) -> bool:
+    async def _fetch(self, number: int, started_at: float) -> bool:
         try:
             jwks = await self._fetch_jwks()
         except IdPUnreachable:
@@ -166,7 +193,9 @@ class SigningKeys:
             return False
         self.jwks = jwks
         self.failing = False
-        self._fresh = max(self._fresh, number)
+        if number > self._fresh:
+            self._fresh = number
+            self._fresh_started = started_at
         return True
 
     def _fetch_wait(self, now: float) -> float:
@@ -220,7 +249,12 @@ class SigningKeys:
 
     # -- finding a token's key -------------------------------------------
 
-    async def key_for(self, kid: Optional[str], alg: str) -> Key:
+    async def key_for(
+        self,
+        kid: Optional[str],
+        alg: str,
+        issued_at: Callable[[], Optional[float]] = _no_issue_time,
+    ) -> Key:
         """
         The key that should have signed a token naming C{kid} and C{alg},
         fetching the keys again when a fresh set might hold it.
@@ -231,19 +265,41 @@ class SigningKeys:
             several would do.
         @raise IdentityProviderUnavailable: the key is not held and no
             fresh fetch could be had yet: the issuer is out of reach, or
-            the fetches for missing keys are used up for now.
+            the fetches for missing keys are used up for now, or the token
+            is too recent for any fetch so far to settle it.
+
+        @param issued_at: the token's C{iat}, unverified, if it has one;
+            asked only when the key is not held.
         """
         key = self._held(kid, alg)
         if key is not None:
             return key
         tag = _tag(kid, alg)
+        # The first fetch start that can settle this token's key missing:
+        # one that began a clock skew after the token was issued (an issue
+        # time in the future counts as now).
+        iat = issued_at()
+        settles_from = (
+            float("-inf") if iat is None else min(iat, self._clock.seconds()) + self._skew
+        )
+        fetched = False
         # At most: join a fetch already on its way, then one started after
         # the key was asked for, which settles it.
         for _ in range(3):
             now = self._clock.seconds()
             missing = self._remember(tag, now)
-            if self._fresh > missing.fetches:
+            if self._fresh > missing.fetches and self._fresh_started >= settles_from:
                 raise Unauthorized("the token's signing key is unknown")
+            if self._fresh > missing.fetches and fetched and now < settles_from:
+                # A fresh set lacks the key, but the token is younger than
+                # the skew: the issuer may have published the key after
+                # that fetch began, and no fetch now can tell.
+                raise IdentityProviderUnavailable(
+                    "the token's signing key is not among the identity provider's keys "
+                    "fetched so far; they are fetched again shortly",
+                    max(1.0, settles_from - now),
+                    reason="signing_key_pending",
+                )
             if _FETCH not in self._fetches:
                 wait = self._fetch_wait(now)
                 if wait > 0 and self.failing:
@@ -264,6 +320,7 @@ class SigningKeys:
                     "the identity provider's signing keys could not be fetched",
                     max(self._retry_after, self._fetch_wait(self._clock.seconds())),
                 )
+            fetched = True
             key = self._held(kid, alg)
             if key is not None:
                 return key

@@ -21,7 +21,14 @@ from sealgw.auth._bearer import IBearerToken
 from sealgw.auth._errors import NotRecognised
 from sealgw.auth._identity import IdentityProviderUnavailable, Principal, Unauthorized
 from sealgw.auth._issuer import IdPUnreachable, get_json, idp_client
-from sealgw.auth._jwt import JWKS, check_claims, jwt_header, parse_jwks, verify_signature
+from sealgw.auth._jwt import (
+    JWKS,
+    check_claims,
+    jwt_header,
+    parse_jwks,
+    unverified_issue_time,
+    verify_signature,
+)
 from sealgw.auth._keys import SigningKeys
 from sealgw.config import OIDCConfig
 from sealgw.http import IHTTPClient
@@ -270,7 +277,7 @@ class OIDCProvider(Service):
             raise IdentityProviderUnavailable(
                 "the identity provider has not been reached yet", self.retry_interval
             )
-        key = await self.keys.key_for(kid, alg)
+        key = await self.keys.key_for(kid, alg, lambda: unverified_issue_time(token))
         claims = verify_signature(token, key, alg)
         check_claims(
             claims,
