@@ -323,7 +323,7 @@ class RunningWrk:
         """
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate()
+            self.process.communicate()
 
 
 def read_statuses(stdout: str) -> dict[int, int]:
