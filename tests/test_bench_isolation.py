@@ -20,8 +20,7 @@ from bench import isolation, tenants
 from bench.clients import Latencies
 from bench.load import LoadError, Result, read_statuses
 from sealgw.auth._tokenfile import parse_token_file
-from sealgw.config import load
-from sealgw.config._model import QueryConfig
+from sealgw.config import HTTPUpstreamConfig, QueryConfig, load
 from sealgw.tenancy import TenantLabel, enforce_query
 
 END_MS = 1_700_000_000_000
@@ -124,6 +123,7 @@ class GatewayConfigTests(SynchronousTestCase):
         """
         config = load(self.write("[]\n"))
         upstream = config.upstreams["prometheus"]
+        assert isinstance(upstream, HTTPUpstreamConfig)
         self.assertEqual(upstream.tenancy.label, tenants.LABEL)
         assert config.admin is not None and config.query.prometheus is not None
         assert config.push.remote_write is not None and config.auth.token_file is not None
@@ -138,6 +138,7 @@ class GatewayConfigTests(SynchronousTestCase):
         """
         config = load(self.write("[]\n", {"upstreams": {"prometheus": {"max_connections": 3}}}))
         upstream = config.upstreams["prometheus"]
+        assert isinstance(upstream, HTTPUpstreamConfig)
         self.assertEqual(upstream.max_connections, 3)
         self.assertEqual(upstream.tenancy.label, tenants.LABEL)
 
