@@ -1,7 +1,7 @@
 """
 Measure how well one gateway keeps two tenants apart for availability:
 tenant B's dashboard query, asked one at a time, while tenant A floods at
-and above its limits; and the admin listener's C{/health} while A's most
+and above its limits; and the admin listener's /health while A's most
 costly admitted query runs.  One run on this machine, traffic to
 127.0.0.1 only, every stage bounded by --duration.
 
@@ -94,42 +94,43 @@ class BenchError(LoadError):
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds per stage (default 20; about 90 s in all)")
-    parser.add_argument("--series", type=int, default=320,
+                        metavar="S",
+                        help="seconds per stage (default 20; about 70 s in all)")
+    parser.add_argument("--series", metavar="N", type=int, default=320,
                         help=f"series per tenant, {JOBS} jobs (default 320)")
-    parser.add_argument("--points", type=int, default=60,
+    parser.add_argument("--points", metavar="N", type=int, default=60,
                         help=f"points per series, one every {INTERVAL_S}s up to now (default 60)")
     parser.add_argument("--a-limits", default=A_LIMITS, metavar="YAML",
                         help=f"tenant A's limits in its token-file entry (default {A_LIMITS})")
-    parser.add_argument("--a-push-connections", type=int, default=8,
+    parser.add_argument("--a-push-connections", metavar="N", type=int, default=8,
                         help="wrk connections for A's pushes (default 8)")
-    parser.add_argument("--a-push-rate", type=float,
+    parser.add_argument("--a-push-rate", metavar="R", type=float,
                         help=f"pushes a second A offers, over all its connections; 0 is flat "
                         f"out (default {OVERDRIVE:g}x its requests_per_second, else flat out)")
-    parser.add_argument("--a-push-batch", type=int, default=500,
+    parser.add_argument("--a-push-batch", metavar="N", type=int, default=500,
                         help="samples per push of A's (default 500)")
-    parser.add_argument("--a-read-connections", type=int, default=8,
+    parser.add_argument("--a-read-connections", metavar="N", type=int, default=8,
                         help="wrk connections for A's reads (default 8)")
-    parser.add_argument("--a-read-rate", type=float,
+    parser.add_argument("--a-read-rate", metavar="R", type=float,
                         help=f"reads a second A offers; 0 is flat out (default {OVERDRIVE:g}x "
                         "its reads' requests_per_second, else flat out)")
-    parser.add_argument("--a-query", default=A_QUERY,
+    parser.add_argument("--a-query", metavar="Q", default=A_QUERY,
                         help=f"A's costly query; {REGEX_PLACEHOLDER} is replaced by the "
                         f"regular expression (default {A_QUERY})")
-    parser.add_argument("--a-regex-bytes", type=int, default=60_000,
+    parser.add_argument("--a-regex-bytes", metavar="N", type=int, default=60_000,
                         help="length of the regular expression in A's query, an alternation "
                         "of A's instances padded with names that match nothing (default "
                         "60000, near the 64 KiB the gateway takes)")
-    parser.add_argument("--a-range", type=float, default=3600.0,
+    parser.add_argument("--a-range", metavar="S", type=float, default=3600.0,
                         help="seconds A's query_range covers (default 3600)")
-    parser.add_argument("--a-step", type=float, default=5.0,
+    parser.add_argument("--a-step", metavar="S", type=float, default=5.0,
                         help="step of A's query_range in seconds (default 5)")
-    parser.add_argument("--health-interval", type=float, default=0.01,
+    parser.add_argument("--health-interval", metavar="S", type=float, default=0.01,
                         help="seconds between two /health samples (default 0.01)")
     parser.add_argument("--gateway-config", default="{}", metavar="YAML",
                         help="a YAML mapping merged into sealgw's generated configuration, "
                         "such as '{upstreams: {prometheus: {max_connections: 4}}}'")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--json", metavar="FILE", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory (configs, logs) for inspection")
     args = parser.parse_args(argv)
@@ -429,9 +430,13 @@ def _flood(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
 def _health(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     """
     C{/health} every --health-interval: for a quarter of the stage alone,
-    then while A's costly query runs back to back on one connection.
+    then while A's costly query runs back to back on one connection (no
+    faster than A's reads' C{requests_per_second}, so that the gateway
+    runs the query rather than refusing it).
     """
     health = Client(setup.admin, None)
+    read_rate = (args.limits.get("reads") or {}).get("requests_per_second")
+    a_interval = 1 / read_rate if read_rate else 0.0
 
     def sample(seconds: float, stop: Optional[threading.Event] = None) -> Latencies:
         return measure(lambda: health.ask("GET", "/health")[0], seconds,
@@ -444,7 +449,7 @@ def _health(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
         seconds = args.duration * 3 / 4
         queries = in_background(lambda: measure(
             lambda: a.ask("POST", "/api/v1/query_range", setup.a_form)[0], seconds,
-            stop=stop,
+            a_interval, stop,
         ))
         try:
             during = sample(seconds)
