@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import secrets
 import sys
@@ -49,8 +48,8 @@ if str(ROOT) not in sys.path:
 
 from bench import payloads, processes  # noqa: E402
 from bench.clients import FORM_HEADERS, Client, Latencies, in_background, measure  # noqa: E402
-from bench.load import LoadError, Result, cpu_snapshot, preflight, start_wrk  # noqa: E402
-from bench.query import percentile  # noqa: E402
+from bench.isolation_report import report, table  # noqa: E402
+from bench.load import LoadError, cpu_snapshot, preflight, start_wrk  # noqa: E402
 from bench.run import Stopped, with_servers  # noqa: E402
 from bench.tenants import (  # noqa: E402
     A_QUERY,
@@ -75,9 +74,6 @@ A_LIMITS = "{requests_per_second: 50, reads: {requests_per_second: 20, max_concu
 
 #: How far above its limits A offers requests unless told a rate.
 OVERDRIVE = 2.0
-
-#: The goal: B's latency under A's flood within this factor of quiet.
-GOAL_RATIO = 2.0
 
 
 class BenchError(LoadError):
@@ -223,17 +219,17 @@ def pause_ms(rate: float, connections: int) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        report = with_servers(
+        figures = with_servers(
             lambda workdir, cleanup: _run(args, workdir, cleanup),
             keep=args.keep, prefix="sealgw-bench-isolation-",
         )
     except Stopped as e:
         return e.status
-    print(table(report))
+    print(table(figures))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"results written to {args.json}")
-    invalid = report["invalid"]
+    invalid = figures["invalid"]
     if invalid:
         print(f"\n!!! {'; '.join(invalid)} !!!", file=sys.stderr)
         return 1
@@ -268,7 +264,7 @@ def _run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack) -> dict[st
     stages["flood"] = _flood(args, setup)
     print("stage 3/3: /health during A's costly query", flush=True)
     stages["health"] = _health(args, setup)
-    return report(args, setup, stages)
+    return report(settings(args, setup), stages)
 
 
 def _start(args: argparse.Namespace, workdir: Path, cleanup: ExitStack) -> Setup:
@@ -462,184 +458,27 @@ def _health(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     return {"alone": alone, "during": during, "a_queries": a_queries}
 
 
-# -- the report ------------------------------------------------------------------------------
-
-
-def ratios(quiet: Latencies, flooded: Latencies) -> dict[str, Optional[float]]:
+def settings(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     """
-    B's latency under the flood over its quiet figure, per quantile.
+    What the run was asked to do, for the report.
     """
-    out: dict[str, Optional[float]] = {}
-    for p in (50, 90, 99):
-        if not quiet.ms or not flooded.ms:
-            out[f"p{p}"] = None
-            continue
-        base = percentile(list(quiet.ms), p)
-        out[f"p{p}"] = round(percentile(list(flooded.ms), p) / base, 3) if base else None
-    return out
-
-
-def answered(result: Result) -> dict[str, int]:
-    """
-    A wrk run's answers in the classes the isolation work speaks of.
-    """
-    counts = {"2xx": 0, "400": 0, "429": 0, "5xx": 0, "other": 0}
-    for status, n in result.statuses.items():
-        if status // 100 == 2:
-            counts["2xx"] += n
-        elif status in (400, 429):
-            counts[str(status)] += n
-        elif status // 100 == 5:
-            counts["5xx"] += n
-        else:
-            counts["other"] += n
-    counts["socket_errors"] = result.socket_errors
-    return counts
-
-
-def report(args: argparse.Namespace, setup: Setup, stages: dict[str, Any]) -> dict[str, Any]:
-    quiet, flood, health = stages["quiet"], stages["flood"], stages["health"]
-    b_ratios = ratios(quiet["b"], flood["b"])
-    invalid = []
-    if quiet["b"].failed or flood["b"].failed:
-        invalid.append(f"B's reads failed ({quiet['b'].failed} quiet, "
-                       f"{flood['b'].failed} during the flood)")
-    if health["alone"].failed or health["during"].failed:
-        invalid.append("/health did not answer 200 every time")
-    if not health["a_queries"].statuses.get(200):
-        invalid.append("A's costly query was never answered 200 in the health stage")
-
-    def load_json(result: Result, offered: float) -> dict[str, Any]:
-        counts = answered(result)
-        return {
-            "connections": result.connections,
-            "offered_per_second": offered or "flat out",
-            "requests": result.requests,
-            "requests_per_second": round(result.requests_per_second, 1),
-            "answered": counts,
-            "2xx_per_second": (
-                round(counts["2xx"] / result.duration, 1) if result.duration else 0.0
-            ),
-        }
-
     return {
-        "settings": {
-            "duration_s": args.duration,
-            "series_per_tenant": args.series,
-            "points_per_series": args.points,
-            "b_query": B_QUERY,
-            "b_range_s": B_RANGE_S,
-            "b_step_s": B_STEP_S,
-            "a_limits": args.limits,
-            "a_query_form_bytes": len(setup.a_form),
-            "a_query": args.a_query,
-            "a_regex_bytes": args.a_regex_bytes,
-            "a_range_s": args.a_range,
-            "a_step_s": args.a_step,
-            "a_push_batch": args.a_push_batch,
-            "health_interval_s": args.health_interval,
-            "gateway_config": args.gateway,
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-        },
-        "b_reads": {
-            "quiet": {**quiet["b"].summary(), "cpu_cores_busy": quiet["cpu"]},
-            "a_floods": {**flood["b"].summary(), "cpu_cores_busy": flood["cpu"]},
-            "ratio_to_quiet": b_ratios,
-            "goal_ratio": GOAL_RATIO,
-            "goal_met": {p: (r is not None and r <= GOAL_RATIO) for p, r in b_ratios.items()},
-        },
-        "a_flood": {
-            "pushes": load_json(flood["a_pushes"], flood["offered"]["pushes_per_second"]),
-            "reads": load_json(flood["a_reads"], flood["offered"]["reads_per_second"]),
-        },
-        "health": {
-            "alone": health["alone"].summary(),
-            "during_a_query": health["during"].summary(),
-            "a_query": health["a_queries"].summary(),
-        },
-        "invalid": invalid,
+        "duration_s": args.duration,
+        "series_per_tenant": args.series,
+        "points_per_series": args.points,
+        "b_query": B_QUERY,
+        "b_range_s": B_RANGE_S,
+        "b_step_s": B_STEP_S,
+        "a_limits": args.limits,
+        "a_query_form_bytes": len(setup.a_form),
+        "a_query": args.a_query,
+        "a_regex_bytes": args.a_regex_bytes,
+        "a_range_s": args.a_range,
+        "a_step_s": args.a_step,
+        "a_push_batch": args.a_push_batch,
+        "health_interval_s": args.health_interval,
+        "gateway_config": args.gateway,
     }
-
-
-def table(report: dict[str, Any]) -> str:
-    """
-    The report as the tables a person reads.
-    """
-    s = report["settings"]
-    b = report["b_reads"]
-    lines = [
-        "",
-        f"== tenant B: {s['b_query']} over {s['b_range_s'] // 60} min, step "
-        f"{s['b_step_s']}s, one at a time ==",
-        f"{'stage':10} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'failed':>6}  cores sealgw/prom/wrk/bench/other",
-    ]
-    for name, key in (("quiet", "quiet"), ("A floods", "a_floods")):
-        row = b[key]
-        failed = sum(v for k, v in row["statuses"].items() if not k.startswith("2"))
-        cpu = row["cpu_cores_busy"]
-        lines.append(
-            f"{name:10} {row['requests']:>8} {row.get('p50_ms', 0):8.2f} "
-            f"{row.get('p90_ms', 0):8.2f} {row.get('p99_ms', 0):8.2f} "
-            f"{row.get('max_ms', 0):8.2f} {failed:>6}  "
-            + "/".join(f"{cpu.get(k, 0):.2f}"
-                       for k in ("sealgw", "prometheus", "wrk", "bench", "other"))
-        )
-    lines.append(
-        f"x quiet    {'':>8} "
-        + " ".join(_ratio(b["ratio_to_quiet"][p]) for p in ("p50", "p90", "p99"))
-    )
-    met = [p for p, ok in b["goal_met"].items() if ok]
-    missed = [p for p, ok in b["goal_met"].items() if not ok]
-    lines.append(
-        f"goal (within {b['goal_ratio']:g}x quiet): "
-        + (f"met at {', '.join(met)}" if met else "")
-        + ("; " if met and missed else "")
-        + (f"NOT met at {', '.join(missed)}" if missed else "")
-    )
-    lines += [
-        "",
-        f"== tenant A during the flood, limits {json.dumps(s['a_limits'])} ==",
-        f"{'load':7} {'conn.':>5} {'offered/s':>9} {'sent':>7} {'sent/s':>7} {'2xx':>6} "
-        f"{'2xx/s':>6} {'400':>6} {'429':>6} {'5xx':>5} {'other':>5} {'sock.err':>8}",
-    ]
-    for name, row in report["a_flood"].items():
-        offered = row["offered_per_second"]
-        offered = offered if isinstance(offered, str) else f"{offered:g}"
-        a = row["answered"]
-        lines.append(
-            f"{name:7} {row['connections']:>5} {offered:>9} {row['requests']:>7} "
-            f"{row['requests_per_second']:>7.1f} {a['2xx']:>6} {row['2xx_per_second']:>6.1f} "
-            f"{a['400']:>6} {a['429']:>6} {a['5xx']:>5} {a['other']:>5} "
-            f"{a['socket_errors']:>8}"
-        )
-    h = report["health"]
-    lines += [
-        "",
-        f"== /health on the admin listener, every {s['health_interval_s'] * 1000:g} ms ==",
-        f"{'while':22} {'samples':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
-    ]
-    for name, key in (("nothing else runs", "alone"), ("A's costly query runs", "during_a_query")):
-        row = h[key]
-        lines.append(f"{name:22} {row['requests']:>8} {row.get('p50_ms', 0):8.2f} "
-                     f"{row.get('p99_ms', 0):8.2f} {row.get('max_ms', 0):8.2f}")
-    q = h["a_query"]
-    lines.append(
-        f"A's costly query ({s['a_query_form_bytes']:,} bytes of form, {s['a_range_s']:g}s "
-        f"range, step {s['a_step_s']:g}s): {q['requests']} asked back to back, p50 "
-        f"{q.get('p50_ms', 0):.0f} ms, max {q.get('max_ms', 0):.0f} ms, answers "
-        f"{q['statuses']}"
-    )
-    return "\n".join(lines)
-
-
-def _ratio(value: Optional[float]) -> str:
-    return f"{value:7.2f}x" if value is not None else f"{'n/a':>8}"
 
 
 if __name__ == "__main__":

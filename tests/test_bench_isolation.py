@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench import isolation, tenants
+from bench import isolation, isolation_report, tenants
 from bench.clients import Latencies
 from bench.load import LoadError, Result, read_statuses
 from sealgw.auth._tokenfile import parse_token_file
@@ -266,7 +266,7 @@ class ReportTests(SynchronousTestCase):
             tokens={"team-a": "a", "team-b": "b"}, b_path="/", a_form=b"x" * 70,
             a_form_path="/f", push_body="/b", servers={},
         )
-        return isolation.report(args, setup, stages)
+        return isolation_report.report(isolation.settings(args, setup), stages)
 
     def test_ratios_and_answers(self) -> None:
         """
@@ -290,7 +290,7 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(report["a_flood"]["pushes"]["2xx_per_second"], 50.0)
         self.assertEqual(report["a_flood"]["reads"]["offered_per_second"], "flat out")
         self.assertEqual(report["invalid"], [])
-        text = isolation.table(report)
+        text = isolation_report.table(report)
         self.assertIn("met at p50, p90; NOT met at p99", text)
         self.assertIn("flat out", text)
 
@@ -305,7 +305,7 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(len(report["invalid"]), 2, report["invalid"])
         self.assertIn("1 during the flood", report["invalid"][0])
         self.assertIn("A's costly query", report["invalid"][1])
-        isolation.table(report)
+        isolation_report.table(report)
 
     def test_no_answers(self) -> None:
         """
@@ -315,4 +315,4 @@ class ReportTests(SynchronousTestCase):
         report = self.report(self.stages(none, none, none))
         self.assertEqual(report["b_reads"]["ratio_to_quiet"],
                          {"p50": None, "p90": None, "p99": None})
-        self.assertIn("NOT met at p50, p90, p99", isolation.table(report))
+        self.assertIn("NOT met at p50, p90, p99", isolation_report.table(report))
