@@ -28,6 +28,11 @@ from bench.processes import ROOT, Server
 SCRIPT = ROOT / "bench" / "post.lua"
 MARKER = "BENCH-RESULT "
 
+#: post.lua's requests with every answer counted by status, and, with
+#: C{BENCH_DELAY_MS}, paced as paced.lua paces them (see L{start_wrk}).
+STATUS_SCRIPT = ROOT / "bench" / "statuses.lua"
+STATUS_MARKER = "BENCH-STATUSES "
+
 #: What a Prometheus remote-write sender sends with each body (besides
 #: the bearer token, which every request gets): post.lua's default.
 REMOTE_WRITE_HEADERS = {
@@ -58,6 +63,8 @@ class Result:
     @ivar quantiles_us: (latency at every 0.1 percent from 0 to 100,
         weight) for each run merged in, the weight being its request
         count.
+    @ivar statuses: answers by HTTP status, when the run counted them
+        (L{STATUS_SCRIPT}); empty otherwise.
     """
 
     connections: int
@@ -67,6 +74,7 @@ class Result:
     socket_errors: int
     cpu_seconds: dict[str, float]
     quantiles_us: tuple[tuple[tuple[float, ...], int], ...] = attr.field(repr=False)
+    statuses: Mapping[int, int] = attr.field(factory=dict)
 
     @property
     def requests_per_second(self) -> float:
@@ -144,6 +152,10 @@ def merge(results: Sequence[Result]) -> Result:
         socket_errors=sum(r.socket_errors for r in results),
         cpu_seconds={n: sum(r.cpu_seconds.get(n, 0.0) for r in results) for n in names},
         quantiles_us=tuple(q for r in results for q in r.quantiles_us),
+        statuses={
+            status: sum(r.statuses.get(status, 0) for r in results)
+            for status in sorted({s for r in results for s in r.statuses})
+        },
     )
 
 
@@ -192,6 +204,38 @@ def run_wrk(
         the C{Host} and C{Content-Length} wrk sends); by default
         L{REMOTE_WRITE_HEADERS}.
     """
+    return start_wrk(
+        url, body_path, token, duration=duration, connections=connections,
+        threads=threads, watch=watch, headers=headers,
+    ).result()
+
+
+def start_wrk(
+    url: str,
+    body_path: str,
+    token: str,
+    *,
+    duration: int,
+    connections: int,
+    threads: int,
+    watch: dict[str, Server],
+    headers: Optional[Mapping[str, str]] = None,
+    count_statuses: bool = False,
+    delay_ms: int = 0,
+) -> RunningWrk:
+    """
+    Start wrk as L{run_wrk} runs it, without waiting for it: the caller
+    measures something else meanwhile, then asks the L{RunningWrk} for
+    its L{Result}.
+
+    @param count_statuses: count every answer by status (L{STATUS_SCRIPT};
+        its C{response} callback takes wrk off its fastest path, so the
+        push benchmarks do without).
+    @param delay_ms: with C{count_statuses}, each connection waits this
+        long before each request, which caps its rate.
+    """
+    if delay_ms and not count_statuses:
+        raise ValueError("delay_ms is only taken with count_statuses")
     threads = max(1, min(threads, connections))
     argv = [
         "wrk",
@@ -199,7 +243,7 @@ def run_wrk(
         f"--connections={connections}",
         f"--duration={duration}s",
         "--timeout=10s",
-        f"--script={SCRIPT}",
+        f"--script={STATUS_SCRIPT if count_statuses else SCRIPT}",
         url,
     ]
     env = {
@@ -207,40 +251,94 @@ def run_wrk(
         "BENCH_BODY": body_path,
         "BENCH_TOKEN": token,
         "BENCH_HEADERS": wrk_headers(REMOTE_WRITE_HEADERS if headers is None else headers),
+        "BENCH_POST_LUA": str(SCRIPT),
+        "BENCH_DELAY_MS": str(delay_ms),
     }
-    before = _cpu(watch)
+    before = cpu_snapshot(watch)
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             argv,
             env=env,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=duration + 30,
             # Ctrl-C is for this script, which stops wrk itself.
             start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise LoadError(f"wrk against {url} did not finish in {duration + 30}s") from None
     except OSError as e:
         raise LoadError(f"wrk could not be run: {e}") from None
-    after = _cpu(watch)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)), None)
-    if done.returncode != 0 or line is None:
-        raise LoadError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    data = json.loads(line[len(MARKER) :])
-    errors = data["errors"]
-    used = {name: after[name] - before[name] for name in after}
-    machine = used.pop("machine")
-    used["other"] = max(0.0, machine - sum(used.values()))
-    return Result(
-        connections=connections,
-        duration=data["duration_us"] / 1e6,
-        requests=data["requests"],
-        non_2xx=errors["status"],
-        socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
-        cpu_seconds=used,
-        quantiles_us=((tuple(data["latency_us"]["quantiles"]), data["requests"]),),
-    )
+    return RunningWrk(process, url, duration, connections, watch, before)
+
+
+@attr.frozen
+class RunningWrk:
+    """
+    A wrk run under way (L{start_wrk}); L{result} waits for its end.
+    """
+
+    process: subprocess.Popen = attr.field(repr=False)
+    url: str
+    duration: int
+    connections: int
+    watch: dict[str, Server] = attr.field(repr=False)
+    before: dict[str, float] = attr.field(repr=False)
+
+    def result(self) -> Result:
+        """
+        Wait for wrk (at most its duration and 30 s more, after which it
+        is killed) and read its figures.
+        """
+        limit = self.duration + 30
+        try:
+            stdout, stderr = self.process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise LoadError(f"wrk against {self.url} did not finish in {limit}s") from None
+        after = cpu_snapshot(self.watch)
+        line = next((ln for ln in stdout.splitlines() if ln.startswith(MARKER)), None)
+        if self.process.returncode != 0 or line is None:
+            raise LoadError(f"wrk failed ({self.process.returncode}):\n{stdout}\n{stderr}")
+        data = json.loads(line[len(MARKER) :])
+        errors = data["errors"]
+        used = {name: after[name] - self.before[name] for name in after}
+        machine = used.pop("machine")
+        used["other"] = max(0.0, machine - sum(used.values()))
+        return Result(
+            connections=self.connections,
+            duration=data["duration_us"] / 1e6,
+            requests=data["requests"],
+            non_2xx=errors["status"],
+            socket_errors=(
+                errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
+            ),
+            cpu_seconds=used,
+            quantiles_us=((tuple(data["latency_us"]["quantiles"]), data["requests"]),),
+            statuses=read_statuses(stdout),
+        )
+
+    def stop(self) -> None:
+        """
+        Kill wrk if it still runs (the run is being given up).
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def read_statuses(stdout: str) -> dict[int, int]:
+    """
+    The answers by status that L{STATUS_SCRIPT} printed, from wrk's
+    output; empty when it printed none (post.lua does not count them).
+    """
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(STATUS_MARKER)), None)
+    if line is None:
+        return {}
+    try:
+        counted = {int(k): int(v) for k, v in json.loads(line[len(STATUS_MARKER) :]).items()}
+    except (ValueError, AttributeError) as e:
+        raise LoadError(f"wrk's status counts cannot be read ({e}): {line[:200]}") from None
+    return dict(sorted(counted.items()))
 
 
 def wrk_headers(headers: Mapping[str, str]) -> str:
@@ -254,7 +352,7 @@ def wrk_headers(headers: Mapping[str, str]) -> str:
     return "".join(f"{name}: {value}\n" for name, value in headers.items())
 
 
-def _cpu(watch: dict[str, Server]) -> dict[str, float]:
+def cpu_snapshot(watch: dict[str, Server]) -> dict[str, float]:
     """
     CPU seconds used so far by each watched server, by the finished wrk
     runs (children that have been waited for; the servers have not), and

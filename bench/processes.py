@@ -450,17 +450,31 @@ def start_sealgw(
     port, admin = free_port(), free_port()
     tokens = workdir / "tokens.yaml"
     tokens.write_text(f"- name: bench\n  token: {token}\n  tenants: [{TENANT}]\n")
-    config = workdir / f"{name}.yaml"
-    config.write_text(sealgw_config(
+    config = sealgw_config(
         port, admin, upstream_url, tokens, access_log=access_log, labels=labels,
         workers=workers, seal=seal,
-    ))
+    )
+    server = run_sealgw(workdir, cleanup, name, config, admin)
+    return server, f"http://127.0.0.1:{port}/api/v1/push"
+
+
+def run_sealgw(
+    workdir: Path, cleanup: ExitStack, name: str, config: str, admin: int
+) -> Server:
+    """
+    sealgw from this checkout under twistd with the configuration text
+    C{config} (written to C{NAME.yaml} in C{workdir}), ready once its admin
+    listener on port C{admin} answers C{/ready}.  For benches whose
+    configuration is not L{sealgw_config}'s.
+    """
+    path = workdir / f"{name}.yaml"
+    path.write_text(config)
     server = Server(
         name,
-        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "sealgw", "--config", str(config)],
+        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "sealgw", "--config", str(path)],
         workdir / f"{name}.log",
         env=_sealgw_env(),
     )
     cleanup.callback(server.stop)
     server.wait_until(answers(f"http://127.0.0.1:{admin}/ready"))
-    return server, f"http://127.0.0.1:{port}/api/v1/push"
+    return server
