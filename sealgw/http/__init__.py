@@ -8,6 +8,15 @@ from sealgw.http._client import CACHED_CONNECTION_TIMEOUT, HTTPClient, HTTPRespo
 from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable, describe, inner_failures
 from sealgw.http._headers import FRAMING, USER_AGENT, HeaderPolicy
 from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
+from sealgw.http._slot_metrics import SlotMetrics, slot_metrics
+from sealgw.http._slots import (
+    ISlotMetrics,
+    NoSlotMetrics,
+    Slot,
+    SlotLimits,
+    SlotRefused,
+    UpstreamSlots,
+)
 from sealgw.http._timeout import OperationTimedOut, bounded
 from sealgw.http._tls import https_policy, load_trust_root
 from sealgw.http._url import SentURL, join_url, sendable
@@ -25,6 +34,14 @@ __all__ = [
     "HTTPClient",
     "HTTPResponse",
     "HeaderPolicy",
+    "ISlotMetrics",
+    "NoSlotMetrics",
+    "Slot",
+    "SlotLimits",
+    "SlotMetrics",
+    "SlotRefused",
+    "UpstreamSlots",
+    "slot_metrics",
     "IHTTPClient",
     "IHTTPResponse",
     "OperationTimedOut",
