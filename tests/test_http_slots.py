@@ -171,6 +171,16 @@ class UpstreamSlotsTests(SynchronousTestCase):
         self.successResultOf(third)
         self.assertEqual((s.in_use, s.waiting), (1, 0))
 
+    def test_no_tenant_no_share(self) -> None:
+        """
+        Requests of no tenant may take every slot.
+        """
+        s = slots(in_flight=3, share=0.5)
+        for _ in range(3):
+            self.successResultOf(s.acquire(None))
+        self.assertEqual(s.share(None), 3)
+        self.assertNoResult(s.acquire("a"))
+
     def test_report(self) -> None:
         s = slots(in_flight=4)
         self.successResultOf(s.acquire("a"))
@@ -198,7 +208,8 @@ class UpstreamSlotsTests(SynchronousTestCase):
         )
 
 
-TENANTS = ("a", "b", "c")
+#: C{None}: pushes whose tenant is in their body, held to no share.
+TENANTS = ("a", "b", "c", None)
 
 
 class SlotsMachine(RuleBasedStateMachine):
@@ -217,7 +228,7 @@ class SlotsMachine(RuleBasedStateMachine):
             "up", "pushes", SlotLimits(self.in_flight, 0.7, 3, 5, 10.0), self.clock
         )
         self.held: list[Slot] = []
-        self.waiting: list[tuple[str, Deferred[Slot], int]] = []
+        self.waiting: list[tuple[Optional[str], Deferred[Slot], int]] = []
         self.refused = 0
         #: Grants since each waiting request started waiting while it
         #: could have been served (below its share).
@@ -237,7 +248,7 @@ class SlotsMachine(RuleBasedStateMachine):
         self.waiting = still
 
     @rule(tenant=st.sampled_from(TENANTS))
-    def acquire(self, tenant: str) -> None:
+    def acquire(self, tenant: Optional[str]) -> None:
         d = self.slots.acquire(tenant)
         if d.called:
             result: list[Any] = []
@@ -287,7 +298,7 @@ class SlotsMachine(RuleBasedStateMachine):
         assert s.waiting == len(self.waiting)
         for tenant in TENANTS:
             held = sum(1 for slot in self.held if slot.tenant == tenant)
-            assert s.held(tenant) == held <= self.per_tenant
+            assert s.held(tenant) == held <= (self.per_tenant if tenant else self.in_flight)
             assert s.queued(tenant) == sum(1 for t, _, _ in self.waiting if t == tenant)
 
     @invariant()
@@ -297,7 +308,7 @@ class SlotsMachine(RuleBasedStateMachine):
         s = self.slots
         if s.in_use < self.in_flight:
             for tenant, _, _ in self.waiting:
-                assert s.held(tenant) >= self.per_tenant
+                assert tenant is not None and s.held(tenant) >= self.per_tenant
 
     @invariant()
     def timers_only_for_waiters(self) -> None:

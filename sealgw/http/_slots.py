@@ -117,7 +117,7 @@ class Slot:
 
     __slots__ = ("tenant", "_owner")
 
-    def __init__(self, owner: UpstreamSlots, tenant: str) -> None:
+    def __init__(self, owner: UpstreamSlots, tenant: Optional[str]) -> None:
         self.tenant = tenant
         self._owner: Optional[UpstreamSlots] = owner
 
@@ -130,7 +130,7 @@ class Slot:
 class _Waiter:
     __slots__ = ("tenant", "deferred", "timer")
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: Optional[str]) -> None:
         self.tenant = tenant
         self.deferred: Deferred[Slot] = Deferred()
         self.timer: Optional[IDelayedCall] = None
@@ -162,23 +162,32 @@ class UpstreamSlots:
         self.in_use = 0
         self.waiting = 0
         #: Slots held, by tenant; tenants holding none are not kept.
-        self._held: dict[str, int] = {}
+        self._held: dict[Optional[str], int] = {}
         #: Requests waiting, by tenant, oldest first; no empty queues.
-        self._queues: dict[str, deque[_Waiter]] = {}
+        self._queues: dict[Optional[str], deque[_Waiter]] = {}
         #: Tenants with requests waiting that may take a slot as soon as
         #: one is free (below their share), in the order they are served.
-        self._ready: deque[str] = deque()
+        self._ready: deque[Optional[str]] = deque()
 
     def __repr__(self) -> str:
         return f"<UpstreamSlots {self.name!r} {self.kind}: {self.in_use}/{self.limits.in_flight}>"
 
-    def held(self, tenant: str) -> int:
+    def share(self, tenant: Optional[str]) -> int:
+        """
+        The slots C{tenant} may hold: its share, or every slot for requests
+        of no tenant (a push to an upstream that keeps tenants apart by a
+        label carries its tenant inside its body, where the relay does not
+        look).
+        """
+        return self._per_tenant if tenant is not None else self.limits.in_flight
+
+    def held(self, tenant: Optional[str]) -> int:
         """
         The slots C{tenant} holds now.
         """
         return self._held.get(tenant, 0)
 
-    def queued(self, tenant: str) -> int:
+    def queued(self, tenant: Optional[str]) -> int:
         """
         The requests of C{tenant} waiting now.
         """
@@ -191,7 +200,7 @@ class UpstreamSlots:
         """
         return {"in_use": self.in_use, "limit": self.limits.in_flight, "waiting": self.waiting}
 
-    def acquire(self, tenant: str) -> Deferred[Slot]:
+    def acquire(self, tenant: Optional[str]) -> Deferred[Slot]:
         """
         A slot for a request of C{tenant}: at once when one is free and
         the tenant is below its share, else after waiting its turn.
@@ -200,7 +209,7 @@ class UpstreamSlots:
         too long).  Cancelling a wait leaves the queue.
         """
         held = self._held.get(tenant, 0)
-        if self.in_use < self.limits.in_flight and held < self._per_tenant:
+        if self.in_use < self.limits.in_flight and held < self.share(tenant):
             # Nobody who could take this slot is waiting: a free slot is
             # always handed to the ready tenants first (see _grant).
             self._take(tenant, held)
@@ -219,26 +228,27 @@ class UpstreamSlots:
         if self.waiting >= self.limits.queue:
             return _failed(
                 self._refusal(
-                    None,
+                    tenant,
                     "upstream_queue_full",
                     f"{self.waiting} requests are waiting already "
                     f"(upstreams.{self.name}.in_flight.queue)",
+                    whose=False,
                 )
             )
         return self._wait(tenant, held)
 
     # -- internals ------------------------------------------------------------
 
-    def _take(self, tenant: str, held: int) -> None:
+    def _take(self, tenant: Optional[str], held: int) -> None:
         self._held[tenant] = held + 1
         self.in_use += 1
 
-    def _wait(self, tenant: str, held: int) -> Deferred[Slot]:
+    def _wait(self, tenant: Optional[str], held: int) -> Deferred[Slot]:
         waiter = _Waiter(tenant)
         queue = self._queues.get(tenant)
         if queue is None:
             queue = self._queues[tenant] = deque()
-            if held < self._per_tenant:
+            if held < self.share(tenant):
                 # Below its share: it waits only for a free slot.
                 self._ready.append(tenant)
         queue.append(waiter)
@@ -282,14 +292,16 @@ class UpstreamSlots:
             )
         )
 
-    def _refusal(self, tenant: Optional[str], reason: str, why: str) -> SlotRefused:
+    def _refusal(
+        self, tenant: Optional[str], reason: str, why: str, whose: bool = True
+    ) -> SlotRefused:
         """
         A refusal, 429 when C{tenant} holds its whole share (its own
         overload), 503 when the upstream is saturated.
         """
         self._metrics.refused(reason)
         retry_after = max(1.0, min(self.limits.wait, 5.0))
-        if tenant is not None and self._held.get(tenant, 0) >= self._per_tenant:
+        if whose and tenant is not None and self._held.get(tenant, 0) >= self._per_tenant:
             return SlotRefused(
                 429,
                 reason,
@@ -306,14 +318,14 @@ class UpstreamSlots:
             retry_after,
         )
 
-    def _release(self, tenant: str) -> None:
+    def _release(self, tenant: Optional[str]) -> None:
         held = self._held[tenant] - 1
         if held:
             self._held[tenant] = held
         else:
             del self._held[tenant]
         self.in_use -= 1
-        if held == self._per_tenant - 1 and tenant in self._queues:
+        if held == self.share(tenant) - 1 and tenant in self._queues:
             # It was at its share with requests waiting: now it may be
             # served again, after the tenants already in line.
             self._ready.append(tenant)
@@ -335,7 +347,7 @@ class UpstreamSlots:
             self._take(tenant, held)
             if not queue:
                 del self._queues[tenant]
-            elif held + 1 < self._per_tenant:
+            elif held + 1 < self.share(tenant):
                 self._ready.append(tenant)
             if waiter.timer is not None and waiter.timer.active():
                 waiter.timer.cancel()
