@@ -367,6 +367,15 @@ class ReadSlotTests(SynchronousTestCase):
         done = Deferred.fromCoroutine(
             proxy_read(self.upstream, _read(tenant), downstream, tenant=tenant)
         )
+
+        def cancel() -> None:
+            # A coroutine left waiting would be closed whenever it is
+            # collected, in some later test.
+            if not done.called:
+                done.addErrback(lambda _: None)
+                done.cancel()
+
+        self.addCleanup(cancel)
         return done, downstream
 
     def test_held_until_streamed(self) -> None:

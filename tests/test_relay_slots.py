@@ -7,11 +7,11 @@ to its share; refusals answered at once, never retried.
 from __future__ import annotations
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.config import InFlightConfig
-from sealgw.relay import UpstreamUnavailable
+from sealgw.relay import Delivery, UpstreamUnavailable
 from tests.test_relay_http import FakeResponse, Harness
 
 #: An answer that never comes (until the push is cancelled).
@@ -24,15 +24,31 @@ def harness(outcomes: list[object], **in_flight: object) -> Harness:
 
 
 class PushSlotTests(SynchronousTestCase):
+    def deliver(self, h: Harness, tenant: str) -> Deferred[Delivery]:
+        """
+        A push of C{tenant}, cancelled when the test ends if it is still
+        under way (a coroutine left waiting would be closed whenever it is
+        collected, giving its slot to a waiting push in another test).
+        """
+        d = h.deliver(tenant=tenant)
+
+        def cancel() -> None:
+            if not d.called:
+                d.addErrback(lambda _: None)
+                d.cancel()
+
+        self.addCleanup(cancel)
+        return d
+
     def test_share(self) -> None:
         """
         Tenant A's push beyond its share waits; B's goes at once.
         """
         h = harness([PENDING, FakeResponse(204), FakeResponse(204)])
-        a1 = h.deliver(tenant="a")
-        a2 = h.deliver(tenant="a")
+        a1 = self.deliver(h, "a")
+        a2 = self.deliver(h, "a")
         self.assertEqual(len(h.client.requests), 1)
-        self.successResultOf(h.deliver(tenant="b"))
+        self.successResultOf(self.deliver(h, "b"))
         self.assertEqual(len(h.client.requests), 2)
         self.assertNoResult(a2)
         a1.cancel()
@@ -42,9 +58,9 @@ class PushSlotTests(SynchronousTestCase):
 
     def test_tenant_queue_full_429_not_retried(self) -> None:
         h = harness([PENDING])
-        h.deliver(tenant="a")
-        h.deliver(tenant="a")
-        error = self.failureResultOf(h.deliver(tenant="a"), UpstreamUnavailable).value
+        self.deliver(h, "a")
+        self.deliver(h, "a")
+        error = self.failureResultOf(self.deliver(h, "a"), UpstreamUnavailable).value
         self.assertEqual(error.status, 429)
         self.assertIn("upstreams.mimir.in_flight.tenant_queue", error.reason)
         self.assertEqual(error.retry_after, 5.0)
@@ -55,7 +71,7 @@ class PushSlotTests(SynchronousTestCase):
 
     def test_slot_not_held_while_retry_waits(self) -> None:
         h = harness([FakeResponse(500), FakeResponse(204)])
-        d = h.deliver(tenant="a")
+        d = self.deliver(h, "a")
         self.assertNoResult(d)
         self.assertEqual(h.upstream.slots.in_use, 0)
         h.clock.advance(0.125)
@@ -64,8 +80,8 @@ class PushSlotTests(SynchronousTestCase):
 
     def test_cancel_while_waiting(self) -> None:
         h = harness([PENDING, FakeResponse(204)])
-        first = h.deliver(tenant="a")
-        waiting = h.deliver(tenant="a")
+        first = self.deliver(h, "a")
+        waiting = self.deliver(h, "a")
         waiting.cancel()
         self.failureResultOf(waiting, CancelledError)
         self.assertEqual((h.upstream.slots.waiting, h.upstream.slots.in_use), (0, 1))
@@ -81,7 +97,7 @@ class PushSlotTests(SynchronousTestCase):
         """
         refused = ierror.ConnectionRefusedError()
         h = harness([refused] * 4)
-        d = h.deliver(tenant="a")
+        d = self.deliver(h, "a")
         for delay in (0.125, 0.25, 0.5):
             h.clock.advance(delay)
         error = self.failureResultOf(d, UpstreamUnavailable).value
@@ -90,7 +106,7 @@ class PushSlotTests(SynchronousTestCase):
 
     def test_health(self) -> None:
         h = harness([PENDING])
-        h.deliver(tenant="a")
+        self.deliver(h, "a")
         self.assertEqual(
             h.upstream.health()["pushes_in_flight"], {"in_use": 1, "limit": 2, "waiting": 0}
         )
