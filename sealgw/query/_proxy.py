@@ -136,7 +136,9 @@ async def proxy_read(
     try:
         slot = await slots.acquire(share_key(tenant if tenant is not None else read.tenant))
     except SlotRefused as e:
-        _log.warn(
+        # The tenant's overload, or the upstream's: counted in the slots'
+        # metrics, and each one in the access log.
+        _log.info(
             "{route}: {api} read of {tenant} refused a slot ({status}): {why}",
             route=read.route.label, api=read.route.api, tenant=tenant,
             status=e.status, why=e.message,

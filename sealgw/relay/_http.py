@@ -194,13 +194,17 @@ class HTTPUpstream:
                 return attr.evolve(outcome.delivery, attempts=attempts)
             error = outcome.error
             assert error is not None
+            detail = f" ({outcome.detail})" if outcome.detail else ""
             if outcome.retry_reason is None:
-                # A refusal of the data is the client's business (it is
-                # told); anything else is the operator's.
-                log = self._log.info if isinstance(error, UpstreamRejected) else self._log.warn
+                # A refusal of the data, or of a tenant over its share of
+                # the upstream, is the client's business (it is told, and
+                # the slots' metrics count it); anything else is the
+                # operator's.
+                log = self._log.info if outcome.clients else self._log.warn
                 log(
-                    "{upstream}: {signal} for {tenant} not delivered: {error}",
+                    "{upstream}: {signal} for {tenant} not delivered: {error}{detail}",
                     upstream=self.name, signal=push.signal, tenant=push.tenant, error=error,
+                    detail=detail,
                 )
                 raise _final(error)
             decision = next_retry(
@@ -214,15 +218,16 @@ class HTTPUpstream:
             if decision.delay is None:
                 error.reason = f"{error.reason} ({decision.why})"
                 self._log.warn(
-                    "{upstream}: {signal} for {tenant} not delivered: {error}",
+                    "{upstream}: {signal} for {tenant} not delivered: {error}{detail}",
                     upstream=self.name, signal=push.signal, tenant=push.tenant, error=error,
+                    detail=detail,
                 )
                 raise _final(error)
             self._metrics.retried(self.name, outcome.retry_reason)
             self._log.info(
                 "{upstream}: attempt {attempt} failed ({error}{detail}); retrying in {delay:.2f}s",
                 upstream=self.name, attempt=attempts, error=error, delay=decision.delay,
-                detail=f": {outcome.detail}" if outcome.detail else "",
+                detail=detail,
             )
             await deferLater(self._reactor, decision.delay, lambda: None)
 

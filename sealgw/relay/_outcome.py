@@ -16,6 +16,7 @@ from twisted.web.http_headers import Headers
 from sealgw.http import (
     CREDENTIAL_STATUSES,
     Body,
+    SlotRefused,
     Verdict,
     failure_verdict,
     status_verdict,
@@ -45,6 +46,9 @@ class Outcome:
     @ivar retry_reason: why another attempt may help (a metrics label), or
         C{None} when this outcome is final.
     @ivar detail: what happened, for the log only.
+    @ivar clients: the failure is the client's business, not the
+        operator's: the upstream refused the data, or the tenant is over
+        its share of the upstream.
     """
 
     label: str
@@ -52,6 +56,7 @@ class Outcome:
     error: Optional[UpstreamRejected | UpstreamUnavailable] = None
     retry_reason: Optional[str] = None
     detail: str = ""
+    clients: bool = False
 
 
 def response_outcome(status: int, headers: Headers, body: Body, now: float) -> Outcome:
@@ -73,7 +78,9 @@ def response_outcome(status: int, headers: Headers, body: Body, now: float) -> O
         )
     text = upstream_reason(body.data, "")
     if verdict.rejected:
-        return Outcome(verdict.label, error=UpstreamRejected(status, text or verdict.message))
+        return Outcome(
+            verdict.label, error=UpstreamRejected(status, text or verdict.message), clients=True
+        )
     if verdict.passes and verdict.status in (429, 503):
         # The upstream's own words are the whole story.
         reason = text or verdict.message
@@ -87,15 +94,16 @@ def failure_outcome(exc: Exception) -> Outcome:
     Classify a request that ended without a status.
     """
     verdict = failure_verdict(exc)
-    return _unavailable(verdict, verdict.message)
+    return _unavailable(verdict, verdict.message, clients=isinstance(exc, SlotRefused))
 
 
-def _unavailable(verdict: Verdict, reason: str) -> Outcome:
+def _unavailable(verdict: Verdict, reason: str, clients: bool = False) -> Outcome:
     return Outcome(
         verdict.label,
         error=UpstreamUnavailable(verdict.status, reason, verdict.retry_after),
         retry_reason=verdict.retry,
         detail=verdict.detail,
+        clients=clients,
     )
 
 
