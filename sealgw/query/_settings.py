@@ -122,9 +122,25 @@ class ReadClients(Service):
     holds the connections pushes need.
     """
 
-    def __init__(self, settings: QuerySettings, clients: list[HTTPClient]) -> None:
+    def __init__(
+        self,
+        settings: QuerySettings,
+        clients: list[HTTPClient],
+        slots: Optional[Mapping[str, UpstreamSlots]] = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients
+        self.slots: dict[str, UpstreamSlots] = dict(slots or {})
+
+    def health(self) -> dict[str, Any]:
+        """
+        Each read upstream's slots in use, by upstream name, for
+        C{/health}.  Slots full are not a fault: always C{ok}.
+        """
+        return {
+            name: {"status": "ok", "reads_in_flight": slots.report()}
+            for name, slots in self.slots.items()
+        }
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -221,4 +237,4 @@ def build_reads(
     )
     if problems:
         raise ConfigError(problems)
-    return ReadClients(settings, clients)
+    return ReadClients(settings, clients, slots)
