@@ -219,33 +219,49 @@ class SlotsMachine(RuleBasedStateMachine):
     who holds and who waits, and for its promises.
     """
 
+    #: Each tenant's share: two of the three slots.
+    share = 0.7
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
         self.in_flight = 3
-        self.per_tenant = 2
         self.slots = UpstreamSlots(
-            "up", "pushes", SlotLimits(self.in_flight, 0.7, 3, 5, 10.0), self.clock
+            "up", "pushes", SlotLimits(self.in_flight, self.share, 3, 5, 10.0), self.clock
         )
+        self.per_tenant = self.slots.limits.per_tenant
         self.held: list[Slot] = []
-        self.waiting: list[tuple[Optional[str], Deferred[Slot], int]] = []
+        self.waiting: list[tuple[Optional[str], Deferred[Slot]]] = []
         self.refused = 0
-        #: Grants since each waiting request started waiting while it
-        #: could have been served (below its share).
-        self.order = 0
+        #: For each tenant waiting below its share: slots given to other
+        #: tenants since it was last served or began to wait so.
+        self.passed_over: dict[Optional[str], int] = {}
 
-    def _collect(self) -> None:
+    def _eligible(self) -> set[Optional[str]]:
+        s = self.slots
+        return {t for t, _ in self.waiting if s.held(t) < s.share(t)}
+
+    def _collect(self, eligible_before: set[Optional[str]]) -> None:
         still = []
-        for tenant, d, since in self.waiting:
+        for tenant, d in self.waiting:
             if d.called:
                 result: list[Any] = []
                 d.addBoth(result.append)
                 if isinstance(result[0], Slot):
                     self.held.append(result[0])
-                    self.order += 1
+                    self.passed_over[tenant] = 0
+                    for other in eligible_before - {tenant}:
+                        self.passed_over[other] = self.passed_over.get(other, 0) + 1
             else:
-                still.append((tenant, d, since))
+                still.append((tenant, d))
         self.waiting = still
+        self._forget_served()
+
+    def _forget_served(self) -> None:
+        eligible = self._eligible()
+        for tenant in list(self.passed_over):
+            if tenant not in eligible:
+                del self.passed_over[tenant]
 
     @rule(tenant=st.sampled_from(TENANTS))
     def acquire(self, tenant: Optional[str]) -> None:
@@ -259,20 +275,22 @@ class SlotsMachine(RuleBasedStateMachine):
                 assert result[0].check(SlotRefused)
                 self.refused += 1
         else:
-            self.waiting.append((tenant, d, self.order))
+            self.waiting.append((tenant, d))
 
     @precondition(lambda self: self.held)
     @rule(i=st.integers(min_value=0))
     def release(self, i: int) -> None:
         slot = self.held.pop(i % len(self.held))
+        eligible = self._eligible()
         slot.release()
-        self._collect()
+        self._collect(eligible)
 
     @precondition(lambda self: self.waiting)
     @rule(i=st.integers(min_value=0))
     def cancel(self, i: int) -> None:
-        tenant, d, _ = self.waiting.pop(i % len(self.waiting))
+        tenant, d = self.waiting.pop(i % len(self.waiting))
         d.cancel()
+        self._forget_served()
         result: list[Any] = []
         d.addBoth(result.append)
         assert result[0].check(CancelledError)
@@ -290,6 +308,7 @@ class SlotsMachine(RuleBasedStateMachine):
             else:
                 still.append(entry)
         self.waiting = still
+        self._forget_served()
 
     @invariant()
     def counts_match_model(self) -> None:
@@ -299,7 +318,7 @@ class SlotsMachine(RuleBasedStateMachine):
         for tenant in TENANTS:
             held = sum(1 for slot in self.held if slot.tenant == tenant)
             assert s.held(tenant) == held <= (self.per_tenant if tenant else self.in_flight)
-            assert s.queued(tenant) == sum(1 for t, _, _ in self.waiting if t == tenant)
+            assert s.queued(tenant) == sum(1 for t, _ in self.waiting if t == tenant)
 
     @invariant()
     def no_waiter_with_a_slot_free_for_it(self) -> None:
@@ -307,21 +326,43 @@ class SlotsMachine(RuleBasedStateMachine):
         # free and its tenant is below its share.
         s = self.slots
         if s.in_use < self.in_flight:
-            for tenant, _, _ in self.waiting:
+            for tenant, _ in self.waiting:
                 assert tenant is not None and s.held(tenant) >= self.per_tenant
+
+    @invariant()
+    def round_robin(self) -> None:
+        # A tenant waiting below its share is passed over by at most one
+        # slot for each other tenant: it never waits behind a long queue.
+        for tenant, count in self.passed_over.items():
+            assert count <= len(TENANTS) - 1, (tenant, count)
 
     @invariant()
     def timers_only_for_waiters(self) -> None:
         assert len(self.clock.getDelayedCalls()) == len(self.waiting)
 
 
+class WholeShareMachine(SlotsMachine):
+    """
+    The same with no tenant held to a share: only the turns keep a
+    tenant from taking every slot freed.
+    """
+
+    share = 1.0
+
+
 class SlotsModelTests(SynchronousTestCase):
-    def test_model(self) -> None:
-        machine = SlotsMachine.TestCase
-        machine.settings = settings(
+    def run_machine(self, machine: type[SlotsMachine]) -> None:
+        case = machine.TestCase
+        case.settings = settings(
             derandomize=True, deadline=None, max_examples=300, stateful_step_count=40
         )
-        machine().runTest()
+        case().runTest()
+
+    def test_model(self) -> None:
+        self.run_machine(SlotsMachine)
+
+    def test_model_whole_share(self) -> None:
+        self.run_machine(WholeShareMachine)
 
 
 class FairnessTests(SynchronousTestCase):
