@@ -128,12 +128,22 @@ class Slot:
 
 
 class _Waiter:
-    __slots__ = ("tenant", "deferred", "timer")
+    """
+    A request waiting for a slot: its tenant, the Deferred its caller
+    awaits (cancelling it leaves the queue) and its wait's timer.
+    """
 
-    def __init__(self, tenant: Optional[str]) -> None:
+    __slots__ = ("tenant", "deferred", "timer", "_owner")
+
+    def __init__(self, owner: UpstreamSlots, tenant: Optional[str]) -> None:
         self.tenant = tenant
-        self.deferred: Deferred[Slot] = Deferred()
+        self._owner = owner
+        self.deferred: Deferred[Slot] = Deferred(self._cancel)
         self.timer: Optional[IDelayedCall] = None
+
+    def _cancel(self, _: Deferred[Slot]) -> None:
+        # Deferred.cancel fails it with CancelledError afterwards.
+        self._owner._leave(self)
 
 
 class UpstreamSlots:
@@ -244,7 +254,7 @@ class UpstreamSlots:
         self.in_use += 1
 
     def _wait(self, tenant: Optional[str], held: int) -> Deferred[Slot]:
-        waiter = _Waiter(tenant)
+        waiter = _Waiter(self, tenant)
         queue = self._queues.get(tenant)
         if queue is None:
             queue = self._queues[tenant] = deque()
@@ -253,12 +263,6 @@ class UpstreamSlots:
                 self._ready.append(tenant)
         queue.append(waiter)
         self.waiting += 1
-
-        def cancel(_: Deferred[Slot]) -> None:
-            # Deferred.cancel fails it with CancelledError afterwards.
-            self._leave(waiter)
-
-        waiter.deferred = Deferred(cancel)
         waiter.timer = self._clock.callLater(self.limits.wait, self._expire, waiter)
         self._metrics.update(self.in_use, self.waiting)
         return waiter.deferred
