@@ -95,7 +95,7 @@ def build_gateway(
                 # One writer per file.
                 upstream.worker = worker.index
     push = PushRoutes(config, gate, upstreams, reactor, run_in_thread=threads.run)
-    reads = build_reads(config, reactor, credentials.by_upstream)
+    reads = build_reads(config, reactor, credentials.by_upstream, metrics.registry)
     # Read paths go to the query routes, every other one to the push routes.
     public = ReadAndPushRoutes(QueryRoutes(reads.settings, gate), push.resource())
     scrape = None
@@ -181,6 +181,8 @@ def build_gateway(
         health.register("tls", lambda: _worst({w: t.health() for w, t in tls.items()}))
     health.register("auth", lambda: _worst(gate.health()))
     health.register("upstreams", lambda: _worst(upstreams.health()))
+    if reads.slots:
+        health.register("reads", lambda: _worst(reads.health()))
     health.require_for_ready("listening", lambda: service.listening)
     health.require_for_ready("not_draining", lambda: not service.draining)
     if len(credentials):

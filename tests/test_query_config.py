@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.config import ConfigError, read
 from sealgw.config._model import UpstreamTenancy
+from sealgw.http import HTTPClient
 from sealgw.query import build_reads
 
 LISTENERS = [{"endpoint": "tcp:0:interface=127.0.0.1"}]
@@ -129,3 +131,46 @@ class BuildTests(SynchronousTestCase):
         assert settings.prometheus is not None and settings.loki is not None
         self.assertEqual(settings.prometheus.tenant_label, "tenant")
         self.assertIsNone(settings.loki.tenant_label)
+
+    def test_read_slots(self) -> None:
+        """
+        Each upstream's read slots are shared by the APIs that name it,
+        waited for at most their longest timeout, with a pool as large;
+        their state is in /health and /metrics.
+        """
+        parsed = config(
+            upstreams={
+                "m": {"url": "http://mimir:8080", "in_flight": {"reads": 12, "tenant_share": 0.25}},
+                "t": {"url": "http://tempo:3200"},
+            },
+            query={
+                "prometheus": {"upstream": "m", "timeout": "60s"},
+                "loki": {"upstream": "m", "timeout": "90s"},
+                "tempo": {"upstream": "t"},
+            },
+        )
+        registry = CollectorRegistry()
+        clients = build_reads(parsed, Clock(), registry=registry)
+        self.addCleanup(clients.stopService)
+        settings = clients.settings
+        assert settings.prometheus and settings.loki and settings.tempo
+        slots = settings.prometheus.slots
+        assert slots is not None
+        self.assertIs(settings.loki.slots, slots)
+        self.assertIsNot(settings.tempo.slots, slots)
+        self.assertEqual(
+            (slots.limits.in_flight, slots.limits.per_tenant, slots.limits.wait), (12, 3, 90.0)
+        )
+        client = settings.prometheus.client
+        assert isinstance(client, HTTPClient) and client.pool is not None
+        self.assertEqual(client.pool.maxPersistentPerHost, 12)
+        self.assertEqual(
+            clients.health()["m"],
+            {"status": "ok", "reads_in_flight": {"in_use": 0, "limit": 12, "waiting": 0}},
+        )
+        self.assertEqual(
+            registry.get_sample_value(
+                "sealgw_upstream_slots_limit", {"upstream": "t", "kind": "reads"}
+            ),
+            64,
+        )

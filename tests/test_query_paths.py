@@ -392,6 +392,8 @@ class OutcomeTests(SynchronousTestCase):
             # Never the upstream's address or error text.
             self.assertNotIn("mimir.internal", refusal.message)
             self.assertNotIn("111", refusal.message)
+        # The unforeseen one is logged with its traceback.
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class SettingsTests(SynchronousTestCase):

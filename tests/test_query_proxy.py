@@ -21,7 +21,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from sealgw.config import TimeoutsConfig
-from sealgw.http import HTTPClient
+from sealgw.http import HTTPClient, SlotLimits, UpstreamSlots
 from sealgw.query import (
     READ_ROUTES,
     IDownstream,
@@ -30,6 +30,7 @@ from sealgw.query import (
     ReadUpstream,
     proxy_read,
 )
+from sealgw.query._proxy import share_key
 from sealgw.testing import MemoryHTTPClient, MemoryResponse, script
 from tests.test_query_support import SOLO, Reads
 
@@ -332,3 +333,121 @@ class DisconnectTests(SynchronousTestCase):
         body = answer.content()
         reads.stub.flush()
         self.failureResultOf(body, ResponseFailed)
+
+
+class ReadSlotTests(SynchronousTestCase):
+    """
+    A read holds a slot of its upstream until its answer has been
+    streamed, cut off or abandoned, and waits its tenant's turn for one.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.responses: list[UpstreamResponse] = []
+        self.slots = UpstreamSlots(
+            "mimir", "reads", SlotLimits(in_flight=2, tenant_share=0.5, tenant_queue=1, wait=30),
+            self.clock,
+        )
+        responses = self.responses
+
+        class Answers:
+            def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]:
+                response = UpstreamResponse()
+                responses.append(response)
+                return succeed(response)
+
+        client = HTTPClient(
+            self.clock, name="mimir", treq=Answers(),
+            timeouts=TimeoutsConfig(connect=1, response=5, body=10),
+        )
+        self.upstream = ReadUpstream(client, "http://mimir:8080", slots=self.slots)
+
+    def read(self, tenant: str) -> tuple[Deferred[int], Downstream]:
+        downstream = Downstream()
+        done = Deferred.fromCoroutine(
+            proxy_read(self.upstream, _read(tenant), downstream, tenant=tenant)
+        )
+
+        def cancel() -> None:
+            # A coroutine left waiting would be closed whenever it is
+            # collected, in some later test.
+            if not done.called:
+                done.addErrback(lambda _: None)
+                done.cancel()
+
+        self.addCleanup(cancel)
+        return done, downstream
+
+    def test_held_until_streamed(self) -> None:
+        done, _ = self.read("a")
+        self.assertEqual(self.slots.held("a"), 1)
+        self.responses[0].feed(b"{}")
+        self.assertEqual(self.slots.held("a"), 1)
+        self.responses[0].end()
+        self.successResultOf(done)
+        self.assertEqual(self.slots.in_use, 0)
+
+    def test_share_full_waits_then_goes(self) -> None:
+        """
+        Tenant A at its share waits; B is answered meanwhile; A's wait
+        ends when its first read has been streamed.
+        """
+        first, _ = self.read("a")
+        second, second_down = self.read("a")
+        self.assertEqual(len(self.responses), 1)
+        self.assertIsNone(second_down.status)
+        b, b_down = self.read("b")
+        self.assertEqual((len(self.responses), b_down.status), (2, 200))
+        self.responses[1].end()
+        self.successResultOf(b)
+        self.responses[0].end()
+        self.successResultOf(first)
+        self.assertEqual(len(self.responses), 3)
+        self.responses[2].end()
+        self.successResultOf(second)
+        self.assertEqual(self.slots.in_use, 0)
+
+    def test_queue_full_429(self) -> None:
+        self.read("a")
+        self.read("a")
+        done, downstream = self.read("a")
+        refusal = self.failureResultOf(done, ReadRefused).value
+        self.assertEqual(refusal.status, 429)
+        self.assertIn("upstreams.mimir.in_flight.tenant_queue", refusal.message)
+        self.assertEqual(refusal.headers, {"Retry-After": "5"})
+        self.assertIsNone(downstream.status)
+
+    def test_cancel_while_streaming_releases(self) -> None:
+        done, _ = self.read("a")
+        self.responses[0].feed(b"{")
+        done.cancel()
+        self.failureResultOf(done, CancelledError)
+        self.assertTrue(self.responses[0].transport.lost)
+        self.assertEqual(self.slots.in_use, 0)
+
+    def test_cancel_while_waiting_leaves_queue(self) -> None:
+        first, _ = self.read("a")
+        waiting, _ = self.read("a")
+        self.assertEqual(self.slots.waiting, 1)
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.assertEqual((self.slots.waiting, self.slots.in_use), (0, 1))
+        self.responses[0].end()
+        self.successResultOf(first)
+        # The cancelled read was never sent.
+        self.assertEqual(len(self.responses), 1)
+        self.assertEqual(self.slots.in_use, 0)
+
+    def test_upstream_failure_releases(self) -> None:
+        done, _ = self.read("a")
+        self.responses[0].feed(b"{")
+        self.responses[0].end(ierror.ConnectionLost())
+        self.successResultOf(done)
+        self.assertEqual(self.slots.in_use, 0)
+
+    def test_federated_read_counts_as_first_tenant(self) -> None:
+        self.assertEqual(share_key("team-b|team-a"), "team-a")
+        self.assertEqual(share_key("team-a"), "team-a")
+        self.assertIsNone(share_key(None))
+        self.read("b|a")
+        self.assertEqual((self.slots.held("a"), self.slots.held("b|a")), (1, 0))

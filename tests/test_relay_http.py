@@ -421,7 +421,8 @@ class ConnectionTests(SynchronousTestCase):
         h.clock.advance(0.125)
         error = self.failureResultOf(d, UpstreamUnavailable).value
         self.assertEqual(error.status, 503)
-        self.assertIn("refused", error.reason)
+        # The upstream's address and error text stay in the gateway's log.
+        self.assertEqual(error.reason, "cannot reach upstream (gave up after 2 attempts)")
         self.assertEqual([o[1] for o in h.metrics.observed], ["connection_error"] * 2)
 
     def test_dns_and_reset(self) -> None:
@@ -466,7 +467,7 @@ class TimeoutTests(SynchronousTestCase):
         h.clock.advance(10)
         error = self.failureResultOf(d, UpstreamUnavailable).value
         self.assertEqual(error.status, 504)
-        self.assertIn("10s", error.reason)
+        self.assertEqual(error.reason, "upstream timed out (gave up after 2 attempts)")
         self.assertEqual(h.metrics.retries, [("mimir", "timeout")])
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
@@ -776,7 +777,7 @@ class MemoryClientTests(SynchronousTestCase):
         upstream, client = self.upstream(MemoryResponse(204), credentials=Broken())
         error = self.failureResultOf(upstream.deliver(push()), UpstreamUnavailable).value
         self.assertEqual((error.status, error.reason),
-                         (503, "upstream credentials are not available"))
+                         (503, "the gateway's credentials for upstream are not available"))
         self.assertEqual(client.requests, [])
         self.assertEqual(self.metrics.observed, [])
         self.assertEqual(self.metrics.retries, [])

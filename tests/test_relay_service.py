@@ -21,6 +21,7 @@ from sealgw.config import (
     BasicAuthConfig,
     FileUpstreamConfig,
     HTTPUpstreamConfig,
+    InFlightConfig,
     RetryConfig,
     Secret,
     UpstreamConfig,
@@ -72,13 +73,23 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(list(upstreams), ["files"])
 
     def test_http_pool(self) -> None:
-        upstream = HTTPUpstream(
-            HTTPUpstreamConfig(name="m", url="http://m", max_connections=7), Clock()
-        )
-        assert isinstance(upstream.client, HTTPClient) and upstream.client.pool is not None
-        self.assertEqual(upstream.client.pool.maxPersistentPerHost, 7)
-        self.assertTrue(upstream.client.pool.persistent)
-        self.successResultOf(upstream.close())
+        """
+        The pool keeps as many idle connections as pushes may be in
+        flight, or C{max_connections} when that is more.
+        """
+        for max_connections, pushes, kept in ((7, 4, 7), (7, 20, 20)):
+            upstream = HTTPUpstream(
+                HTTPUpstreamConfig(
+                    name="m", url="http://m", max_connections=max_connections,
+                    in_flight=InFlightConfig(pushes=pushes),
+                ),
+                Clock(),
+            )
+            assert isinstance(upstream.client, HTTPClient) and upstream.client.pool is not None
+            self.assertEqual(upstream.client.pool.maxPersistentPerHost, kept)
+            self.assertEqual(upstream.slots.limits.in_flight, pushes)
+            self.assertTrue(upstream.client.pool.persistent)
+            self.successResultOf(upstream.close())
 
 
 @implementer(IUpstream)

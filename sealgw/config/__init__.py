@@ -12,6 +12,7 @@ from sealgw.config._auth import (
     TokenFileConfig,
 )
 from sealgw.config._default import default_config
+from sealgw.config._in_flight import InFlightConfig
 from sealgw.config._load import load, read
 from sealgw.config._model import (
     BasicAuthConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "FileUpstreamConfig",
     "SourceFile",
     "HTTPUpstreamConfig",
+    "InFlightConfig",
     "LabelActions",
     "LimitsConfig",
     "ListenerConfig",

@@ -20,6 +20,7 @@ import attr
 
 from sealgw.config._auth import AuthConfig
 from sealgw.config._azure import AzureADConfig
+from sealgw.config._in_flight import InFlightConfig
 from sealgw.config._problems import Invalid, kind, unknown_keys
 from sealgw.config._rules import (
     FROM_KEY,
@@ -226,6 +227,9 @@ class HTTPUpstreamConfig:
     token, or C{azure_ad}: Entra ID tokens, see L{sealgw.credentials.azure})
     are presented by its clients.
 
+    @ivar max_connections: idle connections kept for reuse (at least: see
+        L{InFlightConfig}).
+    @ivar in_flight: requests in flight at once, and each tenant's share.
     @ivar tenancy: how it keeps tenants apart: by the tenant header, or,
         for a store without tenants, by a label (see L{UpstreamTenancy}).
     """
@@ -239,6 +243,7 @@ class HTTPUpstreamConfig:
     bearer_token: Optional[Secret] = None
     ca_file: Optional[ExistingFile] = None
     max_connections: Count = 10
+    in_flight: InFlightConfig = InFlightConfig()
     max_response_body: Bytes = 1 * MiB
     tenancy: Annotated[UpstreamTenancy, TenancyMode()] = UpstreamTenancy()
     spool: Optional[SpoolConfig] = None

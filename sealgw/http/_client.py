@@ -144,7 +144,11 @@ class HTTPClient:
         included), C{response} the wait for the status and headers (and for
         the credentials), C{body} reading a capped body whole, or the
         silence between chunks of a streamed one.
-    @param max_connections: pooled connections kept per host.
+    @param max_connections: idle pooled connections kept per host.  Give
+        at least the requests the client may have in flight at once (see
+        L{for_upstream}): Twisted's pool opens a connection for every
+        request it has none idle for, and closes what it cannot keep, so
+        a smaller pool churns connections (and TLS handshakes) under load.
     @param trust_root: the CAs to trust for https; the system's when
         C{None}.
     @param headers: the operator's static headers.
@@ -188,11 +192,17 @@ class HTTPClient:
         *,
         tenant_header: str = "X-Scope-OrgID",
         credentials: Optional[ICredentials] = None,
+        in_flight: int = 0,
     ) -> HTTPClient:
         """
         The client a configured upstream describes, with the static
         credentials it names unless C{credentials} replaces them.  Reads
         its C{ca_file} now.
+
+        @param in_flight: the most requests the caller sends through it at
+            once (its L{sealgw.http.UpstreamSlots}); the pool keeps that
+            many idle connections if C{max_connections} is fewer, so every
+            slot finds its connection again.
 
         @raise OSError: when C{ca_file} cannot be read.
         @raise ValueError: when C{ca_file} holds no usable certificate.
@@ -202,7 +212,7 @@ class HTTPClient:
             reactor,
             name=config.name,
             timeouts=config.timeouts,
-            max_connections=config.max_connections,
+            max_connections=max(config.max_connections, in_flight),
             trust_root=trust_root,
             headers=config.headers,
             tenant_header=tenant_header,

@@ -2,6 +2,11 @@
 Relaying one read: ask the upstream, then stream its answer to the client
 with backpressure and under a byte cap, never holding the body.
 
+Each read holds one of its upstream's read slots
+(L{sealgw.http.UpstreamSlots}) from before it is sent until its answer has
+been streamed, cut off, or its client has gone away: one tenant's slow
+queries fill at most its share of them.
+
 Reads are not retried here.  An answer cannot be taken back once any of
 it was sent, and before that the only failure worth a second try is a
 kept-alive connection the upstream had already closed: Twisted's
@@ -19,9 +24,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sealgw.http import BodyReadFailed, IHTTPResponse, StreamStopped, describe
+from sealgw.http import (
+    BodyReadFailed,
+    IHTTPResponse,
+    SlotRefused,
+    StreamStopped,
+    describe,
+    retry_after_header,
+)
 from sealgw.query._headers import answer_headers
-from sealgw.query._outcome import ReadRefused, answer_status, failure_refusal
+from sealgw.query._outcome import ReadRefused, failure_refusal, read_verdict, refusal
 from sealgw.query._request import ReadRequest
 from sealgw.query._settings import ReadUpstream
 
@@ -88,23 +100,67 @@ class CappedConsumer:
         self._downstream.write(data)
 
 
-async def proxy_read(upstream: ReadUpstream, read: ReadRequest, downstream: IDownstream) -> int:
+async def proxy_read(
+    upstream: ReadUpstream,
+    read: ReadRequest,
+    downstream: IDownstream,
+    tenant: Optional[str] = None,
+) -> int:
     """
     Send C{read} to C{upstream} and stream the answer to C{downstream}.
 
-    The upstream's status (see L{sealgw.query._outcome}), content type and
-    content encoding pass; the body is written as it arrives and the
-    upstream is paused while the client is slow.  An answer that declares
-    a length past C{upstream.max_response_bytes} is refused before any of
-    it is sent; one that grows past it, or breaks or stalls after its
-    first bytes, is cut off with L{IDownstream.abort}.
+    The upstream's status (see L{sealgw.http.status_verdict}), content
+    type and content encoding pass; the body is written as it arrives and
+    the upstream is paused while the client is slow.  An answer that
+    declares a length past C{upstream.max_response_bytes} is refused before
+    any of it is sent; one that grows past it, or breaks or stalls after
+    its first bytes, is cut off with L{IDownstream.abort}.
 
-    Cancelling (the client went away) cancels the upstream request or
-    drops its connection, whichever is under way.
+    The read waits for a slot of C{upstream.slots} first, as C{tenant}'s
+    (the tenant the gate decided; C{read.tenant} is L{None} for an
+    upstream that keeps tenants apart by label).  A federated read
+    (C{a|b}) counts as the first of its tenants in sort order: one the
+    identity may use, so that naming ever new combinations of its tenants
+    never gets an identity more than their shares.
+
+    Cancelling (the client went away) leaves the slot queue, or cancels
+    the upstream request or drops its connection, whichever is under way;
+    the slot is given back either way.
 
     @return: the body bytes relayed.
     @raise ReadRefused: the gateway answers instead; nothing was written.
     """
+    slots = upstream.slots
+    if slots is None:
+        return await _relay(upstream, read, downstream)
+    try:
+        slot = await slots.acquire(share_key(tenant if tenant is not None else read.tenant))
+    except SlotRefused as e:
+        # The tenant's overload, or the upstream's: counted in the slots'
+        # metrics, and each one in the access log.
+        _log.info(
+            "{route}: {api} read of {tenant} refused a slot ({status}): {why}",
+            route=read.route.label, api=read.route.api, tenant=tenant,
+            status=e.status, why=e.message,
+        )
+        raise failure_refusal(e, read.route.api) from None
+    try:
+        return await _relay(upstream, read, downstream)
+    finally:
+        slot.release()
+
+
+def share_key(tenant: Optional[str]) -> Optional[str]:
+    """
+    The tenant whose share a read with tenant header C{tenant} counts
+    against.
+    """
+    if tenant is None or "|" not in tenant:
+        return tenant
+    return min(tenant.split("|"))
+
+
+async def _relay(upstream: ReadUpstream, read: ReadRequest, downstream: IDownstream) -> int:
     api = read.route.api
     url = upstream.url_for(read.path, read.query)
     try:
@@ -119,22 +175,21 @@ async def proxy_read(upstream: ReadUpstream, read: ReadRequest, downstream: IDow
     except CancelledError:
         raise
     except Exception as e:
-        refusal = failure_refusal(e, api)
+        refused = failure_refusal(e, api)
         _log.warn(
             "{route}: {api} upstream failed ({status}): {why}",
-            route=read.route.label, api=api, status=refusal.status, why=describe(e),
+            route=read.route.label, api=api, status=refused.status, why=describe(e),
         )
-        raise refusal from None
-    try:
-        status = answer_status(response.status, api)
-    except ReadRefused as refusal:
+        raise refused from None
+    verdict = read_verdict(response.status, response.headers, api)
+    if not verdict.passes:
         _log.warn(
             "{route}: {api} upstream answered {upstream_status}; answering {status}",
             route=read.route.label, api=api, upstream_status=response.status,
-            status=refusal.status,
+            status=verdict.status,
         )
         _discard(response)
-        raise
+        raise refusal(verdict)
     limit = upstream.max_response_bytes
     if response.length is not None and response.length > limit:
         _discard(response)
@@ -143,7 +198,12 @@ async def proxy_read(upstream: ReadUpstream, read: ReadRequest, downstream: IDow
             f"the {api} upstream's answer ({response.length} bytes) is larger than "
             f"the gateway's limit of {limit} bytes",
         )
-    downstream.begin(status, answer_headers(response.headers))
+    headers = answer_headers(response.headers)
+    retry_after = verdict.client_retry_after()
+    if retry_after is not None and not any(name == b"retry-after" for name, _ in headers):
+        # Every 429 and 503 says when to come back.
+        headers.append((b"retry-after", retry_after_header(retry_after).encode("ascii")))
+    downstream.begin(verdict.status, headers)
     capped = CappedConsumer(downstream, limit)
     try:
         await response.stream(capped)

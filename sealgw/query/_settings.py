@@ -10,12 +10,20 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import attr
+from prometheus_client import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 
 from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, ReadRouteConfig
 from sealgw.credentials import ICredentials
-from sealgw.http import HTTPClient, IHTTPClient, join_url
+from sealgw.http import (
+    HTTPClient,
+    IHTTPClient,
+    SlotLimits,
+    UpstreamSlots,
+    join_url,
+    slot_metrics,
+)
 
 MiB = 1024 * 1024
 
@@ -55,6 +63,8 @@ class ReadUpstream:
     @ivar tenant_label: for a store without tenants, the label that keeps
         them apart: every read is held to its tenant by it
         (L{sealgw.query.label_read}) and sent without a tenant header.
+    @ivar slots: the upstream's read slots, shared by every API it
+        answers; L{None} leaves reads unbounded (tests).
     """
 
     client: IHTTPClient
@@ -62,6 +72,7 @@ class ReadUpstream:
     path: str = attr.field(default="", validator=_prefix)
     max_response_bytes: int = attr.field(default=DEFAULT_MAX_RESPONSE_BYTES, validator=_positive)
     tenant_label: Optional[str] = None
+    slots: Optional[UpstreamSlots] = attr.field(default=None, eq=False)
 
     def url_for(self, path: str, query: str) -> str:
         """
@@ -111,9 +122,25 @@ class ReadClients(Service):
     holds the connections pushes need.
     """
 
-    def __init__(self, settings: QuerySettings, clients: list[HTTPClient]) -> None:
+    def __init__(
+        self,
+        settings: QuerySettings,
+        clients: list[HTTPClient],
+        slots: Optional[Mapping[str, UpstreamSlots]] = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients
+        self.slots: dict[str, UpstreamSlots] = dict(slots or {})
+
+    def health(self) -> dict[str, Any]:
+        """
+        Each read upstream's slots in use, by upstream name, for
+        C{/health}.  Slots full are not a fault: always C{ok}.
+        """
+        return {
+            name: {"status": "ok", "reads_in_flight": slots.report()}
+            for name, slots in self.slots.items()
+        }
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -121,19 +148,59 @@ class ReadClients(Service):
         return closing.addCallback(lambda _: None)
 
 
+def read_slots(
+    config: HTTPUpstreamConfig,
+    reactor: Any,
+    wait: float,
+    registry: Optional[CollectorRegistry] = None,
+) -> UpstreamSlots:
+    """
+    The read slots C{config}'s C{in_flight} section describes; a read
+    waits for one at most C{wait} seconds.
+    """
+    in_flight = config.in_flight
+    limits = SlotLimits(
+        in_flight=in_flight.reads,
+        tenant_share=in_flight.tenant_share,
+        tenant_queue=in_flight.tenant_queue,
+        queue=in_flight.queue,
+        wait=wait,
+    )
+    observer = (
+        slot_metrics(registry).for_slots(config.name, "reads", limits.in_flight)
+        if registry is not None
+        else None
+    )
+    return UpstreamSlots(config.name, "reads", limits, reactor, observer)
+
+
 def build_reads(
-    config: Config, reactor: Any, credentials: Optional[Mapping[str, ICredentials]] = None
+    config: Config,
+    reactor: Any,
+    credentials: Optional[Mapping[str, ICredentials]] = None,
+    registry: Optional[CollectorRegistry] = None,
 ) -> ReadClients:
     """
-    The read path a configuration asks for, with a client per enabled API.
+    The read path a configuration asks for, with a client per enabled API,
+    and read slots per upstream (shared by the APIs it answers), each
+    waited for at most the longest C{timeout} of those APIs.
 
     @param credentials: issued credentials (Azure AD) by upstream name, in
         place of the static ones the configuration names.
+    @param registry: where the slots' series go.
 
     @raise ConfigError: when an upstream's C{ca_file} cannot be used.
     """
     clients: list[HTTPClient] = []
     problems: list[str] = []
+    query = config.query
+    routes = [r for r in (query.prometheus, query.loki, query.tempo) if r is not None]
+    slots: dict[str, UpstreamSlots] = {}
+    for name in {r.upstream for r in routes}:
+        upstream_config = config.upstreams[name]
+        assert isinstance(upstream_config, HTTPUpstreamConfig)  # checked when loaded
+        wait = max(r.timeout for r in routes if r.upstream == name)
+        slots[name] = read_slots(upstream_config, reactor, wait, registry)
 
     def upstream(api: str, read: Optional[ReadRouteConfig]) -> Optional[ReadUpstream]:
         if read is None:
@@ -147,6 +214,7 @@ def build_reads(
                 reactor,
                 tenant_header=config.tenancy.header,
                 credentials=(credentials or {}).get(read.upstream),
+                in_flight=upstream.in_flight.reads,
             )
         except (OSError, ValueError) as e:
             problems.append(f"query.{api}.upstream: {read.upstream}: {e}")
@@ -158,9 +226,9 @@ def build_reads(
             path=read.path,
             max_response_bytes=read.max_response_bytes,
             tenant_label=upstream.tenancy.label,
+            slots=slots[read.upstream],
         )
 
-    query = config.query
     settings = QuerySettings(
         prometheus=upstream("prometheus", query.prometheus),
         loki=upstream("loki", query.loki),
@@ -169,4 +237,4 @@ def build_reads(
     )
     if problems:
         raise ConfigError(problems)
-    return ReadClients(settings, clients)
+    return ReadClients(settings, clients, slots)

@@ -2,8 +2,9 @@
 Delivering pushes to upstreams (HTTP, or local files) with nothing silently
 lost: every push ends as a 2xx L{Delivery}, an L{UpstreamRejected} the
 client must not retry, or an L{UpstreamUnavailable} it must.  HTTP goes
-through the one outbound client, L{sealgw.http}; this layer adds retries,
-the status mapping and C{Retry-After}.
+through the one outbound client, L{sealgw.http}, whose status mapping
+(L{sealgw.http.status_verdict}) and upstream slots it shares with the
+read path; this layer adds retries and C{Retry-After}.
 """
 
 from sealgw.relay._file import FileUpstream

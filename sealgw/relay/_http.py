@@ -7,7 +7,12 @@ What the client is answered decides whether data survives an outage (see
 PROTOCOLS.md, section 2), so every way a request can end is mapped to
 exactly one of: L{Delivery} (2xx), L{UpstreamRejected} (the data itself was
 refused: the same 4xx) or L{UpstreamUnavailable} (try again later: 429,
-502, 503, 504).
+502, 503, 504), by the gateway's one mapping (L{sealgw.http.status_verdict}).
+
+Each attempt holds one of the upstream's push slots
+(L{sealgw.http.UpstreamSlots}) while it is sent and answered, not while
+it waits to be retried: one tenant's burst fills at most its share, and
+the others' pushes still go at once.
 """
 
 from __future__ import annotations
@@ -26,15 +31,20 @@ from zope.interface import implementer
 from sealgw.config import HTTPUpstreamConfig
 from sealgw.credentials import ICredentials
 from sealgw.http import (
+    DEFAULT_RETRY_AFTER,
+    UNSENT,
     Body,
     BodyReadFailed,
-    CredentialsUnavailable,
     HTTPClient,
     IHTTPClient,
     IHTTPResponse,
+    SlotLimits,
+    SlotRefused,
+    UpstreamSlots,
     describe,
     join_url,
     sendable,
+    slot_metrics,
 )
 from sealgw.relay._health import UpstreamHealth
 from sealgw.relay._interfaces import (
@@ -56,8 +66,39 @@ _NOT_FROM_PUSH = frozenset(
     {"authorization", "proxy-authorization", "cookie", "user-agent"}
 )
 
-#: A request attempt that was never sent (no credentials) is not timed.
-_UNSENT = ""
+
+def push_slots(
+    config: HTTPUpstreamConfig, reactor: Any, metrics: Optional[IRelayMetrics] = None
+) -> UpstreamSlots:
+    """
+    The push slots C{config}'s C{in_flight} section describes; a push
+    waits for one at most the upstream's C{response} timeout.
+    """
+    in_flight = config.in_flight
+    limits = SlotLimits(
+        in_flight=in_flight.pushes,
+        tenant_share=in_flight.tenant_share,
+        tenant_queue=in_flight.tenant_queue,
+        queue=in_flight.queue,
+        wait=config.timeouts.response,
+    )
+    registry = getattr(metrics, "registry", None)
+    observer = (
+        slot_metrics(registry).for_slots(config.name, "pushes", limits.in_flight)
+        if registry is not None
+        else None
+    )
+    return UpstreamSlots(config.name, "pushes", limits, reactor, observer)
+
+
+def _final(error: UpstreamRejected | UpstreamUnavailable) -> UpstreamRejected | UpstreamUnavailable:
+    """
+    C{error} as the client gets it: every 429 and 503 with a
+    C{Retry-After}.
+    """
+    if error.status in (429, 503) and error.retry_after is None:
+        error.retry_after = DEFAULT_RETRY_AFTER
+    return error
 
 
 @implementer(IUpstream)
@@ -74,6 +115,8 @@ class HTTPUpstream:
     @param credentials: replace the static ones the configuration names
         (how Azure AD tokens come in); for the client built here only.
     @param random: the jitter source, C{[0, 1)}.
+    @param slots: the upstream's push slots; by default the ones
+        C{config.in_flight} describes.
     """
 
     _log = Logger()
@@ -87,6 +130,7 @@ class HTTPUpstream:
         metrics: Optional[IRelayMetrics] = None,
         client: Optional[IHTTPClient] = None,
         random: RandomSource = _random.random,
+        slots: Optional[UpstreamSlots] = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -96,10 +140,12 @@ class HTTPUpstream:
         self._health = UpstreamHealth(reactor)
         # Parsed once per path: parsing a URL on every push is measurable.
         self._urls: dict[str, EncodedURL] = {}
+        self.slots = slots if slots is not None else push_slots(config, reactor, metrics)
         self._owned: Optional[IHTTPClient] = None
         if client is None:
             client = self._owned = HTTPClient.for_upstream(
-                config, reactor, tenant_header=tenant_header, credentials=credentials
+                config, reactor, tenant_header=tenant_header, credentials=credentials,
+                in_flight=self.slots.limits.in_flight,
             )
         self.client: IHTTPClient = client
 
@@ -116,9 +162,10 @@ class HTTPUpstream:
 
     def health(self) -> dict[str, Any]:
         """
-        How recent deliveries went, for C{/health}.
+        How recent deliveries went, and the push slots in use, for
+        C{/health}.
         """
-        return self._health.report()
+        return {**self._health.report(), "pushes_in_flight": self.slots.report()}
 
     async def _deliver(self, push: Push) -> Delivery:
         started = push.received_at or self._reactor.seconds()
@@ -147,15 +194,19 @@ class HTTPUpstream:
                 return attr.evolve(outcome.delivery, attempts=attempts)
             error = outcome.error
             assert error is not None
+            detail = f" ({outcome.detail})" if outcome.detail else ""
             if outcome.retry_reason is None:
-                # A refusal of the data is the client's business (it is
-                # told); anything else is the operator's.
-                log = self._log.info if isinstance(error, UpstreamRejected) else self._log.warn
+                # A refusal of the data, or of a tenant over its share of
+                # the upstream, is the client's business (it is told, and
+                # the slots' metrics count it); anything else is the
+                # operator's.
+                log = self._log.info if outcome.clients else self._log.warn
                 log(
-                    "{upstream}: {signal} for {tenant} not delivered: {error}",
+                    "{upstream}: {signal} for {tenant} not delivered: {error}{detail}",
                     upstream=self.name, signal=push.signal, tenant=push.tenant, error=error,
+                    detail=detail,
                 )
-                raise error
+                raise _final(error)
             decision = next_retry(
                 self.config.retry,
                 attempts,
@@ -167,18 +218,24 @@ class HTTPUpstream:
             if decision.delay is None:
                 error.reason = f"{error.reason} ({decision.why})"
                 self._log.warn(
-                    "{upstream}: {signal} for {tenant} not delivered: {error}",
+                    "{upstream}: {signal} for {tenant} not delivered: {error}{detail}",
                     upstream=self.name, signal=push.signal, tenant=push.tenant, error=error,
+                    detail=detail,
                 )
-                raise error
+                raise _final(error)
             self._metrics.retried(self.name, outcome.retry_reason)
             self._log.info(
-                "{upstream}: attempt {attempt} failed ({error}); retrying in {delay:.2f}s",
+                "{upstream}: attempt {attempt} failed ({error}{detail}); retrying in {delay:.2f}s",
                 upstream=self.name, attempt=attempts, error=error, delay=decision.delay,
+                detail=detail,
             )
             await deferLater(self._reactor, decision.delay, lambda: None)
 
     async def _attempt(self, url: EncodedURL, headers: dict[str, str], push: Push) -> Outcome:
+        try:
+            slot = await self.slots.acquire(push.tenant)
+        except SlotRefused as e:
+            return failure_outcome(e)
         began = self._reactor.seconds()
         label = "error"
         try:
@@ -188,13 +245,9 @@ class HTTPUpstream:
         except CancelledError:
             label = "cancelled"
             raise
-        except CredentialsUnavailable as e:
-            label = _UNSENT
-            raise UpstreamUnavailable(
-                503, "upstream credentials are not available", retry_after=e.retry_after
-            ) from None
         finally:
-            if label != _UNSENT:
+            slot.release()
+            if label != UNSENT:
                 self._metrics.observe(self.name, label, self._reactor.seconds() - began)
 
     async def _exchange(self, url: EncodedURL, headers: dict[str, str], push: Push) -> Outcome:
@@ -208,7 +261,7 @@ class HTTPUpstream:
                 content_encoding=push.content_encoding,
                 tenant=push.tenant,
             )
-        except (CancelledError, CredentialsUnavailable):
+        except CancelledError:
             raise
         except Exception as e:
             return failure_outcome(e)

@@ -62,7 +62,7 @@ class DeliveryFailed(Exception):
 class UpstreamRejected(DeliveryFailed):
     """
     The upstream refused the data itself (a 4xx other than 408, 429 and
-    the credential statuses 401, 403, 407: see L{sealgw.relay._outcome});
+    the credential statuses 401, 403, 407: see L{sealgw.http.status_verdict});
     sending it again will not help, so the client must be told the same
     status and must not retry.  C{status} is the upstream's 4xx, C{reason}
     the start of its answer (at most ~1 KiB), C{retry_after} always
@@ -78,8 +78,10 @@ class UpstreamUnavailable(DeliveryFailed):
     The push was not delivered, and sending it again later may work; the
     client must get a status it retries on: 502 (upstream 5xx, a broken or
     unexpected answer, upstream refused our credentials), 503 (cannot
-    connect, upstream said 503, local disk trouble), 504 (timed out) or
-    429 (upstream rate limit, retries exhausted).
+    connect, upstream said 503, local disk trouble, the upstream's slots
+    are saturated), 504 (timed out, or upstream said 504) or 429 (upstream
+    rate limit, retries exhausted; or the tenant is over its share of the
+    upstream's slots).
     """
 
     def __str__(self) -> str:

@@ -179,7 +179,9 @@ class QueryRoutes:
             )
             if upstream.tenant_label is not None:
                 read = label_read(read, upstream.tenant_label)
-            await proxy_read(upstream, read, RequestDownstream(request))
+            await proxy_read(
+                upstream, read, RequestDownstream(request), tenant=admission.tenant
+            )
             return None
         except ReadRefused as e:
             return answer_error(request, e.status, e.message, e.headers)
