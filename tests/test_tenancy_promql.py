@@ -233,7 +233,10 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(len(fits), MAX_QUERY_BYTES)
         enforce_query(fits, A)
         e = self.assertRaises(LabelEnforcementError, enforce_query, fits + " ", A)
-        self.assertEqual(str(e), f"the query is longer than {MAX_QUERY_BYTES} bytes")
+        self.assertEqual(
+            str(e),
+            f"the query is longer than {MAX_QUERY_BYTES} bytes (query.promql.max_query_bytes)",
+        )
         # Bytes, not characters.
         self.assertRaises(
             LabelEnforcementError, enforce_selector, '{a="' + "é" * 40_000 + '"}', A

@@ -13,9 +13,12 @@ import attr
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 
-from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, ReadRouteConfig
+from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, PromQLConfig, ReadRouteConfig
 from sealgw.credentials import ICredentials
 from sealgw.http import HTTPClient, IHTTPClient, join_url
+from sealgw.query._enforcer import LabelEnforcer
+from sealgw.query._pool import InlineParser, IPromQLParser, ParserPool
+from sealgw.tenancy import PromQLBounds
 
 MiB = 1024 * 1024
 
@@ -55,6 +58,10 @@ class ReadUpstream:
     @ivar tenant_label: for a store without tenants, the label that keeps
         them apart: every read is held to its tenant by it
         (L{sealgw.query.label_read}) and sent without a tenant header.
+    @ivar enforcer: what holds the PromQL of those reads to the tenant:
+        the gateway's bounds, cache and parser processes
+        (L{build_reads}); by default every query is parsed inline, which
+        only tests should do.
     """
 
     client: IHTTPClient
@@ -62,6 +69,7 @@ class ReadUpstream:
     path: str = attr.field(default="", validator=_prefix)
     max_response_bytes: int = attr.field(default=DEFAULT_MAX_RESPONSE_BYTES, validator=_positive)
     tenant_label: Optional[str] = None
+    enforcer: LabelEnforcer = attr.field(factory=lambda: LabelEnforcer(InlineParser()))
 
     def url_for(self, path: str, query: str) -> str:
         """
@@ -111,14 +119,39 @@ class ReadClients(Service):
     holds the connections pushes need.
     """
 
-    def __init__(self, settings: QuerySettings, clients: list[HTTPClient]) -> None:
+    def __init__(
+        self,
+        settings: QuerySettings,
+        clients: list[HTTPClient],
+        parser: Optional[IPromQLParser] = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients
+        self.parser = parser or InlineParser()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        closing = DeferredList([c.close() for c in self.clients], consumeErrors=True)
+        closing = DeferredList(
+            [c.close() for c in self.clients] + [self.parser.stop()], consumeErrors=True
+        )
         return closing.addCallback(lambda _: None)
+
+
+def build_enforcer(config: PromQLConfig, reactor: Any) -> LabelEnforcer:
+    """
+    Label enforcement as C{query.promql} configures it, on a pool of
+    parser processes started when first needed.
+    """
+    pool = ParserPool(reactor, processes=config.processes, budget=config.parse_timeout)
+    bounds = PromQLBounds(
+        max_query_bytes=config.max_query_bytes,
+        max_nesting=config.max_nesting,
+        max_matchers=config.max_matchers,
+        max_regex_matchers=config.max_regex_matchers,
+        max_regex_bytes=config.max_regex_bytes,
+        max_regex_size=config.max_regex_size,
+    )
+    return LabelEnforcer(pool, bounds, config.cache_entries, config.cache_bytes)
 
 
 def build_reads(
@@ -134,6 +167,9 @@ def build_reads(
     """
     clients: list[HTTPClient] = []
     problems: list[str] = []
+    # One enforcer, and so one parser pool and one cache, for the gateway
+    # (per worker process); its processes start with the first query.
+    enforcer = build_enforcer(config.query.promql, reactor)
 
     def upstream(api: str, read: Optional[ReadRouteConfig]) -> Optional[ReadUpstream]:
         if read is None:
@@ -158,6 +194,7 @@ def build_reads(
             path=read.path,
             max_response_bytes=read.max_response_bytes,
             tenant_label=upstream.tenancy.label,
+            enforcer=enforcer,
         )
 
     query = config.query
@@ -169,4 +206,4 @@ def build_reads(
     )
     if problems:
         raise ConfigError(problems)
-    return ReadClients(settings, clients)
+    return ReadClients(settings, clients, enforcer.parser)

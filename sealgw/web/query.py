@@ -177,9 +177,10 @@ class QueryRoutes:
                 body=form,
                 content_type=content_type,
             )
+            sent: ReadRequest[Optional[str]] = read
             if upstream.tenant_label is not None:
-                read = label_read(read, upstream.tenant_label)
-            await proxy_read(upstream, read, RequestDownstream(request))
+                sent = await label_read(read, upstream.tenant_label, upstream.enforcer)
+            await proxy_read(upstream, sent, RequestDownstream(request))
             return None
         except ReadRefused as e:
             return answer_error(request, e.status, e.message, e.headers)
