@@ -29,8 +29,8 @@ from sealgw.tenancy import (
 #: regular expression, is at most this long and nests at most this deep:
 #: the parser's time grows with the square of the nesting, and such a
 #: query costs it at most a few hundred microseconds (docs/query.rst).
-INLINE_BYTES = 2048
-INLINE_NESTING = 24
+INLINE_BYTES = 512
+INLINE_NESTING = 8
 
 #: What a cached entry is taken to cost besides its text.
 _ENTRY_OVERHEAD = 200
