@@ -295,6 +295,11 @@ class ParserPool:
         children = list(self.children)
         timers = []
         for child in children:
+            job = child.job
+            if job is not None and job.timer is not None and job.timer.active():
+                # The grace decides now; the query is refused as the
+                # gateway stops, not for its time.
+                job.timer.cancel()
             if child.transport is not None:
                 child.transport.closeStdin()
             timers.append(self.reactor.callLater(STOP_GRACE, child.kill))
