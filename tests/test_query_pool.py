@@ -36,6 +36,15 @@ DIES_ON_A_QUERY = (
 )
 
 
+#: A child that says it is ready, then answers a request with what is not
+#: JSON.
+WRITES_GARBAGE = (
+    "import sys; out = sys.stdout.buffer; out.write(b'\\x00\\x00\\x00\\x0e{\"ready\":true}'); "
+    "out.flush(); sys.stdin.buffer.read(5); out.write(b'\\x00\\x00\\x00\\x03xyz'); out.flush(); "
+    "sys.stdin.buffer.read()"
+)
+
+
 class ClockedReactor:
     """
     The real reactor's processes, a L{Clock}'s time: the budget runs out
@@ -174,6 +183,16 @@ class ParserPoolTests(TestCase):
         self.assertEqual(e, "the query cannot be checked: the PromQL parser ended on it")
         await _outcome(enforce(pool, "up"))
         self.assertEqual(len(self.reactor.spawned), 2)
+
+    async def test_child_writes_garbage(self) -> None:
+        """
+        A child that writes what is not a frame is killed; its query is
+        refused.
+        """
+        pool = self.pool(command=[sys.executable, "-c", WRITES_GARBAGE])
+        e = await _outcome(enforce(pool, "up"))
+        self.assertEqual(e, "the query cannot be checked: the PromQL parser ended on it")
+        self.assertEqual(pool.children, [])
 
     async def test_child_cannot_start(self) -> None:
         """

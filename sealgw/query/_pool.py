@@ -128,7 +128,15 @@ class _Child(ProcessProtocol):
             if len(self._buffer) < 4 + size:
                 return
             body, self._buffer = self._buffer[4 : 4 + size], self._buffer[4 + size :]
-            self.pool._answered(self, json.loads(body))
+            try:
+                message = json.loads(body)
+            except ValueError:
+                message = None
+            if not isinstance(message, dict):
+                _log.error("the PromQL parser process wrote what is not a frame; it is killed")
+                self.kill()
+                return
+            self.pool._answered(self, message)
 
     def send(self, job: _Job) -> None:
         self.job = job
@@ -208,9 +216,13 @@ class ParserPool:
 
     def _start(self) -> None:
         child = _Child(self)
-        env = dict(os.environ)
-        # The child imports this very sealgw, wherever it was imported from.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # The child imports this very sealgw, wherever it was imported
+        # from, and gets nothing else of the gateway's environment (no
+        # credentials in it).
+        env = {
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "PATH": os.environ.get("PATH", ""),
+        }
         self.children.append(child)
         try:
             self.reactor.spawnProcess(
@@ -304,10 +316,18 @@ class ParserPool:
                 child.transport.closeStdin()
             timers.append(self.reactor.callLater(STOP_GRACE, child.kill))
 
+        done: Deferred[None] = Deferred()
+
         def stopped(_: object) -> None:
             for timer in timers:
                 if timer.active():
                     timer.cancel()
+            if not done.called:
+                done.callback(None)
 
+        # A child whose end is never reported (a reactor without its
+        # SIGCHLD handler) does not hold the gateway's stop for ever.
+        timers.append(self.reactor.callLater(2 * STOP_GRACE, stopped, None))
         ended = DeferredList([c.ended for c in children if not c.gone], consumeErrors=True)
-        return ended.addCallback(stopped)
+        ended.addCallback(stopped)
+        return done

@@ -17,6 +17,7 @@ standard input closes.  It keeps no state between requests.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Optional
@@ -101,6 +102,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group: the gateway decides when
+    # this process ends, by closing its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Nothing else may write to the frames' stream.
     sys.stdout = sys.stderr
