@@ -7,6 +7,7 @@ parser processes.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -74,13 +75,39 @@ class EnforcerTests(SynchronousTestCase):
             self.successResultOf(self.enforcer.query(text, A))
         self.assertEqual([text for _, text in self.parser.asked], pooled)
 
-    def test_bounds_before_anything(self) -> None:
-        enforcer = LabelEnforcer(self.parser, PromQLBounds(max_regex_matchers=1))
-        failure = self.failureResultOf(
-            enforcer.query('up{a=~"1", b=~"2"}', A), LabelEnforcementError
-        )
-        self.assertIn("query.promql.max_regex_matchers", str(failure.value))
+    def test_bounds(self) -> None:
+        """
+        The length is checked before anything; a short plain query is
+        scanned here; the bounds of any other are checked where it is
+        parsed, so a long query costs the reactor no scan.
+        """
+        enforcer = LabelEnforcer(self.parser, PromQLBounds(max_query_bytes=100, max_nesting=3))
+        failure = self.failureResultOf(enforcer.query("up" + " " * 99, A), LabelEnforcementError)
+        self.assertIn("query.promql.max_query_bytes", str(failure.value))
+        failure = self.failureResultOf(enforcer.query("-(-(-(-up)))", A), LabelEnforcementError)
+        self.assertIn("query.promql.max_nesting", str(failure.value))
         self.assertEqual(self.parser.asked, [])
+        failure = self.failureResultOf(
+            enforcer.query('-(-(-(-up{a=~"x"})))', A), LabelEnforcementError
+        )
+        self.assertIn("query.promql.max_nesting", str(failure.value))
+        self.assertEqual(self.parser.asked, [("query", '-(-(-(-up{a=~"x"})))')])
+
+    def test_reactor_cost_bounded(self) -> None:
+        """
+        What the reactor thread pays for the longest query the bounds
+        admit before it goes to the parser process: its length, two
+        substring searches; not the scan, which costs tens of
+        milliseconds at this length.
+        """
+        hosts = "|".join(f"host-{i:04d}\\\\.example\\\\.com" for i in range(2000))
+        query = f'up{{instance=~"{hosts}"}}'
+        self.parser.answer = "sent"
+        start = time.thread_time()
+        for _ in range(20):
+            self.enforcer.cache = RewriteCache(10, 10**6)
+            self.successResultOf(self.enforcer.query(query, A))
+        self.assertLess((time.thread_time() - start) / 20, 0.002)
 
     def test_cached(self) -> None:
         """

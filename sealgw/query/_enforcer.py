@@ -1,9 +1,10 @@
 """
 Holding PromQL to a tenant's label without holding the process: each
-query is counted against its bounds first (microseconds), answered from
-a cache of recent rewrites when it was seen before (dashboards ask the
-same queries every refresh), parsed inline only when the bounds make
-that cheap, and otherwise in a parser process (L{sealgw.query._pool}).
+query is answered from a cache of recent rewrites when it was seen
+before (dashboards ask the same queries every refresh), parsed inline
+only when it is short and plain enough to cost a fraction of a
+millisecond, and otherwise counted against its bounds and parsed in a
+parser process (L{sealgw.query._pool}).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from sealgw.tenancy import (
     DEFAULT_BOUNDS,
     LabelEnforcementError,
     PromQLBounds,
-    QueryShape,
     TenantLabel,
     check_bounds,
+    check_size,
 )
 
 #: A query is parsed inline, on the reactor thread, only when it holds no
@@ -125,10 +126,10 @@ class LabelEnforcer:
         if found is not None:
             return succeed(found)
         try:
-            shape = check_bounds(text, self.bounds)
+            check_size(text, self.bounds)
+            parser = self._inline if self._cheap(text) else self.parser
         except LabelEnforcementError as e:
             return fail(e)
-        parser = self._inline if inline(shape, text) else self.parser
         done = parser.enforce(kind, text, tenant, self.bounds)
 
         def keep(result: Union[str, Failure]) -> Union[str, Failure]:
@@ -141,13 +142,17 @@ class LabelEnforcer:
         return done.addBoth(keep)
 
 
-def inline(shape: QueryShape, text: str) -> bool:
-    """
-    Whether a query of this shape is cheap enough to parse on the
-    reactor thread.
-    """
-    return (
-        shape.regex_matchers == 0
-        and shape.nesting <= INLINE_NESTING
-        and len(text) <= INLINE_BYTES
-    )
+    def _cheap(self, text: str) -> bool:
+        """
+        Whether C{text} may be parsed on the reactor thread: short, with
+        no regular expression (looked for as text, so C{=~} in a string
+        counts too), and not nested deeply.  Only such a short query is
+        scanned here; the bounds of every other are checked in the parser
+        process, before it parses.
+
+        @raise LabelEnforcementError: a short query over a bound.
+        """
+        if len(text) > INLINE_BYTES or "=~" in text or "!~" in text:
+            return False
+        shape = check_bounds(text, self.bounds)
+        return shape.regex_matchers == 0 and shape.nesting <= INLINE_NESTING

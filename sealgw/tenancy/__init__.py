@@ -4,7 +4,13 @@ for stores without tenants of their own, the label that keeps them apart
 (PromQL rewritten on a real parser's syntax tree).
 """
 
-from sealgw.tenancy._bounds import MAX_REPEAT, PromQLBounds, QueryShape, check_bounds
+from sealgw.tenancy._bounds import (
+    MAX_REPEAT,
+    PromQLBounds,
+    QueryShape,
+    check_bounds,
+    check_size,
+)
 from sealgw.tenancy._choose import (
     TenantConflict,
     TenantForbidden,
@@ -43,6 +49,7 @@ __all__ = [
     "TenantRequired",
     "UsernameTenantError",
     "check_bounds",
+    "check_size",
     "choose_tenant",
     "enforce_query",
     "enforce_selector",
