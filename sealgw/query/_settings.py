@@ -111,7 +111,8 @@ class QuerySettings:
 class ReadClients(Service):
     """
     The read path's settings, and the outbound clients built for them:
-    a service whose stopping closes their pooled connections.
+    a service whose stopping closes their pooled connections and stops
+    the PromQL parser processes (L{sealgw.query._pool.ParserPool}).
 
     Reads get clients of their own rather than the push relay's: the same
     upstream, credentials and TLS, but their own response timeout (reads
