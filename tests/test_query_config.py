@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attr
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,6 +16,9 @@ from sealgw.config import ConfigError, read
 from sealgw.config._model import UpstreamTenancy
 from sealgw.http import HTTPClient
 from sealgw.query import build_reads
+from sealgw.query._pool import ParserPool
+from sealgw.query._settings import build_enforcer
+from sealgw.tenancy import DEFAULT_BOUNDS
 
 LISTENERS = [{"endpoint": "tcp:0:interface=127.0.0.1"}]
 
@@ -174,3 +178,74 @@ class BuildTests(SynchronousTestCase):
             ),
             64,
         )
+
+class PromQLKeyTests(SynchronousTestCase):
+    """
+    C{query.promql}: the bounds a label-tenancy query is held to, its
+    parse budget, its parser processes and its cache.
+    """
+
+    def test_defaults(self) -> None:
+        promql = config().query.promql
+        self.assertEqual(
+            attr.asdict(promql),
+            {
+                "max_query_bytes": 65536,
+                "max_nesting": 256,
+                "max_matchers": 1000,
+                "max_regex_matchers": 100,
+                "max_regex_bytes": 65536,
+                "max_regex_size": 262144,
+                "parse_timeout": 2.0,
+                "processes": 1,
+                "cache_entries": 4096,
+                "cache_bytes": 16 * 1024 * 1024,
+            },
+        )
+        # The defaults are the tenancy package's own.
+        enforcer = build_enforcer(config().query.promql, Clock())
+        self.assertEqual(enforcer.bounds, DEFAULT_BOUNDS)
+
+    def test_set(self) -> None:
+        promql = config(query={"promql": {
+            "max_query_bytes": "16KiB",
+            "max_regex_matchers": 20,
+            "max_regex_size": 100000,
+            "parse_timeout": "500ms",
+            "processes": 2,
+            "cache_bytes": "1MiB",
+        }}).query.promql
+        self.assertEqual(promql.max_query_bytes, 16384)
+        self.assertEqual(promql.max_regex_matchers, 20)
+        self.assertEqual(promql.parse_timeout, 0.5)
+        enforcer = build_enforcer(promql, Clock())
+        self.assertEqual(enforcer.bounds.max_regex_size, 100000)
+        self.assertEqual(enforcer.cache.max_bytes, 1024 * 1024)
+        pool = enforcer.parser
+        assert isinstance(pool, ParserPool)
+        self.assertEqual((pool.processes, pool.budget), (2, 0.5))
+
+    def test_problems(self) -> None:
+        for written, message in [
+            ({"max_matchers": 0}, "query.promql.max_matchers: must be at least 1"),
+            ({"max_regex_matchers": -1}, "query.promql.max_regex_matchers: must be at least 1"),
+            ({"max_regex_bytes": "lots"}, "query.promql.max_regex_bytes:"),
+            ({"parse_timeout": 0}, "query.promql.parse_timeout:"),
+            ({"processes": 0}, "query.promql.processes: must be at least 1"),
+            ({"max_regexes": 5}, "query.promql.max_regexes: unknown key"),
+        ]:
+            found = problems(query={"promql": written})
+            self.assertEqual(len(found), 1, found)
+            self.assertIn(message, found[0])
+
+    def test_reaches_the_read_path(self) -> None:
+        parsed = config(
+            upstreams={"p": upstream({"label": "tenant"})},
+            query={"prometheus": {"upstream": "p"}, "promql": {"max_nesting": 10}},
+        )
+        clients = build_reads(parsed, Clock())
+        self.addCleanup(clients.stopService)
+        assert clients.settings.prometheus is not None
+        enforcer = clients.settings.prometheus.enforcer
+        self.assertEqual(enforcer.bounds.max_nesting, 10)
+        self.assertIs(clients.parser, enforcer.parser)

@@ -8,12 +8,16 @@ tenant header is sent, and the reads no label can narrow are refused.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from sealgw.query import encode_form, parse_form
+from sealgw.query import READ_ROUTES, ReadRequest, encode_form, label_read, parse_form
+from sealgw.query._enforcer import LabelEnforcer
 from sealgw.query._outcome import ReadRefused
+from sealgw.query._pool import InlineParser, IPromQLParser, ParserUnavailable
 from sealgw.testing import SentRequest
 from tests.test_query_support import MIMIR, PAIR, SOLO, TRIO, Reads
 
@@ -183,6 +187,24 @@ class LabelReadsTests(SynchronousTestCase):
             self.assertIn(words, body, path)
         self.assertEqual(self.reads.sent(), [])
 
+    def test_bounds_and_functions(self) -> None:
+        """
+        A query over a bound is refused naming the bound and its value; a
+        function not reviewed for label tenancy naming the function.
+        """
+        hostile = "up{" + ",".join(f'l{i}=~"\\\\w{{250}}"' for i in range(200)) + "}"
+        for query, words in [
+            (hostile, b"holds 200 regular-expression matchers (=~, !~): the gateway takes at most "
+                      b"100 (query.promql.max_regex_matchers)"),
+            ('up{a=~"\\\\w{250}"}', b"(query.promql.max_regex_size"),
+            ("info(up)", b"the function info() is not allowed"),
+            ("sum(info(rate(up[5m])))", b"target_info series that no selector"),
+        ]:
+            code, body = self.get("/api/v1/query?" + urlencode({"query": query}))
+            self.assertEqual(code, 400, query)
+            self.assertIn(words, body, query)
+        self.assertEqual(self.reads.sent(), [])
+
     def test_other_apis_unaffected(self) -> None:
         """
         The label is the Prometheus upstream's; Loki's reads keep the
@@ -218,3 +240,53 @@ class FormTests(SynchronousTestCase):
         text = encode_form(pairs)
         self.assertEqual(text, "match%5B%5D=%7Ba%3D%22b+c%22%7D&q=%C3%A9%26%3D")
         self.assertEqual(parse_form(text.encode()), pairs)
+
+
+class TenantRequiredTests(SynchronousTestCase):
+    """
+    The label path takes only reads with a tenant (the type says so); a
+    read without one, from whatever caller, is refused rather than passed
+    on unrewritten.
+    """
+
+    def read(self, route_name: str, tenant: Any, query: str = "query=up") -> Any:
+        [route] = [r for r in READ_ROUTES if r.api == "prometheus" and r.name == route_name]
+        return ReadRequest(route=route, method="GET", path=route.path, tenant=tenant, query=query)
+
+    def label_read(self, read: Any, enforcer: Any = None) -> Any:
+        return Deferred.fromCoroutine(
+            label_read(read, "tenant", enforcer or LabelEnforcer(InlineParser()))
+        )
+
+    def test_no_tenant_refused(self) -> None:
+        for name in ("query", "series", "buildinfo", "metadata"):
+            for tenant in (None, ""):
+                refused = self.failureResultOf(self.label_read(self.read(name, tenant)), ReadRefused)
+                self.assertEqual(refused.value.status, 403, name)
+                self.assertIn("names no tenant", refused.value.message)
+
+    def test_with_tenant(self) -> None:
+        sent = self.successResultOf(self.label_read(self.read("query", "team-a")))
+        self.assertIsNone(sent.tenant)
+        self.assertEqual(params(sent.query), [("query", UP_A)])
+
+    def test_parser_unavailable(self) -> None:
+        """
+        No parser process to take the query: 503, to try again.
+        """
+
+        @implementer(IPromQLParser)
+        class Unavailable:
+            def enforce(self, *args: Any) -> Deferred[str]:
+                return fail(ParserUnavailable("the gateway is stopping"))
+
+            def stop(self) -> Deferred[None]:
+                return succeed(None)
+
+        read = self.read("query", "team-a", "query=" + quote('up{a=~"x"}'))
+        refused = self.failureResultOf(
+            self.label_read(read, LabelEnforcer(Unavailable())), ReadRefused
+        ).value
+        self.assertEqual(refused.status, 503)
+        self.assertEqual(refused.headers, {"Retry-After": "1"})
+        self.assertIn("the gateway is stopping", refused.message)

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.tenancy import (
+    ALLOWED_FUNCTIONS,
     MAX_NESTING,
     MAX_QUERY_BYTES,
+    REFUSED_FUNCTIONS,
     LabelEnforcementError,
     TenantError,
     TenantLabel,
@@ -233,7 +235,10 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(len(fits), MAX_QUERY_BYTES)
         enforce_query(fits, A)
         e = self.assertRaises(LabelEnforcementError, enforce_query, fits + " ", A)
-        self.assertEqual(str(e), f"the query is longer than {MAX_QUERY_BYTES} bytes")
+        self.assertEqual(
+            str(e),
+            f"the query is longer than {MAX_QUERY_BYTES} bytes (query.promql.max_query_bytes)",
+        )
         # Bytes, not characters.
         self.assertRaises(
             LabelEnforcementError, enforce_selector, '{a="' + "é" * 40_000 + '"}', A
@@ -416,3 +421,65 @@ def _extend(inner: Any) -> Any:
 
 
 QUERIES = st.recursive(_vector, _extend, max_leaves=8)
+
+
+class FunctionTests(SynchronousTestCase):
+    """
+    The allow-list of functions under label tenancy
+    (L{sealgw.tenancy._functions}).
+    """
+
+    def test_info_refused(self) -> None:
+        """
+        C{info()} joins C{target_info} series no selector names: refused,
+        wherever it sits in the query.
+        """
+        for query in ("info(up)", 'sum(info(rate(up[5m]), {k8s_cluster_name=~".+"}))'):
+            e = self.assertRaises(LabelEnforcementError, enforce_query, query, A)
+            self.assertEqual(
+                str(e),
+                "the function info() is not allowed on this gateway's label-tenancy reads: "
+                "it joins target_info series that no selector of the query names",
+            )
+
+    def test_allowed_are_known(self) -> None:
+        """
+        Every function allowed is one the parser knows by that name (the
+        list holds no misspelling that would leave a real one out).
+        """
+        for name in ALLOWED_FUNCTIONS:
+            try:
+                promql.parse(f"{name}()")
+            except ValueError as e:
+                self.assertNotIn("unknown function", str(e), name)
+        self.assertEqual(ALLOWED_FUNCTIONS & REFUSED_FUNCTIONS.keys(), set())
+
+    def test_allowed_pass(self) -> None:
+        for query in (
+            'absent_over_time(nothing{job="x"}[5m])',
+            'label_join(up, "x", ",", "job", "instance")',
+            'sort_by_label(up, "job")',
+            "histogram_quantile(0.9, rate(x_bucket[5m]))",
+            "vector(1) + scalar(up) + time()",
+        ):
+            self.assertIn('tenant="team-a"', enforce_query(query, A), query)
+
+    def test_unreviewed_refused(self) -> None:
+        """
+        A function the parser learns of but nobody reviewed (one
+        registered as an extra, one Prometheus adds later) is refused.
+        """
+        promql.register_extra_functions([
+            promql.Function(
+                "sealgw_test_lookup", [promql.ValueType.Vector], promql.ValueType.Vector
+            )
+        ])
+        self.addCleanup(promql.clear_extra_functions)
+        e = self.assertRaises(
+            LabelEnforcementError, enforce_query, "sealgw_test_lookup(up)", A
+        )
+        self.assertEqual(
+            str(e),
+            "the function sealgw_test_lookup() is not allowed on this gateway's label-tenancy "
+            "reads: it has not been reviewed as reading only the series of the query's selectors",
+        )

@@ -355,17 +355,46 @@ class ReadRouteConfig:
 
 
 @attr.frozen
+class PromQLConfig:
+    """
+    PromQL held to a tenant's label (upstreams with C{tenancy: {label}}):
+    what a query may hold before it is parsed, how long its parsing may
+    take, where, and how many rewrites are remembered.  See
+    L{sealgw.tenancy.PromQLBounds} for what each bound counts.
+
+    @ivar parse_timeout: how long one query may take a parser process
+        before the process is killed and the query refused.
+    @ivar processes: parser processes per gateway process (per worker).
+    @ivar cache_entries: rewrites of recent queries remembered.
+    @ivar cache_bytes: the text those may hold together.
+    """
+
+    max_query_bytes: Bytes = 64 * 1024
+    max_nesting: Count = 256
+    max_matchers: Count = 1000
+    max_regex_matchers: Count = 100
+    max_regex_bytes: Bytes = 64 * 1024
+    max_regex_size: Count = 256 * 1024
+    parse_timeout: Seconds = 2.0
+    processes: Count = 1
+    cache_entries: Count = 4096
+    cache_bytes: Bytes = 16 * MiB
+
+
+@attr.frozen
 class QueryConfig:
     """
     The read path: an upstream per query API; an API left out answers 404.
 
     @ivar max_form_bytes: the largest POST form body a read may carry.
+    @ivar promql: label enforcement's bounds, parser and cache.
     """
 
     prometheus: Optional[ReadRouteConfig] = None
     loki: Optional[ReadRouteConfig] = None
     tempo: Optional[ReadRouteConfig] = None
     max_form_bytes: Bytes = 1 * MiB
+    promql: PromQLConfig = PromQLConfig()
 
 
 @attr.frozen

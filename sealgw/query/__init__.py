@@ -11,7 +11,10 @@ upstreams with the tenant the gate decided.
   - L{QuerySettings}: an upstream per API, built by the gateway from its
     configuration;
   - L{label_read}: a read of a store without tenants, held to its tenant
-    by a label on every selector (L{sealgw.tenancy.enforce_query}).
+    by a label on every selector (L{sealgw.tenancy.enforce_query}), by
+    way of a L{LabelEnforcer}: the query's bounds, a cache of rewrites,
+    and a L{ParserPool} of child processes for the queries that could
+    stall the reactor.
 
 The tenant decision is the gate's (L{sealgw.auth.Gate.admit} with
 C{federation=True}): one tenant the identity may use, or C{a|b} only with
@@ -20,6 +23,7 @@ named.  Nothing here reads a Twisted web request; L{sealgw.web.query}
 does.
 """
 
+from sealgw.query._enforcer import LabelEnforcer, RewriteCache
 from sealgw.query._headers import (
     CACHE_CONTROL,
     FORWARDED_REQUEST_HEADERS,
@@ -36,6 +40,13 @@ from sealgw.query._labels import (
     parse_form,
 )
 from sealgw.query._outcome import CREDENTIAL_STATUSES, ReadRefused, answer_status, failure_refusal
+from sealgw.query._pool import (
+    InlineParser,
+    IPromQLParser,
+    ParseBudgetExceeded,
+    ParserPool,
+    ParserUnavailable,
+)
 from sealgw.query._proxy import CappedConsumer, IDownstream, proxy_read
 from sealgw.query._request import FORM, ReadRequest, form_body, query_string
 from sealgw.query._routes import (
@@ -75,6 +86,13 @@ __all__ = [
     "READ_ROUTES",
     "CappedConsumer",
     "IDownstream",
+    "InlineParser",
+    "IPromQLParser",
+    "LabelEnforcer",
+    "ParseBudgetExceeded",
+    "ParserPool",
+    "ParserUnavailable",
+    "RewriteCache",
     "NotCanonical",
     "QuerySettings",
     "ReadClients",

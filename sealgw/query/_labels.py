@@ -2,8 +2,9 @@
 Reads of a Prometheus-compatible store that keeps no tenants (an upstream
 with C{tenancy: {label: NAME}}): every PromQL expression and series
 selector a read carries, in its query string and in its form body, is
-held to the tenant's label (L{sealgw.tenancy.enforce_query}), and no
-tenant header is sent.
+held to the tenant's label (L{sealgw.tenancy.enforce_query}, by way of
+L{sealgw.query._enforcer.LabelEnforcer}: bounds, a cache, a parser
+process), and no tenant header is sent.
 
 The parameters are parsed strictly and written out again whole, so that
 the upstream reads exactly the parameters that were checked: Go's servers
@@ -18,17 +19,13 @@ from collections.abc import Callable
 from typing import Optional
 from urllib.parse import quote_plus, unquote_to_bytes
 
-import attr
+from twisted.internet.defer import Deferred
 
+from sealgw.query._enforcer import LabelEnforcer
 from sealgw.query._outcome import ReadRefused
+from sealgw.query._pool import ParserUnavailable
 from sealgw.query._request import ReadRequest
-from sealgw.tenancy import (
-    LabelEnforcementError,
-    TenantError,
-    TenantLabel,
-    enforce_query,
-    enforce_selector,
-)
+from sealgw.tenancy import LabelEnforcementError, TenantError, TenantLabel
 
 #: The Prometheus reads whose C{query} parameter is PromQL.
 QUERY_ROUTES = frozenset({"query", "query_range", "query_exemplars"})
@@ -48,16 +45,28 @@ _PERCENT = re.compile(rb"(?:[^%]|%[0-9A-Fa-f]{2})*")
 Pairs = list[tuple[bytes, bytes]]
 
 
-def label_read(read: ReadRequest, label: str) -> ReadRequest:
+async def label_read(
+    read: ReadRequest[str], label: str, enforcer: LabelEnforcer
+) -> ReadRequest[None]:
     """
     C{read} held to its tenant by C{label}, to send without a tenant
     header.
 
-    @raise ReadRefused: 400 for parameters that cannot be parsed, or a
-        query or selector that cannot be held to the tenant; 404 for a
-        read that no label can narrow.
+    The read's tenant is the gate's decision and always present: a read
+    that names none is refused here, whoever called, rather than passed
+    on unrewritten (the boundary fails closed).
+
+    @raise ReadRefused: 403 for a read without a tenant; 400 for
+        parameters that cannot be parsed, or a query or selector that
+        cannot be held to the tenant (over a bound, a function not
+        allowed, too long to check); 404 for a read that no label can
+        narrow; 503 when no parser process can take the query.
     """
     route = read.route
+    if not isinstance(read.tenant, str) or not read.tenant:
+        raise ReadRefused(
+            403, "the read names no tenant: a store without tenants is never read without one"
+        )
     if route.api != "prometheus" or route.name not in (
         QUERY_ROUTES | SELECTOR_ROUTES | PLAIN_ROUTES
     ):
@@ -66,8 +75,8 @@ def label_read(read: ReadRequest, label: str) -> ReadRequest:
             f"{route.path} is not available on this gateway: the {route.api} upstream keeps "
             "tenants apart by label, and this read would show every tenant's series",
         )
-    if route.name in PLAIN_ROUTES or read.tenant is None:
-        return attr.evolve(read, tenant=None)
+    if route.name in PLAIN_ROUTES:
+        return read.without_tenant(read.query, read.body)
     try:
         tenant = TenantLabel.parse(label, read.tenant)
     except TenantError as e:
@@ -76,13 +85,13 @@ def label_read(read: ReadRequest, label: str) -> ReadRequest:
     body = parse_form(read.body) if read.body is not None else None
     try:
         if route.name in QUERY_ROUTES:
-            query = _rewrite(query, b"query", tenant, enforce_query)
+            query = await _rewrite(query, b"query", tenant, enforcer.query)
             if body is not None:
-                body = _rewrite(body, b"query", tenant, enforce_query)
+                body = await _rewrite(body, b"query", tenant, enforcer.query)
         else:
-            query = _rewrite(query, b"match[]", tenant, enforce_selector)
+            query = await _rewrite(query, b"match[]", tenant, enforcer.selector)
             if body is not None:
-                body = _rewrite(body, b"match[]", tenant, enforce_selector)
+                body = await _rewrite(body, b"match[]", tenant, enforcer.selector)
             if not any(key == b"match[]" for key, _ in query + (body or [])):
                 if route.name == "series":
                     raise ReadRefused(400, "series needs at least one match[] selector")
@@ -91,11 +100,13 @@ def label_read(read: ReadRequest, label: str) -> ReadRequest:
                 query.append((b"match[]", ("{" + str(tenant) + "}").encode("ascii")))
     except LabelEnforcementError as e:
         raise ReadRefused(400, str(e)) from None
-    return attr.evolve(
-        read,
-        query=encode_form(query),
-        body=encode_form(body).encode("ascii") if body is not None else None,
-        tenant=None,
+    except ParserUnavailable as e:
+        raise ReadRefused(
+            503, f"the query cannot be checked now ({e}): try again", {"Retry-After": "1"}
+        ) from None
+    return read.without_tenant(
+        encode_form(query),
+        encode_form(body).encode("ascii") if body is not None else None,
     )
 
 
@@ -135,8 +146,8 @@ def _unescape(text: bytes) -> bytes:
     return unquote_to_bytes(text.replace(b"+", b" "))
 
 
-def _rewrite(
-    pairs: Pairs, name: bytes, tenant: TenantLabel, enforce: Callable[[str, TenantLabel], str]
+async def _rewrite(
+    pairs: Pairs, name: bytes, tenant: TenantLabel, enforce: Callable[[str, TenantLabel], Deferred[str]]
 ) -> Pairs:
     out: Pairs = []
     for key, value in pairs:
@@ -145,6 +156,6 @@ def _rewrite(
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
                 raise ReadRefused(400, f"{name.decode()} is not UTF-8") from None
-            value = enforce(text, tenant).encode("ascii")
+            value = (await enforce(text, tenant)).encode("ascii")
         out.append((key, value))
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Optional
+from typing import Any, Generic, Optional, TypeVar, cast
 
 import attr
 
@@ -20,9 +20,14 @@ FORM = "application/x-www-form-urlencoded"
 #: as the gateway does: visible ASCII, no fragment.
 _QUERY = re.compile(r"[\x21-\x7e]*")
 
+#: What a read's C{tenant} is: C{str} for a read as the gate admitted it
+#: (L{sealgw.query.label_read} takes only those), L{None} once it is to be
+#: sent without a tenant header.
+TenantT = TypeVar("TenantT", bound=Optional[str], covariant=True)
+
 
 @attr.frozen
-class ReadRequest:
+class ReadRequest(Generic[TenantT]):
     """
     What to ask the upstream.
 
@@ -33,17 +38,26 @@ class ReadRequest:
     @ivar body: a POST's form body, as it came.
     @ivar tenant: the tenant header's value, as the gate decided it
         (C{a|b} for a federated read); L{None} sends no tenant header (an
-        upstream that keeps tenants apart by label).
+        upstream that keeps tenants apart by label, once
+        L{sealgw.query.label_read} has held the read to its tenant).
     """
 
     route: ReadRoute
     method: str
     path: str
-    tenant: Optional[str]
+    tenant: TenantT
     query: str = ""
     headers: Mapping[str, str] = attr.field(factory=dict)
     body: Optional[bytes] = None
     content_type: Optional[str] = None
+
+    def without_tenant(self, query: str, body: Optional[bytes]) -> ReadRequest[None]:
+        """
+        This read with C{query} and C{body} in place of its own, sent
+        without a tenant header.
+        """
+        evolved = attr.evolve(cast("ReadRequest[Any]", self), query=query, body=body, tenant=None)
+        return cast("ReadRequest[None]", evolved)
 
 
 def query_string(uri: bytes) -> str:

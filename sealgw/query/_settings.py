@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 
-from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, ReadRouteConfig
+from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, PromQLConfig, ReadRouteConfig
 from sealgw.credentials import ICredentials
 from sealgw.http import (
     HTTPClient,
@@ -24,6 +24,9 @@ from sealgw.http import (
     join_url,
     slot_metrics,
 )
+from sealgw.query._enforcer import LabelEnforcer
+from sealgw.query._pool import InlineParser, IPromQLParser, ParserPool
+from sealgw.tenancy import PromQLBounds
 
 MiB = 1024 * 1024
 
@@ -65,6 +68,10 @@ class ReadUpstream:
         (L{sealgw.query.label_read}) and sent without a tenant header.
     @ivar slots: the upstream's read slots, shared by every API it
         answers; L{None} leaves reads unbounded (tests).
+    @ivar enforcer: what holds the PromQL of those reads to the tenant:
+        the gateway's bounds, cache and parser processes
+        (L{build_reads}); by default every query is parsed inline, which
+        only tests should do.
     """
 
     client: IHTTPClient
@@ -73,6 +80,7 @@ class ReadUpstream:
     max_response_bytes: int = attr.field(default=DEFAULT_MAX_RESPONSE_BYTES, validator=_positive)
     tenant_label: Optional[str] = None
     slots: Optional[UpstreamSlots] = attr.field(default=None, eq=False)
+    enforcer: LabelEnforcer = attr.field(factory=lambda: LabelEnforcer(InlineParser()))
 
     def url_for(self, path: str, query: str) -> str:
         """
@@ -114,7 +122,8 @@ class QuerySettings:
 class ReadClients(Service):
     """
     The read path's settings, and the outbound clients built for them:
-    a service whose stopping closes their pooled connections.
+    a service whose stopping closes their pooled connections and stops
+    the PromQL parser processes (L{sealgw.query._pool.ParserPool}).
 
     Reads get clients of their own rather than the push relay's: the same
     upstream, credentials and TLS, but their own response timeout (reads
@@ -127,10 +136,12 @@ class ReadClients(Service):
         settings: QuerySettings,
         clients: list[HTTPClient],
         slots: Optional[Mapping[str, UpstreamSlots]] = None,
+        parser: Optional[IPromQLParser] = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
         self.slots: dict[str, UpstreamSlots] = dict(slots or {})
+        self.parser = parser or InlineParser()
 
     def health(self) -> dict[str, Any]:
         """
@@ -144,7 +155,9 @@ class ReadClients(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        closing = DeferredList([c.close() for c in self.clients], consumeErrors=True)
+        closing = DeferredList(
+            [c.close() for c in self.clients] + [self.parser.stop()], consumeErrors=True
+        )
         return closing.addCallback(lambda _: None)
 
 
@@ -174,6 +187,23 @@ def read_slots(
     return UpstreamSlots(config.name, "reads", limits, reactor, observer)
 
 
+def build_enforcer(config: PromQLConfig, reactor: Any) -> LabelEnforcer:
+    """
+    Label enforcement as C{query.promql} configures it, on a pool of
+    parser processes started when first needed.
+    """
+    pool = ParserPool(reactor, processes=config.processes, budget=config.parse_timeout)
+    bounds = PromQLBounds(
+        max_query_bytes=config.max_query_bytes,
+        max_nesting=config.max_nesting,
+        max_matchers=config.max_matchers,
+        max_regex_matchers=config.max_regex_matchers,
+        max_regex_bytes=config.max_regex_bytes,
+        max_regex_size=config.max_regex_size,
+    )
+    return LabelEnforcer(pool, bounds, config.cache_entries, config.cache_bytes)
+
+
 def build_reads(
     config: Config,
     reactor: Any,
@@ -201,6 +231,9 @@ def build_reads(
         assert isinstance(upstream_config, HTTPUpstreamConfig)  # checked when loaded
         wait = max(r.timeout for r in routes if r.upstream == name)
         slots[name] = read_slots(upstream_config, reactor, wait, registry)
+    # One enforcer, and so one parser pool and one cache, for the gateway
+    # (per worker process); its processes start with the first query.
+    enforcer = build_enforcer(query.promql, reactor)
 
     def upstream(api: str, read: Optional[ReadRouteConfig]) -> Optional[ReadUpstream]:
         if read is None:
@@ -227,6 +260,7 @@ def build_reads(
             max_response_bytes=read.max_response_bytes,
             tenant_label=upstream.tenancy.label,
             slots=slots[read.upstream],
+            enforcer=enforcer,
         )
 
     settings = QuerySettings(
@@ -237,4 +271,4 @@ def build_reads(
     )
     if problems:
         raise ConfigError(problems)
-    return ReadClients(settings, clients, slots)
+    return ReadClients(settings, clients, slots, enforcer.parser)

@@ -20,6 +20,8 @@ from typing import Any
 import attr
 import promql_parser as promql
 
+from sealgw.tenancy._bounds import PromQLBounds, check_bounds, nesting
+from sealgw.tenancy._functions import function_refusal
 from sealgw.tenancy._tenant import parse_tenant
 from sealgw.tenancy._writer import (
     LABEL_NAME,
@@ -29,27 +31,16 @@ from sealgw.tenancy._writer import (
     quote,
 )
 
-#: The most operators and brackets a query may hold (outside its strings
-#: and comments).  The parser and the syntax tree it hands over recurse
-#: once per level of nesting, in Rust, on the thread's stack: a query
-#: nested some thousands deep would crash the process, not fail.  Each
-#: level takes at least one of these tokens, so counting them bounds the
-#: depth before the parser sees the query.  Dashboards' queries hold a few
-#: dozen.
-MAX_NESTING = 256
+#: The bounds a query is held to by default (L{PromQLBounds}).
+DEFAULT_BOUNDS = PromQLBounds()
+MAX_NESTING = DEFAULT_BOUNDS.max_nesting
+MAX_QUERY_BYTES = DEFAULT_BOUNDS.max_query_bytes
 
-#: The longest query (or series selector) taken, in bytes.  The parser
-#: holds the GIL and compiles every regular expression it meets, about a
-#: microsecond a byte: a query this long stalls the reactor for some tens
-#: of milliseconds, a megabyte one would for a second.  A Grafana variable
-#: set to "All" over a few thousand hosts fits.
-MAX_QUERY_BYTES = 64 * 1024
-
-#: The bounds for a query as written back: as deep as the one read but
-#: with up to two parentheses more per operand, and longer (the tenant's
-#: matcher on every selector, C{\u} escapes).
-_WRITTEN_NESTING = 3 * MAX_NESTING
-_WRITTEN_BYTES = 8 * MAX_QUERY_BYTES
+#: How much deeper and longer a query may be as written back than as
+#: read: up to two parentheses more per operand, the tenant's matcher on
+#: every selector, C{\\u} escapes.
+_WRITTEN_NESTING = 3
+_WRITTEN_BYTES = 8
 
 #: How much of the parser's message a refusal repeats (the parser quotes
 #: the input, which may be large).
@@ -125,7 +116,7 @@ def quote_meta(text: str) -> str:
     return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
 
 
-def enforce_query(query: str, tenant: TenantLabel) -> str:
+def enforce_query(query: str, tenant: TenantLabel, bounds: PromQLBounds = DEFAULT_BOUNDS) -> str:
     """
     C{query} with C{tenant}'s matcher on every selector.
 
@@ -133,40 +124,56 @@ def enforce_query(query: str, tenant: TenantLabel) -> str:
     whatever it said, so a query can neither widen nor narrow its own
     tenant.
 
-    @raise LabelEnforcementError: the query is too long (L{MAX_QUERY_BYTES})
-        or nested too deeply (L{MAX_NESTING}), does not parse, or holds
-        what cannot be written back.
+    @raise LabelEnforcementError: the query is over one of C{bounds}
+        (L{check_bounds}, before it is parsed), does not parse, calls a
+        function not reviewed for label tenancy
+        (L{sealgw.tenancy._functions}), or holds what cannot be written
+        back.
     """
-    expr = _parse(query)
+    expr = _parse(query, bounds)
     rewritten = QueryWriter(tenant).expression(expr)
-    _verify(_parse(rewritten, _WRITTEN_NESTING, _WRITTEN_BYTES), tenant)
+    _verify(_parse_written(rewritten, bounds), tenant)
     return rewritten
 
 
-def enforce_selector(selector: str, tenant: TenantLabel) -> str:
+def enforce_selector(
+    selector: str, tenant: TenantLabel, bounds: PromQLBounds = DEFAULT_BOUNDS
+) -> str:
     """
     A series selector (a C{match[]} of C{series}, C{labels} or label
     values) with C{tenant}'s matcher, as L{enforce_query} does.
 
     @raise LabelEnforcementError: it is not one plain series selector.
     """
-    expr = _parse(selector)
+    expr = _parse(selector, bounds)
     if not isinstance(expr, promql.VectorSelector) or expr.offset or expr.at:
         raise LabelEnforcementError(
             "match[] must be a series selector, such as up{job=\"api\"}"
         )
     rewritten = QueryWriter(tenant).selector(expr)
-    _verify(_parse(rewritten, _WRITTEN_NESTING, _WRITTEN_BYTES), tenant)
+    _verify(_parse_written(rewritten, bounds), tenant)
     return rewritten
 
 
-def _parse(query: str, limit: int = MAX_NESTING, size: int = MAX_QUERY_BYTES) -> Any:
+def _parse(query: str, bounds: PromQLBounds) -> Any:
+    check_bounds(query, bounds)
+    return _parsed(query)
+
+
+def _parse_written(query: str, bounds: PromQLBounds) -> Any:
+    """
+    Parse what was written, under bounds that leave room for what writing
+    adds; its regular expressions are the query's own, checked already.
+    """
+    size = bounds.max_query_bytes * _WRITTEN_BYTES
     if len(query.encode("utf-8", "surrogatepass")) > size:
-        raise LabelEnforcementError(f"the query is longer than {size} bytes")
-    if nesting(query) > limit:
-        raise LabelEnforcementError(
-            f"the query holds more than {limit} operators and brackets"
-        )
+        raise LabelEnforcementError(f"the query written back is longer than {size} bytes")
+    if nesting(query) > bounds.max_nesting * _WRITTEN_NESTING:
+        raise LabelEnforcementError("the query written back is nested too deeply")
+    return _parsed(query)
+
+
+def _parsed(query: str) -> Any:
     try:
         return promql.parse(query)
     except ValueError as e:
@@ -174,44 +181,6 @@ def _parse(query: str, limit: int = MAX_NESTING, size: int = MAX_QUERY_BYTES) ->
         if len(message) > _MAX_MESSAGE:
             message = message[:_MAX_MESSAGE] + "..."
         raise LabelEnforcementError(f"the query cannot be parsed: {message}") from None
-
-
-def nesting(query: str) -> int:
-    """
-    How many operators and opening brackets C{query} holds outside its
-    strings and comments: at least the depth of its syntax tree.
-
-    Strings are skipped as PromQL's lexer reads them (C{"..."} and
-    C{'...'} with backslash escapes, C{`...`} raw), comments from C{#} to
-    the end of the line; a string left open runs to the end, for the lexer
-    too.  A matcher's C{=}, C{=~} and C{!~} do not count (they nest
-    nothing); C{==} and C{!=} count once.
-    """
-    count = 0
-    i, n = 0, len(query)
-    while i < n:
-        c = query[i]
-        if c in "\"'`":
-            i += 1
-            while i < n and query[i] != c:
-                i += 2 if c != "`" and query[i] == "\\" else 1
-        elif c == "#":
-            while i < n and query[i] != "\n":
-                i += 1
-        elif c in "=!":
-            if i + 1 < n and query[i + 1] == "=":
-                count += 1
-                i += 1
-        elif c in "([+-*/%^<>":
-            count += 1
-        elif c.isalpha() or c == "_":
-            start = i
-            while i + 1 < n and (query[i + 1].isalnum() or query[i + 1] in "_:"):
-                i += 1
-            if query[start : i + 1].lower() in ("and", "or", "unless", "atan2"):
-                count += 1
-        i += 1
-    return count
 
 
 def _selectors(node: Any) -> Iterator[Any]:
@@ -229,6 +198,9 @@ def _selectors(node: Any) -> Iterator[Any]:
         elif isinstance(node, (promql.SubqueryExpr, promql.ParenExpr, promql.UnaryExpr)):
             stack.append(node.expr)
         elif isinstance(node, promql.Call):
+            refusal = function_refusal(node.func.name)
+            if refusal is not None:
+                raise LabelEnforcementError(refusal)
             stack.extend(node.args)
         elif isinstance(node, promql.AggregateExpr):
             stack.append(node.expr)

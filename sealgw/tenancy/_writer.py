@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import promql_parser as promql
 
+from sealgw.tenancy._functions import function_refusal
+
 if TYPE_CHECKING:
     from sealgw.tenancy._promql import TenantLabel
 
@@ -114,6 +116,9 @@ class QueryWriter:
             name = node.func.name
             if not _FUNCTION_NAME.fullmatch(name):
                 raise LabelEnforcementError(f"unsupported function {name!r}")
+            refusal = function_refusal(name)
+            if refusal is not None:
+                raise LabelEnforcementError(refusal)
             args = ", ".join(self.expression(arg) for arg in node.args)
             return f"{name}({args})"
         if isinstance(node, promql.AggregateExpr):

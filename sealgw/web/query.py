@@ -177,10 +177,11 @@ class QueryRoutes:
                 body=form,
                 content_type=content_type,
             )
+            sent: ReadRequest[Optional[str]] = read
             if upstream.tenant_label is not None:
-                read = label_read(read, upstream.tenant_label)
+                sent = await label_read(read, upstream.tenant_label, upstream.enforcer)
             await proxy_read(
-                upstream, read, RequestDownstream(request), tenant=admission.tenant
+                upstream, sent, RequestDownstream(request), tenant=admission.tenant
             )
             return None
         except ReadRefused as e:
