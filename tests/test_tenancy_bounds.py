@@ -43,13 +43,9 @@ def refusal(query: str, bounds: PromQLBounds = DEFAULT_BOUNDS) -> str:
 class BoundTests(SynchronousTestCase):
     def test_hostile_probe(self) -> None:
         """
-        The probe is refused by the scan, in well under a millisecond of
-        the scan's own time and without the parser.
+        The probe is refused by the scan, without the parser (the scan's
+        own cost is measured by C{bench/promql.py}).
         """
-        start = time.thread_time()
-        for _ in range(10):
-            self.assertRaises(LabelEnforcementError, check_bounds, HOSTILE, DEFAULT_BOUNDS)
-        self.assertLess((time.thread_time() - start) / 10, 0.05)
         self.assertIn("200 regular-expression matchers", refusal(HOSTILE))
         self.assertIn("query.promql.max_regex_matchers", refusal(HOSTILE))
         # One of them alone is refused by its size.
