@@ -9,6 +9,7 @@ from sealgw.config._auth import (
     OIDCConfig,
     RateLimitConfig,
     ReadLimitConfig,
+    SampleLimitsConfig,
     TokenFileConfig,
 )
 from sealgw.config._default import default_config
@@ -62,6 +63,7 @@ __all__ = [
     "ReadRouteConfig",
     "RateLimitConfig",
     "ReadLimitConfig",
+    "SampleLimitsConfig",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",
