@@ -369,15 +369,21 @@ def _built(
     what: str, signal: str, series: list[bytes], facts: RequestFacts, batch_size: int
 ) -> Intake:
     """
-    Series sealgw built itself, judged against the sample limits on their
-    bytes (in C, one walk for the whole push) and batched, those over a
-    limit left out.
+    Series sealgw built itself (from seal or Pushgateway bodies; encoded
+    C{TimeSeries} of one sample each), judged against the sample limits on
+    their bytes (in C, one walk for the whole push), as remote-write
+    pushes of at most C{batch_size} samples each, those over a limit left
+    out.
 
     @raise LimitExceeded: for too many series, or when none is left.
+    @raise ValueError: if C{batch_size} is less than 1.
     """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
     limits, now = facts.samples, facts.received_at
     sample_limits.check_series_count(what, len(series), limits.max_series_per_push)
-    raw = wire.write_request(series)
+    framed = wire.framed(series)
+    raw = b"".join(framed)
     verdict = sample_limits.judge_encoded(raw, limits, now)
     if verdict is None:  # pragma: no cover - what _wire writes is always of the shape
         verdict = sample_limits.judge_objects(WriteRequest.FromString(raw), limits, now)
@@ -387,32 +393,26 @@ def _built(
         refused = sample_limits.refused(what, codes, series, limits, now, where=None)
         if refused.dropped == len(series):
             raise AllSeriesRefused(refused)
-        series = [one for one, code in zip(series, codes, strict=True) if not code]
-    return Intake(_batched(signal, series, facts, batch_size), refused)
-
-
-def _batched(signal: str, series: list[bytes], facts: RequestFacts, batch_size: int) -> list[Push]:
-    """
-    Series sealgw built itself (from seal or Pushgateway bodies; encoded
-    C{TimeSeries} of one sample each) as remote-write pushes of at most
-    C{batch_size} samples each.
-
-    @raise ValueError: if C{batch_size} is less than 1.
-    """
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
-    return [
-        Push(
-            signal=signal,
-            tenant=facts.relayed_tenant,
-            body=snappy_compress(wire.write_request(series[start:start + batch_size])),
-            content_type=PROTOBUF,
-            content_encoding="snappy",
-            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-            received_at=facts.received_at,
-        )
-        for start in range(0, len(series), batch_size)
+        framed = [one for one, code in zip(framed, codes, strict=True) if not code]
+    elif len(framed) <= batch_size:
+        return Intake([_remote_write_push(signal, raw, facts)] if framed else [])
+    pushes = [
+        _remote_write_push(signal, b"".join(framed[start:start + batch_size]), facts)
+        for start in range(0, len(framed), batch_size)
     ]
+    return Intake(pushes, refused)
+
+
+def _remote_write_push(signal: str, raw: bytes, facts: RequestFacts) -> Push:
+    return Push(
+        signal=signal,
+        tenant=facts.relayed_tenant,
+        body=snappy_compress(raw),
+        content_type=PROTOBUF,
+        content_encoding="snappy",
+        extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+        received_at=facts.received_at,
+    )
 
 
 def relayed_encoding(encoding: Optional[str]) -> Optional[str]:
