@@ -517,6 +517,37 @@ class RemoteWriteTests(SynchronousTestCase):
         self.assertIn("labels not sorted", error.message)
 
 
+class WithoutExtensionTests(SynchronousTestCase):
+    """
+    Without the C reader the objects judge, with the same outcome.
+    """
+
+    def setUp(self) -> None:
+        self.patch(_samplecheck, "IMPLEMENTATION", "python")
+        self.patch(_samplecheck, "check_samples", _never)
+
+    def test_remote_write(self) -> None:
+        request = WriteRequest(
+            timeseries=[
+                series(("__name__", "up")),
+                series(("__name__", "up"), ("__x", "1")),
+            ]
+        )
+        accepted = rw(request, rw_facts(tenant_label="tenant", tenant="t"), check="headers")
+        self.assertEqual(accepted.refused.by_reason, (("reserved_label_name", 1),))
+        self.assertEqual(len(relayed(accepted).timeseries), 1)
+
+    def test_seal(self) -> None:
+        accepted = SealTests("test_valid").push(seal_sample_families(NOW_MS), labels={"a": "b"})
+        self.assertIsNone(accepted.refused)
+        self.assertRaises(
+            AllSeriesRefused,
+            SealTests("test_valid").push,
+            seal_sample_families(NOW_MS),
+            labels={"__a": "b"},
+        )
+
+
 def attr_limits(**kw: Any) -> SampleLimits:
     import attr
 

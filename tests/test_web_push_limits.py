@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -35,7 +36,7 @@ from sealgw.relay import UpstreamRejected, UpstreamUnavailable
 from sealgw.signals import remote_write, snappy_decompress
 from sealgw.testing import MemoryUpstream
 from sealgw.web._metrics import GatewayMetrics
-from sealgw.web.push import PushRoutes
+from sealgw.web.push import DECODE_IN_THREAD, PushRoutes
 from tests.e2e_support import remote_write_body, seal_body, seal_sample_families, write_request
 
 TOKENS = """\
@@ -232,6 +233,38 @@ class LimitRoutesTests(SynchronousTestCase):
         self.assertEqual(self.refused("pushgateway", "reserved_label_name"), (0.0, 1.0))
         code, _ = self.send("PUT", "/metrics/job/j", b"m 1\n", headers)
         self.assertEqual(code, 200)
+
+    def test_large_body_in_worker(self) -> None:
+        """
+        A body decoded in a worker thread is judged the same way, its
+        refusal carried back with what the metrics count.
+        """
+        threaded: list[Any] = []
+
+        def inline(f: Any, *args: Any) -> Any:
+            threaded.append(f)
+            return succeed(f(*args))
+
+        self.routes._run_in_thread = inline
+        samples = [(float(i), NOW_MS - i) for i in range(40_000)]
+        body = remote_write_body(
+            write_request([({"__name__": "big"}, samples), ({"__name__": "e"}, [(1.0, FAR)])])
+        )
+        self.assertGreaterEqual(len(body), DECODE_IN_THREAD)
+        code, message = self.send("POST", "/api/v1/push", body, rw_headers())
+        self.assertEqual((code, len(threaded)), (400, 1), message)
+        [push] = self.upstream.delivered
+        self.assertEqual(_names(push.body), ["big"])
+        only_bad = remote_write_body(
+            write_request(
+                [({"__name__": "e", "id": os.urandom(12).hex()}, [(1.0, FAR)]) for _ in range(20_000)]
+            )
+        )
+        self.assertGreaterEqual(len(only_bad), DECODE_IN_THREAD)
+        code, message = self.send("POST", "/api/v1/push", only_bad, rw_headers())
+        self.assertEqual((code, len(threaded)), (400, 2), message)
+        self.assertIn("all 20000 series refused", message)
+        self.assertEqual(self.refused("remote_write", "max_future"), (20_001.0, 2.0))
 
     def test_logged_once_per_interval(self) -> None:
         """

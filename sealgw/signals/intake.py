@@ -385,7 +385,7 @@ def _built(
     framed = wire.framed(series)
     raw = b"".join(framed)
     verdict = sample_limits.judge_encoded(raw, limits, now)
-    if verdict is None:  # pragma: no cover - what _wire writes is always of the shape
+    if verdict is None:  # the C reader was not built
         verdict = sample_limits.judge_objects(WriteRequest.FromString(raw), limits, now)
     _, codes = verdict
     refused = None

@@ -173,12 +173,14 @@ def check_series_count(what: str, count: int, max_series: int) -> None:
 def judge_encoded(raw: bytes, limits: SampleLimits, now: float) -> Optional[tuple[int, bytes]]:
     """
     Every series of C{raw} (an uncompressed C{WriteRequest}) against
-    C{limits} at C{now}, on the bytes: C{(series, codes)} as
+    C{limits} at C{now}, on the bytes, in C: C{(series, codes)} as
     L{sealgw.signals._samplecheck} gives them, or L{None} for a body that
-    is not of the shape read there (judge the objects instead).  In
-    Python when the C reader was not built: every series must be judged,
-    and the Python reading costs about what the objects do.
+    is not of the shape read there, and whenever the C reader was not
+    built (the Python reading, 24 ms for 2,000 series, is slower than the
+    objects, 13 ms): judge the objects instead, L{judge_objects}.
     """
+    if _samplecheck.IMPLEMENTATION != "c":
+        return None
     return _samplecheck.check_samples(raw, *limits.bounds(now))
 
 

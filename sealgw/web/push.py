@@ -32,6 +32,7 @@ from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
 from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway
 from sealgw.signals import _relabel as relabelling
+from sealgw.signals import _samplecheck as samplecheck
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.intake import PROTOBUF, Intake, RequestFacts
 from sealgw.signals.limits import LimitExceeded, SampleLimits
@@ -101,6 +102,12 @@ class PushRoutes:
                 "remote_write label actions run in Python, about 90 times slower: the "
                 "C extension sealgw.signals._relabel_c was not built (no C compiler "
                 "when sealgw was installed; see docs/push.rst)"
+            )
+        if samplecheck.IMPLEMENTATION != "c" and _judges_samples(config):
+            self.log.warn(
+                "the sample limits are judged on protobuf objects, about 15 ms more for "
+                "2,000 series: the C extension sealgw.signals._relabel_c was not built "
+                "(no C compiler when sealgw was installed; see docs/limits.rst)"
             )
 
     def resource(self) -> ExactPathResource:
@@ -419,6 +426,22 @@ def _raise_refusal(outcome: Intake | PayloadError) -> Intake:
     if isinstance(outcome, PayloadError):
         raise outcome
     return outcome
+
+
+def _judges_samples(config: Config) -> bool:
+    """
+    Whether a route of C{config} judges the sample limits: seal and
+    Pushgateway pushes always, remote write at C{check: labels} or to an
+    upstream that keeps tenants apart by label.
+    """
+    push = config.push
+    if push.seal is not None or push.pushgateway is not None:
+        return True
+    rw = push.remote_write
+    if rw is None:
+        return False
+    tenancy = getattr(config.upstreams.get(rw.route.upstream), "tenancy", None)
+    return rw.check == "labels" or getattr(tenancy, "label", None) is not None
 
 
 def _whole(build: Callable[[bytes, RequestFacts], list[Push]]) -> Build:
