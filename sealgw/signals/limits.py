@@ -129,6 +129,8 @@ class SeriesRefused:
     The series of one push that were dropped for a limit, told to the
     client once the others are accepted.
 
+    @ivar what: the push's format, as messages name it (C{remote write},
+        C{seal push}, C{pushgateway}).
     @ivar total: series in the push.
     @ivar by_reason: how many were dropped for each reason, in the order
         of L{REASONS}.

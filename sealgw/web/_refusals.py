@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from sealgw.signals.intake import AllSeriesRefused
 from sealgw.signals.limits import LimitExceeded, SeriesRefused
 from sealgw.web._metrics import GatewayMetrics
 
@@ -63,9 +64,8 @@ class SampleRefusals:
         timestamp, a reserved name in its grouping key, or every series
         over a limit).
         """
-        refused = getattr(error, "refused", None)
-        if isinstance(refused, SeriesRefused):
-            self.series_refused(route, identity, tenant, refused)
+        if isinstance(error, AllSeriesRefused):
+            self.series_refused(route, identity, tenant, error.refused)
             return
         if self.metrics is not None:
             self.metrics.pushes_refused.labels(route, error.reason).inc()
