@@ -122,12 +122,12 @@ def main_tables(args: argparse.Namespace, token: str) -> dict[str, Any]:
     return run._report(run_args, batches, results)
 
 
-#: Stage 2's targets: (name, labels added, workers).
+#: Stage 2's targets: (name, the tenant label added, workers).
 WORKER_TARGETS = (
     ("sealgw w1", None, 1),
     ("sealgw w2", None, 2),
-    ("sealgw+labels w1", run.LABELS, 1),
-    ("sealgw+labels w2", run.LABELS, 2),
+    ("sealgw+labels w1", run.TENANT_LABEL, 1),
+    ("sealgw+labels w2", run.TENANT_LABEL, 2),
 )
 
 
@@ -144,10 +144,10 @@ def workers(args: argparse.Namespace, token: str) -> dict[str, Any]:
         body = payloads.write_bodies(str(workdir), (WORKERS_BATCH,))[WORKERS_BATCH]
         upstream, upstream_url = processes.start_sink(workdir, cleanup)
         targets = {}
-        for name, labels, count in WORKER_TARGETS:
+        for name, tenant_label, count in WORKER_TARGETS:
             server, url = processes.start_sealgw(
                 workdir, cleanup, upstream_url, token, name=name.replace(" ", "-"),
-                labels=labels, workers=count,
+                tenant_label=tenant_label, workers=count,
             )
             targets[name] = Target(url, {"proxy": server}, body)
         print(f"upstream: sink; {os.cpu_count()} CPUs; {run.plan(run_args)}", flush=True)

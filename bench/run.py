@@ -45,9 +45,11 @@ from bench.load import (  # noqa: E402
 
 TARGETS = ("direct", "nginx", "floor", "sealgw", "sealgw+labels")
 
-#: What the C{sealgw+labels} target adds to every series: one label, as
-#: the seal route adds its C{label-actions}.
-LABELS = {"network": "bench"}
+#: The label the C{sealgw+labels} target adds to every series: its
+#: upstream keeps tenants apart by it (C{tenancy: {label: tenant}}), as a
+#: Prometheus shared by tenants does, so the route also judges every
+#: series against the sample limits (docs/limits.rst).
+TENANT_LABEL = "tenant"
 
 #: The targets that are a proxy in front of the upstream, whose CPU is
 #: what the samples-per-CPU-second figures divide by.
@@ -188,7 +190,7 @@ def _run(
     )
     labelled, labelled_url = processes.start_sealgw(
         workdir, cleanup, upstream_url, token, access_log=args.access_log,
-        name="sealgw-labels", labels=LABELS, workers=args.workers,
+        name="sealgw-labels", tenant_label=TENANT_LABEL, workers=args.workers,
     )
     targets = {
         "direct": Target(upstream_url),

@@ -183,7 +183,7 @@ def convert(data: bytes, batch_size: int) -> tuple[int, int]:
     pushes = intake.seal_pushes(
         data, facts, add=ROUTE_LABELS, remove=frozenset(), batch_size=batch_size,
         limit=64 << 20,
-    )
+    ).pushes
     samples = 0
     for push in pushes:
         request = WriteRequest()

@@ -94,7 +94,9 @@ def build_gateway(
             if isinstance(upstream, FileUpstream):
                 # One writer per file.
                 upstream.worker = worker.index
-    push = PushRoutes(config, gate, upstreams, reactor, run_in_thread=threads.run)
+    push = PushRoutes(
+        config, gate, upstreams, reactor, run_in_thread=threads.run, metrics=metrics
+    )
     reads = build_reads(config, reactor, credentials.by_upstream, metrics.registry)
     # Read paths go to the query routes, every other one to the push routes.
     public = ReadAndPushRoutes(QueryRoutes(reads.settings, gate), push.resource())

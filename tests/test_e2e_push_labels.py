@@ -92,3 +92,53 @@ class LabelTenancyPushTests(TestCase):
             response = await self.http.get(url, headers=bearer(token))
             doc = json.loads(await response.content())
             self.assertEqual([r["value"][1] for r in doc["data"]["result"]], expected)
+
+    async def test_far_future_sample_refused(self) -> None:
+        """
+        The hostile probe: one sample ten years ahead from team-a.  It
+        never reaches the shared Prometheus (which would then refuse
+        every tenant's samples as out of bounds); team-a's valid series
+        lands and team-a hears 400; team-b's later pushes land.
+        """
+        ts = now_ms()
+        far = ts + 10 * 365 * 86_400_000
+        body = remote_write_body(
+            write_request(
+                [
+                    ({"__name__": "e2e_lt_good"}, [(1.0, ts)]),
+                    ({"__name__": "e2e_lt_evil"}, [(1.0, far)]),
+                ]
+            )
+        )
+        response = await self.http.post(
+            self.gateway.url + "/api/v1/push",
+            data=body,
+            headers={**REMOTE_WRITE_HEADERS, **bearer("tok-alice-0123456789")},
+        )
+        message = (await response.content()).decode("utf-8")
+        self.assertEqual(response.code, 400, message)
+        self.assertIn("1 of 2 series refused and not relayed", message)
+        self.assertIn("max_future (10m)", message)
+        response = await self.http.put(
+            self.gateway.url + "/metrics/job/probe",
+            data=b"e2e_lt_pg_evil 1 %d\n" % far,
+            headers=bearer("tok-alice-0123456789"),
+        )
+        self.assertEqual(response.code, 400, await response.content())
+        [good] = await wait_for_series(self.http, self.prometheus, "e2e_lt_good")
+        self.assertEqual(good["metric"]["tenant"], "team-a")
+
+        later = write_request([({"__name__": "e2e_lt_later"}, [(4.0, now_ms())])])
+        response = await self.http.post(
+            self.gateway.url + "/api/v1/push",
+            data=remote_write_body(later),
+            headers={**REMOTE_WRITE_HEADERS, **bearer("tok-bob-0123456789")},
+        )
+        self.assertEqual(response.code, 204, await response.content())
+        [landed] = await wait_for_series(self.http, self.prometheus, "e2e_lt_later")
+        self.assertEqual(landed["metric"]["tenant"], "team-b")
+        # Asked at the far-future time itself: nothing there.
+        url = self.prometheus.api("/api/v1/query", query="e2e_lt_evil", time=str(far / 1000))
+        response = await self.http.get(url, timeout=5)
+        doc = json.loads(await response.content())
+        self.assertEqual((doc["status"], doc["data"]["result"]), ("success", []))

@@ -69,7 +69,7 @@ class IntakeTests(SynchronousTestCase):
         )
         pushes = intake.seal_pushes(
             body, facts, add={}, remove=frozenset(), batch_size=500, limit=1 << 20
-        )
+        ).pushes
         from sealgw.signals.records import records
 
         [one, *_] = records("seal", pushes[0].body, pushes[0].content_type, "snappy")
@@ -96,7 +96,9 @@ class RemoteWriteCheckTests(SynchronousTestCase):
     def pushes(self, body: bytes, check: str, **kw: object) -> list[Push]:
         options: dict[str, object] = dict(add={}, remove=frozenset(), limit=1 << 20)
         options.update(kw)
-        return intake.remote_write_pushes(body, self.facts, check=check, **options)  # type: ignore[arg-type]
+        accepted = intake.remote_write_pushes(body, self.facts, check=check, **options)  # type: ignore[arg-type]
+        self.assertIsNone(accepted.refused)
+        return accepted.pushes
 
     def test_levels(self) -> None:
         from sealgw.signals import snappy_compress

@@ -34,7 +34,13 @@ from sealgw.config import (
     TokenFileConfig,
 )
 from sealgw.relay import UpstreamRejected, UpstreamUnavailable
-from sealgw.signals import _relabel, remote_write, snappy_compress, snappy_decompress
+from sealgw.signals import (
+    _relabel,
+    _samplecheck,
+    remote_write,
+    snappy_compress,
+    snappy_decompress,
+)
 from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.signals.push import Push
 from sealgw.testing import MemoryUpstream
@@ -368,6 +374,28 @@ class RelabelImplementationTests(RoutesTestCase):
     def test_python_loop_with_label_actions(self) -> None:
         [line] = self.routes_with("python", LabelActions(add={"tenant": "a"}))
         self.assertIn("C extension sealgw.signals._relabel_c was not built", line)
+
+    def test_sample_limits_on_objects(self) -> None:
+        """
+        Without the extension the sample limits are judged on protobuf
+        objects: said once, when a route judges them (the seal route
+        here always does).
+        """
+        self.patch(_samplecheck, "IMPLEMENTATION", "python")
+        events: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            events.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            PushRoutes(self.config, self.routes.gate, {"mimir": self.upstream}, self.clock)
+            config = attr.evolve(self.config, push=PushConfig(loki=self.config.push.loki))
+            PushRoutes(config, self.routes.gate, {"mimir": self.upstream}, self.clock)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        [line] = [e for e in events if "sample limits" in e]
+        self.assertIn("sealgw.signals._relabel_c was not built", line)
 
     def test_quiet_otherwise(self) -> None:
         self.assertEqual(self.routes_with("c", LabelActions(add={"tenant": "a"})), [])

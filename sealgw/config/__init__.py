@@ -9,6 +9,7 @@ from sealgw.config._auth import (
     OIDCConfig,
     RateLimitConfig,
     ReadLimitConfig,
+    SampleLimitsConfig,
     TokenFileConfig,
 )
 from sealgw.config._default import default_config
@@ -66,6 +67,7 @@ __all__ = [
     "ReadRouteConfig",
     "RateLimitConfig",
     "ReadLimitConfig",
+    "SampleLimitsConfig",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",

@@ -49,6 +49,46 @@ class ReadLimitConfig:
 
 
 @attr.frozen
+class SampleLimitsConfig:
+    """
+    Limits per identity on the series a push carries, modelled on Mimir's
+    per-tenant distributor limits.  One far-future sample makes a shared
+    Prometheus refuse every later sample of every tenant ("out of
+    bounds") until its head block is cut, and a series with thousands of
+    labels or a huge value costs every tenant's queries: so these hold
+    wherever sealgw decodes series (see docs/limits.rst for the routes).
+
+    A series over a limit is dropped and the rest relayed; the push is
+    then answered 400 naming what was dropped.  C{max_series_per_push}
+    is about the request, so it refuses the whole push.  Label names
+    starting with C{__} (other than C{__name__}) are always refused: they
+    are Prometheus's own.
+
+    @ivar max_future: how far ahead of the gateway's clock a sample's
+        timestamp may be (Mimir's C{creation_grace_period}); C{0} turns
+        the check off.
+    @ivar max_past: how far behind it may be (Mimir's
+        C{past_grace_period}); C{0}, the default, turns the check off:
+        an old sample is refused by the store for its own series only,
+        and a sender catching up after an outage sends old ones.
+    @ivar max_labels_per_series: labels on one series, C{__name__}
+        included (Mimir's C{max_label_names_per_series}).
+    @ivar max_label_name_length: bytes in one label name.
+    @ivar max_label_value_length: bytes in one label value.
+    @ivar max_series_per_push: series in one push (after seal and
+        Pushgateway bodies are converted); Prometheus sends at most 2,000
+        samples a request by default, vmagent about 10,000.
+    """
+
+    max_future: Interval = 600.0
+    max_past: Interval = 0.0
+    max_labels_per_series: Count = 30
+    max_label_name_length: Count = 1024
+    max_label_value_length: Count = 2048
+    max_series_per_push: Count = 50_000
+
+
+@attr.frozen
 class RateLimitConfig:
     """
     Limits per identity; L{None} means unlimited.
@@ -61,6 +101,9 @@ class RateLimitConfig:
         L{None}, those of C{auth.default_limits} (an identity's own
         C{limits} replace the default push limits as a whole, and its
         C{reads}, when given, the default read limits as a whole).
+    @ivar samples: the limits on the series of pushes; when L{None},
+        those of C{auth.default_limits}, else L{SampleLimitsConfig}'s
+        defaults (replaced as a whole, like C{reads}).
     """
 
     requests_per_second: Optional[Annotated[float, AtLeast(0.001, whole=False)]] = None
@@ -69,6 +112,7 @@ class RateLimitConfig:
     burst_bytes: Optional[Bytes] = None
     max_concurrent: Optional[Count] = None
     reads: Optional[ReadLimitConfig] = None
+    samples: Optional[SampleLimitsConfig] = None
 
 
 @attr.frozen

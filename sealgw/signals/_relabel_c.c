@@ -10,6 +10,11 @@
  * labels encoded, the names to delete); see _relabel.py for the shape read
  * and why anything else is left to the protobuf objects.
  *
+ * check_samples(raw, max_labels, max_name, max_value, min_ts, max_ts) does
+ * what _check_samples_python() does: every series judged against the
+ * sample limits (labels per series, name and value lengths, reserved
+ * names, the timestamp window), one code a series; see _samplecheck.py.
+ *
  * check_labels(raw) does what _check_labels_python() does: the same shape
  * read, the names in any order, and the verdict of remote_write.validate
  * (the first bad series, its problem, the name at fault) or None; see
@@ -24,6 +29,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -190,8 +196,9 @@ buffer_at(buffer_t *out)
 typedef struct {
     const unsigned char *name;
     size_t name_len;
-    int has_value; /* a value that is not empty */
-    size_t end;    /* where the field ends */
+    int has_value;    /* a value that is not empty */
+    size_t value_len; /* its length, 0 when there is none */
+    size_t end;       /* where the field ends */
 } label_t;
 
 /* The label field whose tag is at raw[pos], read within stop: a name and
@@ -216,6 +223,7 @@ read_label(const unsigned char *raw, size_t pos, size_t stop, label_t *label)
     label->name = raw + p;
     label->name_len = name_len;
     label->has_value = 0;
+    label->value_len = 0;
     label->end = label_end;
     p += name_len;
     if (p < label_end) {
@@ -228,6 +236,7 @@ read_label(const unsigned char *raw, size_t pos, size_t stop, label_t *label)
             return -1;
         }
         label->has_value = value_len > 0;
+        label->value_len = value_len;
     }
     return 0;
 }
@@ -698,10 +707,254 @@ check_labels(PyObject *module, PyObject *arg)
     return result;
 }
 
+
+/* --- check_samples: the sample limits ------------------------------- */
+
+/* The problems, first to last in the order a series reports them (the
+   constants of sealgw.signals._samplecheck). */
+enum {
+    TOO_MANY_LABELS = 1,
+    RESERVED_NAME = 2,
+    NAME_TOO_LONG = 3,
+    VALUE_TOO_LONG = 4,
+    TOO_NEW = 5,
+    TOO_OLD = 6,
+    NO_PROBLEM = 7, /* above every problem: none found yet */
+};
+
+#define SAMPLES 0x12            /* TimeSeries.samples: field 2 */
+#define HISTOGRAMS 0x22         /* TimeSeries.histograms: field 4 */
+#define SAMPLE_TIMESTAMP 2      /* Sample.timestamp, a varint */
+#define HISTOGRAM_TIMESTAMP 15  /* Histogram.timestamp, a varint */
+
+typedef struct {
+    Py_ssize_t max_labels;
+    Py_ssize_t max_name;
+    Py_ssize_t max_value;
+    long long min_ts;
+    long long max_ts;
+} limits_t;
+
+/* The timestamp of the message raw[start:stop] (a sample or a histogram),
+   its field number: the last one written, as protobuf reads it, 0 when
+   there is none.  0 with *when set, or -1 when a field cannot be skipped
+   or the timestamp is not a varint. */
+static int
+read_timestamp(const unsigned char *raw, size_t start, size_t stop, uint64_t number,
+               long long *when)
+{
+    size_t pos = start;
+    uint64_t found = 0;
+    while (pos < stop) {
+        uint64_t tag, value;
+        if (read_varint(raw, &pos, stop, &tag) < 0) {
+            return -1;
+        }
+        unsigned wire = (unsigned)(tag & 7);
+        uint64_t field = tag >> 3;
+        if (field == 0 || (field == number && wire != 0)) {
+            return -1;
+        }
+        switch (wire) {
+        case 0:
+            if (read_varint(raw, &pos, stop, &value) < 0) {
+                return -1;
+            }
+            if (field == number) {
+                found = value;
+            }
+            break;
+        case 1:
+            if (stop - pos < 8) {
+                return -1;
+            }
+            pos += 8;
+            break;
+        case 5:
+            if (stop - pos < 4) {
+                return -1;
+            }
+            pos += 4;
+            break;
+        case 2:
+            if (read_varint(raw, &pos, stop, &value) < 0 || value > (uint64_t)(stop - pos)) {
+                return -1;
+            }
+            pos += (size_t)value;
+            break;
+        default:
+            return -1;
+        }
+    }
+    /* An int64 written as its two's complement, as protobuf writes it. */
+    *when = found > (uint64_t)LLONG_MAX ? -(long long)(~found) - 1 : (long long)found;
+    return 0;
+}
+
+#define WORSE(worst, problem) ((worst) = (problem) < (worst) ? (problem) : (worst))
+
+/* One series, raw[start:stop], against the limits: 0 with *code set (0
+   for a valid series), or 1 when it is not of the shape. */
+static int
+limit_series(const unsigned char *raw, size_t start, size_t stop, const limits_t *limits,
+             int *code)
+{
+    size_t pos = start;
+    Py_ssize_t labels = 0;
+    int worst = NO_PROBLEM;
+
+    while (pos < stop && raw[pos] == LABELS) {
+        label_t label;
+        if (read_label(raw, pos, stop, &label) < 0) {
+            return 1;
+        }
+        labels++;
+        if (label.name_len >= 2 && label.name[0] == '_' && label.name[1] == '_'
+            && !(label.name_len == METRIC_NAME_LEN
+                 && memcmp(label.name, METRIC_NAME, METRIC_NAME_LEN) == 0)) {
+            WORSE(worst, RESERVED_NAME);
+        }
+        if (label.name_len > (size_t)limits->max_name) {
+            WORSE(worst, NAME_TOO_LONG);
+        }
+        if (label.value_len > (size_t)limits->max_value) {
+            WORSE(worst, VALUE_TOO_LONG);
+        }
+        pos = label.end;
+    }
+    if (labels > limits->max_labels) {
+        worst = TOO_MANY_LABELS;
+    }
+    while (pos < stop) {
+        unsigned char tag = raw[pos];
+        size_t length;
+        if (tag == LABELS || !LENGTH_DELIMITED(tag)) {
+            return 1;
+        }
+        pos++;
+        if (read_length(raw, &pos, stop, &length) < 0) {
+            return 1;
+        }
+        if (tag == SAMPLES || tag == HISTOGRAMS) {
+            long long when;
+            uint64_t number = tag == SAMPLES ? SAMPLE_TIMESTAMP : HISTOGRAM_TIMESTAMP;
+            if (read_timestamp(raw, pos, pos + length, number, &when) < 0) {
+                return 1;
+            }
+            if (when > limits->max_ts) {
+                WORSE(worst, TOO_NEW);
+            }
+            else if (when < limits->min_ts) {
+                WORSE(worst, TOO_OLD);
+            }
+        }
+        pos += length;
+    }
+    *code = worst == NO_PROBLEM ? FINE : worst;
+    return 0;
+}
+
+/* The whole body: 0 with *count series judged and, when one is not
+   valid, *codes (PyMem, one byte a series) allocated; 1 when not of the
+   shape; -1 with an exception set. */
+static int
+limit_body(const unsigned char *raw, size_t end, const limits_t *limits, Py_ssize_t *count,
+           unsigned char **codes)
+{
+    size_t pos = 0;
+    size_t cap = 0;
+    Py_ssize_t n = 0;
+    *codes = NULL;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == TIMESERIES) {
+            int code;
+            if (limit_series(raw, start, stop, limits, &code) != 0) {
+                return 1;
+            }
+            if (code != FINE && *codes == NULL) {
+                /* The first bad series: every one before it was valid. */
+                cap = (size_t)n < 32 ? 64 : 2 * (size_t)n;
+                *codes = PyMem_Calloc(cap, 1);
+                if (*codes == NULL) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+            }
+            if (*codes != NULL) {
+                if ((size_t)n == cap) {
+                    unsigned char *more = PyMem_Realloc(*codes, 2 * cap);
+                    if (more == NULL) {
+                        PyErr_NoMemory();
+                        return -1;
+                    }
+                    *codes = more;
+                    cap *= 2;
+                }
+                (*codes)[n] = (unsigned char)code;
+            }
+            n++;
+        }
+        pos = stop;
+    }
+    *count = n;
+    return 0;
+}
+
+PyDoc_STRVAR(check_samples_doc,
+"check_samples(raw, max_labels, max_name, max_value, min_ts, max_ts, /)\n"
+"--\n"
+"\n"
+"Every series of raw (an uncompressed WriteRequest, bytes-like) judged\n"
+"against the sample limits: (number of series, codes), codes b'' when\n"
+"every series is valid, else one byte a series (a problem code of\n"
+"sealgw.signals._samplecheck, 0 for a valid one); None when raw is not in\n"
+"the shape handled (the caller then judges the protobuf objects).");
+
+static PyObject *
+check_samples(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view;
+    limits_t limits;
+    if (!PyArg_ParseTuple(args, "y*nnnLL:check_samples", &view, &limits.max_labels,
+                          &limits.max_name, &limits.max_value, &limits.min_ts,
+                          &limits.max_ts)) {
+        return NULL;
+    }
+    Py_ssize_t count = 0;
+    unsigned char *codes = NULL;
+    PyObject *result = NULL;
+    switch (limit_body((const unsigned char *)view.buf, (size_t)view.len, &limits, &count,
+                       &codes)) {
+    case 0:
+        if (codes == NULL) {
+            result = Py_BuildValue("(ny#)", count, "", (Py_ssize_t)0);
+        }
+        else {
+            result = Py_BuildValue("(ny#)", count, (const char *)codes, count);
+        }
+        break;
+    case 1:
+        result = Py_NewRef(Py_None);
+        break;
+    default:
+        break; /* the exception is set */
+    }
+    PyMem_Free(codes);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
     {"check_labels", check_labels, METH_O, check_labels_doc},
+    {"check_samples", check_samples, METH_VARARGS, check_samples_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -712,7 +965,7 @@ static struct PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sealgw.signals._relabel_c",
-    .m_doc = "The per-series loops of sealgw.signals._relabel and _labelcheck, in C.",
+    .m_doc = "The per-series loops of sealgw.signals._relabel, _labelcheck and _samplecheck, in C.",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,

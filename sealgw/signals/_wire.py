@@ -90,7 +90,16 @@ def write_request(series: Iterable[bytes]) -> bytes:
     """
     A C{WriteRequest} of encoded C{TimeSeries} messages, in order.
     """
-    return b"".join(bytes([TIMESERIES]) + varint(len(one)) + one for one in series)
+    return b"".join(framed(series))
+
+
+def framed(series: Iterable[bytes]) -> list[bytes]:
+    """
+    Each encoded C{TimeSeries} as a whole C{WriteRequest.timeseries}
+    field: joined, any run of them is a C{WriteRequest}, so a push is
+    framed once however it is judged and batched.
+    """
+    return [bytes([TIMESERIES]) + varint(len(one)) + one for one in series]
 
 
 class LabelCache:

@@ -4,10 +4,13 @@ one pure function per push route, with no I/O and no reactor, so each can
 run on any thread and be tested against bytes alone.
 
 Each checks what its route promises to check (content type and encoding,
-sizes, the format, label rules), re-encodes only where the route changes
-the data, and otherwise relays the bytes as they came.  A body that
-cannot be accepted raises L{sealgw.signals.PayloadError} before any push
-exists, so nothing is ever half-relayed.
+sizes, the format, label rules, the sample limits), re-encodes only where
+the route changes the data, and otherwise relays the bytes as they came.
+A body that cannot be accepted raises L{sealgw.signals.PayloadError}
+before any push exists, so nothing is ever half-relayed.  Series over a
+sample limit are the one exception, as in Mimir: they are left out of the
+pushes, and the L{Intake} says which, for the client's 400 once the rest
+has been accepted.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import Optional
 import attr
 
 from sealgw.signals import _wire as wire
+from sealgw.signals import limits as sample_limits
 from sealgw.signals import loki, otlp, pushgateway, remote_write, seal
 from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
 from sealgw.signals.errors import BadEncoding, PayloadError, PayloadTooLarge, UnsupportedMediaType
+from sealgw.signals.limits import LimitExceeded, SampleLimits, SeriesRefused
+from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.signals.push import Push
 
 PROTOBUF = "application/x-protobuf"
@@ -39,6 +45,30 @@ REMOTE_WRITE_CHECKS = ("headers", "decode", "labels")
 
 class LengthRequired(PayloadError):
     status = 411
+
+
+class AllSeriesRefused(LimitExceeded):
+    """
+    Every series of a push is over a sample limit: 400, nothing relayed.
+    """
+
+    def __init__(self, refused: SeriesRefused) -> None:
+        super().__init__(refused.message, refused.by_reason[0][0])
+        self.refused = refused
+
+
+@attr.frozen
+class Intake:
+    """
+    What one push body became.
+
+    @ivar pushes: what to relay, in order.
+    @ivar refused: the series left out for a sample limit, if any: the
+        client is answered 400 saying so once C{pushes} are accepted.
+    """
+
+    pushes: list[Push]
+    refused: Optional[SeriesRefused] = None
 
 
 @attr.frozen
@@ -61,6 +91,8 @@ class RequestFacts:
         rather than a header, that label: Prometheus series get it, set to
         C{tenant}, above every other label, and the push carries no
         tenant (so no tenant header is sent).
+    @ivar samples: the identity's sample limits, applied where the route
+        judges series (see L{remote_write_pushes}).
     """
 
     content_type: Optional[str] = None
@@ -72,6 +104,7 @@ class RequestFacts:
     client_ip: Optional[str] = None
     received_at: float = 0.0
     tenant_label: Optional[str] = None
+    samples: SampleLimits = SampleLimits()
 
     def series_labels(self, add: Mapping[str, str]) -> Mapping[str, str]:
         """
@@ -98,15 +131,18 @@ def remote_write_pushes(
     remove: frozenset[str],
     limit: int,
     check: str = "labels",
-) -> list[Push]:
+) -> Intake:
     """
     A Prometheus remote-write 1.0 body: checked as deep as C{check} says
     (one of L{REMOTE_WRITE_CHECKS}) and relayed as it came, or re-encoded
-    when label actions changed a series.
+    when label actions changed a series or a series was over a sample
+    limit.
 
     At C{"headers"} with no label actions nothing is decompressed: the
     upstream parses the body anyway, and its 4xx for a bad one reaches the
-    client as it is.
+    client as it is.  The sample limits apply at C{"labels"}, and always
+    for an upstream that keeps tenants apart by a label (one tenant's
+    sample out of bounds would stop every tenant's pushes there).
     """
     essence, params = parse_media_type(facts.content_type)
     if essence not in ("", PROTOBUF):
@@ -119,8 +155,10 @@ def remote_write_pushes(
         )
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required("remote write")
+    judged = check == "labels" or facts.tenant_label is not None
     add = facts.series_labels(add)
     relayed = body
+    refused: Optional[SeriesRefused] = None
     if check == "headers" and not (add or remove):
         declared = snappy_declared_length(body)
         if declared > limit:
@@ -129,33 +167,77 @@ def remote_write_pushes(
             )
     else:
         raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+        verdict = None
+        if judged:
+            # Before the protobuf parse: the number of series bounds its cost.
+            verdict = sample_limits.judge_encoded(raw, facts.samples, facts.received_at)
+            if verdict is not None:
+                sample_limits.check_series_count(
+                    "remote write", verdict[0], facts.samples.max_series_per_push
+                )
         write = remote_write.decode(raw) if check != "headers" else None
         if write is not None and check == "labels" and not remote_write.validate_encoded(raw):
             # Not the shape the byte-level check reads: the objects judge.
             remote_write.validate(write)
+        if judged:
+            raw, write, refused = _within_limits(raw, write, verdict, facts)
         if add or remove:
             relabelled = relabel(raw, add, remove)
             if relabelled is None:
                 # Not the shape the byte-level path reads: the objects do it.
                 write = write if write is not None else remote_write.decode(raw)
-                if remote_write.apply_labels(write, add, remove):
+                if remote_write.apply_labels(write, add, remove) or refused is not None:
                     relayed = remote_write.encode(write)
             else:
                 relayed = snappy_compress(relabelled)
-    return [
-        Push(
-            signal="remote_write",
-            tenant=facts.relayed_tenant,
-            body=relayed,
-            content_type=PROTOBUF,
-            content_encoding="snappy",
-            extra_headers={
-                "X-Prometheus-Remote-Write-Version": facts.remote_write_version
-                or REMOTE_WRITE_VERSION
-            },
-            received_at=facts.received_at,
-        )
-    ]
+        elif refused is not None:
+            relayed = snappy_compress(raw)
+    push = Push(
+        signal="remote_write",
+        tenant=facts.relayed_tenant,
+        body=relayed,
+        content_type=PROTOBUF,
+        content_encoding="snappy",
+        extra_headers={
+            "X-Prometheus-Remote-Write-Version": facts.remote_write_version
+            or REMOTE_WRITE_VERSION
+        },
+        received_at=facts.received_at,
+    )
+    return Intake([push], refused)
+
+
+def _within_limits(
+    raw: bytes,
+    write: Optional[WriteRequest],
+    verdict: Optional[tuple[int, bytes]],
+    facts: RequestFacts,
+) -> tuple[bytes, Optional[WriteRequest], Optional[SeriesRefused]]:
+    """
+    A remote-write request with the series over a sample limit left out:
+    C{raw} and C{write} as they are when every series is within (the
+    common case: nothing built), else both without them.
+
+    @param verdict: what the bytes were judged, or L{None} for the objects
+        to judge.
+    @raise LimitExceeded: for too many series, or when none is left.
+    """
+    limits, now = facts.samples, facts.received_at
+    if verdict is None:
+        write = write if write is not None else remote_write.decode(raw)
+        verdict = sample_limits.judge_objects(write, limits, now)
+        sample_limits.check_series_count("remote write", verdict[0], limits.max_series_per_push)
+    count, codes = verdict
+    if not codes:
+        return raw, write, None
+    write = write if write is not None else remote_write.decode(raw)
+    refused = sample_limits.refused("remote write", codes, write.timeseries, limits, now)
+    if refused.dropped == count:
+        raise AllSeriesRefused(refused)
+    for index in range(count - 1, -1, -1):
+        if codes[index]:
+            del write.timeseries[index]
+    return write.SerializeToString(), write, refused
 
 
 def seal_pushes(
@@ -166,12 +248,13 @@ def seal_pushes(
     remove: frozenset[str],
     batch_size: int,
     limit: int,
-) -> list[Push]:
+) -> Intake:
     """
     A seal-proxy push (snappy JSON with a delimited C{MetricFamily}
     stream) or a sui-proxy one (the bare stream): every metric converted
     to remote-write series, labelled as seal-proxy labels them, in batches
-    of at most C{batch_size} samples.
+    of at most C{batch_size} samples; the series within the sample limits
+    only.
     """
     if seal.is_sui_content_type(facts.content_type):
         families = seal.decode_sui_body(body, facts.content_encoding, limit)
@@ -184,6 +267,12 @@ def seal_pushes(
         raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
         client_labels, buf = seal.decode_seal_json(raw)
         families = seal.decode_delimited(buf)
+    # Every metric makes one series or more: bound the conversion's cost.
+    sample_limits.check_series_count(
+        "seal push",
+        sum(len(family.metric) for family in families),
+        facts.samples.max_series_per_push,
+    )
     series = seal.to_series(
         families,
         client_labels=client_labels,
@@ -193,7 +282,7 @@ def seal_pushes(
         client_ip=facts.client_ip,
         now_ms=int(facts.received_at * 1000),
     )
-    return _batched("seal", series, facts, batch_size)
+    return _built("seal push", "seal", series, facts, batch_size)
 
 
 def pushgateway_pushes(
@@ -205,11 +294,12 @@ def pushgateway_pushes(
     remove: frozenset[str],
     batch_size: int,
     limit: int,
-) -> list[Push]:
+) -> Intake:
     """
     A Pushgateway push (text format or delimited protobuf, gzip allowed)
     for the group C{grouping}: every sample as a remote-write series, in
-    batches of at most C{batch_size} samples.
+    batches of at most C{batch_size} samples; the series within the
+    sample limits only.
     """
     raw = decode_body(body, facts.content_encoding, limit, allowed=("identity", "gzip"))
     series = pushgateway.to_series(
@@ -219,8 +309,9 @@ def pushgateway_pushes(
         add=facts.series_labels(add),
         remove=remove,
         now_ms=int(facts.received_at * 1000),
+        max_series=facts.samples.max_series_per_push,
     )
-    return _batched("remote_write", series, facts, batch_size)
+    return _built("pushgateway", "remote_write", series, facts, batch_size)
 
 
 def loki_pushes(body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
@@ -274,28 +365,54 @@ def otlp_pushes(signal: str, body: bytes, facts: RequestFacts, *, limit: int) ->
     ]
 
 
-def _batched(signal: str, series: list[bytes], facts: RequestFacts, batch_size: int) -> list[Push]:
+def _built(
+    what: str, signal: str, series: list[bytes], facts: RequestFacts, batch_size: int
+) -> Intake:
     """
     Series sealgw built itself (from seal or Pushgateway bodies; encoded
-    C{TimeSeries} of one sample each) as remote-write pushes of at most
-    C{batch_size} samples each.
+    C{TimeSeries} of one sample each), judged against the sample limits on
+    their bytes (in C, one walk for the whole push), as remote-write
+    pushes of at most C{batch_size} samples each, those over a limit left
+    out.
 
+    @raise LimitExceeded: for too many series, or when none is left.
     @raise ValueError: if C{batch_size} is less than 1.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
-    return [
-        Push(
-            signal=signal,
-            tenant=facts.relayed_tenant,
-            body=snappy_compress(wire.write_request(series[start:start + batch_size])),
-            content_type=PROTOBUF,
-            content_encoding="snappy",
-            extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
-            received_at=facts.received_at,
-        )
-        for start in range(0, len(series), batch_size)
+    limits, now = facts.samples, facts.received_at
+    sample_limits.check_series_count(what, len(series), limits.max_series_per_push)
+    framed = wire.framed(series)
+    raw = b"".join(framed)
+    verdict = sample_limits.judge_encoded(raw, limits, now)
+    if verdict is None:  # the C reader was not built
+        verdict = sample_limits.judge_objects(WriteRequest.FromString(raw), limits, now)
+    _, codes = verdict
+    refused = None
+    if codes:
+        refused = sample_limits.refused(what, codes, series, limits, now, where=None)
+        if refused.dropped == len(series):
+            raise AllSeriesRefused(refused)
+        framed = [one for one, code in zip(framed, codes, strict=True) if not code]
+    elif len(framed) <= batch_size:
+        return Intake([_remote_write_push(signal, raw, facts)] if framed else [])
+    pushes = [
+        _remote_write_push(signal, b"".join(framed[start:start + batch_size]), facts)
+        for start in range(0, len(framed), batch_size)
     ]
+    return Intake(pushes, refused)
+
+
+def _remote_write_push(signal: str, raw: bytes, facts: RequestFacts) -> Push:
+    return Push(
+        signal=signal,
+        tenant=facts.relayed_tenant,
+        body=snappy_compress(raw),
+        content_type=PROTOBUF,
+        content_encoding="snappy",
+        extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+        received_at=facts.received_at,
+    )
 
 
 def relayed_encoding(encoding: Optional[str]) -> Optional[str]:

@@ -26,6 +26,7 @@ from sealgw.signals._floats import format_bound
 from sealgw.signals._labels import METRIC_NAME, valid_label_name
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.errors import DecodeError, UnsupportedMediaType, quote
+from sealgw.signals.limits import LimitExceeded, check_series_count, timestamp_ms
 
 PREFIXES = ("/metrics/job/", "/metrics/job@base64/")
 TEXT_TYPES = ("", "text/plain", "application/openmetrics-text")
@@ -38,6 +39,8 @@ def grouping_key(path: str) -> dict[str, str]:
     @param path: the request's path, percent-encoded as it came.
     @raise DecodeError: for a path that is not C{/metrics/job/<job>...},
         an odd number of segments, a bad label name or bad base64.
+    @raise LimitExceeded: for a reserved label name (C{__tenant__}): its
+        value would be set on every series.
     """
     if not path.startswith(PREFIXES):
         raise DecodeError("pushgateway: the path must start with /metrics/job/")
@@ -54,6 +57,12 @@ def grouping_key(path: str) -> dict[str, str]:
             value = unquote(value)
         if not valid_label_name(name) or name == METRIC_NAME:
             raise DecodeError(f"pushgateway: invalid label name {quote(name)} in the path")
+        if name.startswith("__"):
+            raise LimitExceeded(
+                f"pushgateway: label name {quote(name)} in the path is reserved (names "
+                "starting with __ are Prometheus's own)",
+                "reserved_label_name",
+            )
         if name in labels:
             raise DecodeError(f"pushgateway: label {quote(name)} twice in the path")
         labels[name] = value
@@ -80,6 +89,7 @@ def to_series(
     add: Mapping[str, str],
     remove: frozenset[str],
     now_ms: int,
+    max_series: Optional[int] = None,
 ) -> list[bytes]:
     """
     Every sample of a push body as a series (an encoded C{TimeSeries}
@@ -87,11 +97,22 @@ def to_series(
     grouping key's (which win, as they name the group), then C{add}; the
     labels in C{remove} deleted.
 
+    A sample's own timestamp is kept; one that is C{NaN}, infinite or
+    past int64 milliseconds is refused, never wrapped.
+
+    @param max_series: refuse a body with more samples than this before
+        converting them.
     @raise UnsupportedMediaType: for a body in neither format.
     @raise DecodeError: for a body that does not parse.
+    @raise LimitExceeded: for a bad timestamp, or more than C{max_series}
+        samples (as L{sealgw.signals.limits.SampleLimits} names it).
     """
     if seal.is_sui_content_type(content_type):
         families = seal.decode_delimited(body)
+        if max_series is not None:
+            check_series_count(
+                "pushgateway", sum(len(family.metric) for family in families), max_series
+            )
         return seal.to_series(
             families,
             client_labels=grouping,
@@ -112,6 +133,10 @@ def to_series(
         parsed = list(text_string_to_metric_families(text))
     except (UnicodeDecodeError, ValueError, TypeError, IndexError) as e:
         raise DecodeError(f"pushgateway: the body is not in the text format: {e}") from None
+    if max_series is not None:
+        check_series_count(
+            "pushgateway", sum(len(family.samples) for family in parsed), max_series
+        )
     overlay = {**grouping, **add}
     out: list[bytes] = []
     encode = wire.LabelCache()
@@ -125,7 +150,9 @@ def to_series(
                     labels[bound] = _bound(sample.labels[bound], sample.name)
             labels[METRIC_NAME] = sample.name
             timestamp = (
-                int(float(sample.timestamp) * 1000) if sample.timestamp is not None else now_ms
+                timestamp_ms(float(sample.timestamp), f"pushgateway: {quote(sample.name)}")
+                if sample.timestamp is not None
+                else now_ms
             )
             out.append(wire.series(labels, float(sample.value), timestamp, encode))
     return out

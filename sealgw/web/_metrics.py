@@ -59,7 +59,8 @@ class GatewayMetrics:
     by what a client sends: C{route} is a route's name or C{unmatched},
     C{method} one of L{METHODS} or C{other}, C{status} a status this
     gateway answers, C{tenant} one the identity was allowed (or empty
-    before admission), C{listener} a configured endpoint.
+    before admission), C{listener} a configured endpoint, C{reason} a
+    sample limit's name (L{sealgw.signals.limits.REASONS}).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -119,6 +120,20 @@ class GatewayMetrics:
             "Connections closed because a request head did not arrive whole "
             "within the listener's header_timeout.",
             ["listener"],
+            registry=r,
+        )
+        self.series_refused = Counter(
+            "sealgw_series_refused",
+            "Series left out of pushes for a sample limit (docs/limits.rst), by "
+            "route and the limit.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.pushes_refused = Counter(
+            "sealgw_pushes_refused",
+            "Pushes answered 400 for a sample limit, in whole or in part, by "
+            "route and the limit.",
+            ["route", "reason"],
             registry=r,
         )
         ProcessCollector(registry=r)
