@@ -56,6 +56,26 @@ class PushSlotTests(SynchronousTestCase):
         self.successResultOf(a2)
         self.assertEqual(h.upstream.slots.in_use, 0)
 
+    def test_share_of_label_tenancy_pushes(self) -> None:
+        """
+        Pushes to an upstream that keeps tenants apart by label send no
+        tenant header (their tenant is inside the body), and still count
+        against the share of the tenant whose data they are: A's second
+        waits, B's goes at once.
+        """
+        h = harness([PENDING, FakeResponse(204), FakeResponse(204)])
+        a1 = h.deliver(tenant=None, owner="a")
+        self.addCleanup(lambda: a1.called or a1.cancel())
+        a2 = h.deliver(tenant=None, owner="a")
+        self.assertEqual(len(h.client.requests), 1)
+        self.successResultOf(h.deliver(tenant=None, owner="b"))
+        self.assertEqual(len(h.client.requests), 2)
+        self.assertNoResult(a2)
+        a1.cancel()
+        self.failureResultOf(a1, CancelledError)
+        self.successResultOf(a2)
+        self.assertEqual(h.upstream.slots.in_use, 0)
+
     def test_tenant_queue_full_429_not_retried(self) -> None:
         h = harness([PENDING])
         self.deliver(h, "a")

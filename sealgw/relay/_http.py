@@ -233,7 +233,7 @@ class HTTPUpstream:
 
     async def _attempt(self, url: EncodedURL, headers: dict[str, str], push: Push) -> Outcome:
         try:
-            slot = await self.slots.acquire(push.tenant)
+            slot = await self.slots.acquire(push.share)
         except SlotRefused as e:
             return failure_outcome(e)
         began = self._reactor.seconds()

@@ -195,6 +195,7 @@ def remote_write_pushes(
     push = Push(
         signal="remote_write",
         tenant=facts.relayed_tenant,
+        owner=facts.tenant,
         body=relayed,
         content_type=PROTOBUF,
         content_encoding="snappy",
@@ -407,6 +408,7 @@ def _remote_write_push(signal: str, raw: bytes, facts: RequestFacts) -> Push:
     return Push(
         signal=signal,
         tenant=facts.relayed_tenant,
+        owner=facts.tenant,
         body=snappy_compress(raw),
         content_type=PROTOBUF,
         content_encoding="snappy",

@@ -55,6 +55,12 @@ class Push:
     @ivar received_at: C{reactor.seconds()} when the request arrived; the
         retry deadline counts from here.  C{0.0} means "when C{deliver} was
         called".
+    @ivar owner: the tenant whose data this is, as the gate decided, even
+        where no tenant header is sent (an upstream that keeps tenants
+        apart by a label carries the tenant inside the body): the share of
+        the upstream it counts against, so that one tenant's pushes cannot
+        take every slot from the others there either.  L{None} for pushes
+        spooled before it existed, which count as their C{tenant}.
     """
 
     signal: str
@@ -65,6 +71,14 @@ class Push:
     path: str = ""
     extra_headers: Mapping[str, str] = attr.field(factory=dict, converter=_headers)
     received_at: float = 0.0
+    owner: Optional[str] = None
+
+    @property
+    def share(self) -> Optional[str]:
+        """
+        Whose share of the upstream's slots this push takes.
+        """
+        return self.owner if self.owner is not None else self.tenant
 
     def at_path(self, path: str) -> Push:
         """
@@ -82,6 +96,7 @@ class Push:
             path,
             self.extra_headers,
             self.received_at,
+            self.owner,
         )
 
     def to_bytes(self) -> bytes:
@@ -101,6 +116,7 @@ class Push:
                 "path": self.path,
                 "extra_headers": dict(self.extra_headers),
                 "received_at": self.received_at,
+                "owner": self.owner,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -142,6 +158,8 @@ class Push:
                     _text(k): _text(v) for k, v in dict(header["extra_headers"]).items()
                 },
                 received_at=float(header["received_at"]),
+                # Absent from pushes serialised before it existed.
+                owner=None if header.get("owner") is None else _text(header["owner"]),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise PushFormatError(f"serialised push: bad header ({e})") from None
