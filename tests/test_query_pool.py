@@ -157,6 +157,34 @@ class ParserPoolTests(TestCase):
         self.assertEqual(await first, '{__name__="a", tenant="team-a"}')
         self.assertEqual(await second, '{__name__="b", tenant="team-a"}')
 
+    async def test_tenants_served_in_turn(self) -> None:
+        """
+        Queries waiting for the child are taken from the tenants in turn:
+        tenant B's one query waits behind at most one of A's, not A's whole
+        queue; and A alone may not fill the queue the others need.
+        """
+        pool = self.pool(max_waiting=8, max_waiting_per_tenant=3)
+        pid = await self.started(pool)
+        self.hold(pid)
+        b = TenantLabel("tenant", ("team-b",))
+        order: list[str] = []
+
+        def asked(tenant: TenantLabel, text: str) -> Deferred[str]:
+            d = pool.enforce("query", text, tenant, DEFAULT_BOUNDS)
+            d.addCallback(lambda rewritten: order.append(text) or rewritten)
+            return d
+
+        running = asked(A, "a0")
+        queued = [asked(A, f"a{n}") for n in range(1, 4)]
+        refused = asked(A, "a4")
+        e = self.failureResultOf(refused, ParserUnavailable).value
+        self.assertIn("3 of this tenant's queries are already waiting", str(e))
+        bs = asked(b, "b0")
+        self.release(pid)
+        for d in (running, *queued, bs):
+            await d
+        self.assertEqual(order, ["a0", "a1", "b0", "a2", "a3"])
+
     async def test_cancel_waiting(self) -> None:
         """
         A query whose client went away leaves the queue.

@@ -102,7 +102,65 @@ def _outcome(message: dict[str, Any]) -> Deferred[str]:
 class _Job:
     frame: bytes
     done: Deferred[str]
+    tenant: str = ""
     timer: Optional[IDelayedCall] = None
+
+
+class _FairQueue:
+    """
+    The queries waiting for a parser process, in a queue per tenant, taken
+    from the tenants in turn: a tenant with many costly queries waiting
+    delays another's by at most one query of its own, not by its whole
+    queue.
+    """
+
+    def __init__(self) -> None:
+        # Tenants with queries waiting, in the order they are served next.
+        self._queues: dict[str, deque[_Job]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def waiting_for(self, tenant: str) -> int:
+        queue = self._queues.get(tenant)
+        return len(queue) if queue is not None else 0
+
+    def append(self, job: _Job) -> None:
+        self._queues.setdefault(job.tenant, deque()).append(job)
+        self._count += 1
+
+    def remove(self, job: _Job) -> bool:
+        """
+        Take C{job} out if it is waiting; whether it was.
+        """
+        queue = self._queues.get(job.tenant)
+        if queue is None or job not in queue:
+            return False
+        queue.remove(job)
+        self._count -= 1
+        if not queue:
+            del self._queues[job.tenant]
+        return True
+
+    def popleft(self) -> _Job:
+        """
+        The next query: the oldest of the tenant whose turn it is; that
+        tenant then goes to the back of the turns.
+        """
+        tenant = next(iter(self._queues))
+        queue = self._queues.pop(tenant)
+        job = queue.popleft()
+        if queue:
+            self._queues[tenant] = queue
+        self._count -= 1
+        return job
+
+    def drain(self) -> list[_Job]:
+        jobs = [job for queue in self._queues.values() for job in queue]
+        self._queues.clear()
+        self._count = 0
+        return jobs
 
 
 class _Child(ProcessProtocol):
@@ -163,6 +221,10 @@ class ParserPool:
     @ivar budget: seconds one query may take its process.
     @ivar max_waiting: queries that may wait for a process; more are
         refused with L{ParserUnavailable} at once.
+    @ivar max_waiting_per_tenant: of those, how many one tenant's may be
+        (a quarter by default), so that one tenant's flood of costly
+        queries cannot fill the queue the others need.  Waiting queries
+        are taken from the tenants in turn.
     """
 
     def __init__(
@@ -172,15 +234,21 @@ class ParserPool:
         processes: int = 1,
         budget: float = 2.0,
         max_waiting: int = 64,
+        max_waiting_per_tenant: Optional[int] = None,
         command: Optional[Sequence[str]] = None,
     ) -> None:
         self.reactor = reactor
         self.processes = processes
         self.budget = budget
         self.max_waiting = max_waiting
+        self.max_waiting_per_tenant = (
+            max_waiting_per_tenant
+            if max_waiting_per_tenant is not None
+            else max(1, max_waiting // 4)
+        )
         self.command = list(command or [sys.executable, "-m", "sealgw.tenancy._child"])
         self.children: list[_Child] = []
-        self.waiting: deque[_Job] = deque()
+        self.waiting = _FairQueue()
         self.stopping = False
 
     def enforce(self, kind: str, text: str, tenant: TenantLabel, bounds: PromQLBounds) -> Deferred[str]:
@@ -190,14 +258,19 @@ class ParserPool:
             return fail(ParserUnavailable(
                 f"{self.max_waiting} queries are already waiting for the PromQL parser"
             ))
+        key = str(tenant)
+        if self.waiting.waiting_for(key) >= self.max_waiting_per_tenant:
+            return fail(ParserUnavailable(
+                f"{self.max_waiting_per_tenant} of this tenant's queries are already waiting "
+                "for the PromQL parser"
+            ))
 
         def cancel(d: Deferred[str]) -> None:
             # A query not yet sent is dropped; one in a process runs out
             # its budget, and its answer is ignored.
-            if job in self.waiting:
-                self.waiting.remove(job)
+            self.waiting.remove(job)
 
-        job = _Job(encode_frame(request(kind, text, tenant, bounds)), Deferred(cancel))
+        job = _Job(encode_frame(request(kind, text, tenant, bounds)), Deferred(cancel), key)
         self.waiting.append(job)
         self._dispatch()
         return job.done
@@ -292,8 +365,7 @@ class ParserPool:
             self._dispatch()
 
     def _fail_waiting(self, why: str) -> None:
-        waiting, self.waiting = self.waiting, deque()
-        for job in waiting:
+        for job in self.waiting.drain():
             if not job.done.called:
                 job.done.errback(ParserUnavailable(why))
 
