@@ -8,6 +8,7 @@ while the reactor thread is stuck.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -136,11 +137,18 @@ class PusherPrometheusTests(TestCase):
 
     async def test_wrong_token(self) -> None:
         """
-        A token the gateway does not know is refused (401) and not retried,
-        and the loop goes on.
+        A token the gateway does not know is refused (401) and not retried;
+        the loop goes on after a pause, and the refusal is told once.
         """
+        stderr = io.StringIO()
         pusher = MetricsPusher(
-            self.gateway.url, token="nope", registry=self.registry, interval=0.2, backoff=FAST
+            self.gateway.url,
+            token="nope",
+            registry=self.registry,
+            interval=0.2,
+            backoff=FAST,
+            refusal_backoff=FAST,
+            report_to=stderr,
         )
         pusher.startService()
         self.addCleanup(pusher.stopService)
@@ -151,6 +159,8 @@ class PusherPrometheusTests(TestCase):
         await wait_until(refused_twice, what="two refused pushes", timeout=10)
         self.assertEqual((pusher.counters.failed, pusher.counters.delivered), (0, 0))
         self.assertTrue((pusher.counters.last_error or "").startswith("401"))
+        [line] = stderr.getvalue().splitlines()
+        self.assertIn(f"a metrics push to {self.gateway.url}/api/v1/push: 401", line)
 
 
 class OutageTests(TestCase):

@@ -29,9 +29,7 @@ REASON_CHARACTERS = 200
 #: user is told that nothing runs it.
 REACTOR_GRACE = 5.0
 
-_START_HINT = (
-    "an application that does not run it calls sealgw.client.start_in_thread() first"
-)
+_START_HINT = "an application that does not run it calls sealgw.client.start_in_thread() first"
 
 
 @attr.frozen
@@ -134,7 +132,9 @@ class DeliveryReport:
             what.append(
                 f"{self._refused} refused ({self._items_refused} {self.subject.items} dropped)"
             )
-        self.write(f"{self.subject.many} to {self.url} are delivered again, after {', '.join(what)}")
+        self.write(
+            f"{self.subject.many} to {self.url} are delivered again, after {', '.join(what)}"
+        )
         self.reset()
 
     def failed(self, answer: Answer, delay: float) -> None:
