@@ -259,7 +259,10 @@ class LokiHandler(logging.Handler):
     # -- any thread ------------------------------------------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
-        if _selflog.busy() or _selflog.own_record(record):
+        # On every record the application logs: kept to a few hundred
+        # nanoseconds (docs/clients.rst, "What is never shipped").
+        state = _selflog.state
+        if state.depth or _selflog.own_record(record):
             with self._queue_lock:
                 self.counters.skipped += 1
             return
@@ -267,8 +270,11 @@ class LokiHandler(logging.Handler):
             self._watch.arm()
         # Whatever formatting the record logs (or handleError writes to a
         # standard error that twistd turned into logging) is not shipped.
-        with _selflog.shipping():
+        state.depth += 1
+        try:
             self._enqueue(record)
+        finally:
+            state.depth -= 1
 
     def _enqueue(self, record: logging.LogRecord) -> None:
         try:

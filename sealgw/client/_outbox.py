@@ -89,9 +89,9 @@ class Outbox:
     thread.  Not thread-safe: only call it from the reactor (reading
     L{refused} from another thread is fine).
 
-    Each attempt is logged at debug level only; what the user is told is
-    up to the L{DeliveryReport}: once when trouble starts, once when it
-    ends.
+    Attempts are not logged one by one (L{counters} count them): what the
+    user is told is up to the L{DeliveryReport}, once when trouble starts
+    and once when it ends.  Only a bug in sending is logged.
 
     @ivar refused: whether the last answer was a refusal (sending is
         paused, or the probe after the pause is out).
@@ -249,14 +249,6 @@ class Outbox:
                 if answer.verdict is Verdict.RETRY:
                     self._failures_in_row += 1
                     delay = self._backoff.delay(self._failures_in_row, answer.retry_after)
-                    self._log.debug(
-                        "sealgw client: {what} to {url} not delivered ({reason}); "
-                        "next attempt in {delay:.1f}s",
-                        what=self.report.subject.one,
-                        url=self.report.url,
-                        reason=answer.reason,
-                        delay=delay,
-                    )
                     self.report.failed(answer, delay)
                     self._retry_later(delay)
                     return
@@ -343,14 +335,6 @@ class Outbox:
             counters.rejected += 1
             counters.items_rejected += payload.items
             counters.last_error = answer.reason
-            self._log.debug(
-                "sealgw client: the gateway refused {what} to {url} ({reason}); "
-                "dropped {items} item(s)",
-                what=self.report.subject.one,
-                url=self.report.url,
-                reason=answer.reason,
-                items=payload.items,
-            )
 
     def _supersede(self, payload: Payload) -> None:
         self.counters.superseded += 1

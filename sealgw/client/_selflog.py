@@ -28,7 +28,21 @@ _UNDER = tuple(name + "." for name in LIBRARY_LOGGERS)
 #: not say where they came from, so the logger's name decides.
 _LEGACY = "log_legacy"
 
-_local = threading.local()
+#: Library names by logger name, known already: a record's logger is
+#: judged once, not on every record (there are as many as loggers, which
+#: C{logging} keeps for ever too; the bound is for the unusual program
+#: that makes loggers without end).
+_NAMES: dict[str, bool] = {}
+_NAMES_KEPT = 10_000
+
+
+class _State(threading.local):
+    #: How deep this thread is in the library's own code.
+    depth = 0
+
+
+#: Per thread: read C{state.depth} directly where every record counts.
+state = _State()
 
 
 def library_name(name: str) -> bool:
@@ -58,7 +72,13 @@ def own_record(record: logging.LogRecord) -> bool:
             namespace = event.get("log_namespace")
             if isinstance(namespace, str) and namespace != _LEGACY:
                 return library_name(namespace)
-    return library_name(record.name)
+    name = record.name
+    known = _NAMES.get(name)
+    if known is None:
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        known = _NAMES[name] = library_name(name)
+    return known
 
 
 def busy() -> bool:
@@ -66,17 +86,15 @@ def busy() -> bool:
     Whether this thread is running the library's own shipping code: what
     it logs now is a side effect of shipping.
     """
-    return getattr(_local, "depth", 0) > 0
+    return state.depth > 0
 
 
 class _Shipping:
-    # A class rather than @contextmanager: it is entered on every record
-    # logged, and costs a third as much.
     def __enter__(self) -> None:
-        _local.depth = getattr(_local, "depth", 0) + 1
+        state.depth += 1
 
     def __exit__(self, *exc_info: object) -> None:
-        _local.depth -= 1
+        state.depth -= 1
 
 
 _SHIPPING = _Shipping()
