@@ -2,10 +2,10 @@
 The client library refused by a real gateway, over real sockets: a wrong
 token is told once and paused on, the library's own and Twisted's lines
 bridged into the handler's logger are never shipped, and the handler
-recovers when the gateway's token file is fixed.  In child processes: an
-application with the documented snippet and a refused token exits
-promptly, saying so in two lines; one that forgot C{start_in_thread()}
-is told what it lost.
+recovers when the gateway's token file is fixed.  In child processes:
+the documented snippet works as copied (and ships none of Twisted's
+lines); with a refused token it exits promptly, saying so in two lines;
+an application that forgot C{start_in_thread()} is told what it lost.
 """
 
 from __future__ import annotations
@@ -190,6 +190,22 @@ FORGETFUL_APP = textwrap.dedent(
 )
 
 
+def documented_snippet() -> str:
+    """
+    The first code block of C{docs/clients.rst}: the library without a
+    reactor.
+    """
+    with open(os.path.join(ROOT, "docs", "clients.rst"), encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("Metrics and logs, without a reactor", 1)[1].split("::\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines))
+
+
 class ApplicationTests(TestCase):
     """
     Applications that run no reactor, in child processes.
@@ -197,19 +213,56 @@ class ApplicationTests(TestCase):
 
     timeout = TEST_TIMEOUT
 
-    async def run_app(self, source: str, url: str, token: str) -> Child:
+    async def run_app(self, source: str, url: str, token: str, **env: str) -> Child:
         script = os.path.abspath(self.mktemp()) + ".py"
         with open(script, "w") as f:
             f.write(source)
         child = Child()
         reactor.spawnProcess(
-            child, sys.executable, [sys.executable, script, url, token], env=child_env(), path=ROOT
+            child,
+            sys.executable,
+            [sys.executable, script, url, token],
+            env=child_env(**env),
+            path=ROOT,
         )
         started = reactor.seconds()
         code = await with_timeout(child.ended, 60, "the application to exit")
         self.elapsed = reactor.seconds() - started
         self.assertEqual(code, 0, child.err.decode("utf-8", "replace"))
         return child
+
+    async def test_documented_snippet(self) -> None:
+        """
+        The snippet of C{docs/clients.rst} works as copied (with the
+        gateway's URL): its log line and its metrics arrive, and nothing
+        is said on standard error.
+        """
+        upstream = ScriptedUpstream()
+        server = serve(self, upstream)
+        gateway = await start_gateway(
+            self,
+            {
+                "upstreams": {"up": {"url": server.url}},
+                "push": {
+                    "loki": {"upstream": "up", "path": "/loki/api/v1/push"},
+                    "remote_write": {"upstream": "up", "path": "/api/v1/push"},
+                },
+            },
+            TOKENS,
+        )
+        snippet = documented_snippet().replace("https://gateway.example.com", gateway.url)
+        child = await self.run_app(snippet, "", "", SEALGW_TOKEN="tok-app")
+        self.assertEqual(child.err.decode("utf-8", "replace"), "")
+        logs = [r for r in upstream.received if r.path == b"/loki/api/v1/push"]
+        lines = []
+        for received in logs:
+            doc = Seen(received.method, received.path, {"content-encoding": "gzip"}, received.body)
+            for stream in doc.loki()["streams"]:
+                lines += [(stream["stream"], v[1]) for v in stream["values"]]
+        self.assertEqual(
+            lines, [({"service_name": "shop", "level": "INFO", "logger": "shop"}, "started")]
+        )
+        self.assertTrue([r for r in upstream.received if r.path == b"/api/v1/push"])
 
     async def test_refused_at_exit(self) -> None:
         """
