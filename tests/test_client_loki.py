@@ -16,7 +16,7 @@ from twisted.python import threadable
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.client import Backoff, LokiHandler
-from sealgw.client._loki import loki_body, metadata_name
+from sealgw.client._streams import loki_body, metadata_name
 from tests.test_client_fakes import HANG, FakeReactor, ScriptedGateway, respond, stub
 
 URL = "http://gateway.example:8080"
@@ -370,8 +370,8 @@ class BodyTests(SynchronousTestCase):
         A line with a lone surrogate (a bad file name) is sent with it
         replaced, not refused by the gateway for not being UTF-8.
         """
-        from sealgw.client._loki import _Entry
+        from sealgw.client._streams import Entry
 
-        body = loki_body([_Entry((("a", "b"),), 1, "bad \udcff name", None)])
+        body = loki_body([Entry((("a", "b"),), 1, "bad \udcff name", None)])
         body.decode("utf-8")
         self.assertIn(b"bad ? name", body)

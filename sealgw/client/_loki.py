@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import collections
 import gzip
-import json
 import logging
-import re
 import threading
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 import attr
 from twisted.internet.defer import Deferred, succeed
@@ -44,25 +42,19 @@ from sealgw.client._http import (
 from sealgw.client._outbox import REFUSAL_BACKOFF, Outbox, Payload, PushCounters
 from sealgw.client._report import DeliveryReport, ReactorWatch, Subject, reactor_running
 from sealgw.client._retry import Backoff
+from sealgw.client._streams import (
+    MAX_LINE_BYTES,
+    RECORD_ATTRIBUTES,
+    Entry,
+    loki_body,
+    metadata_name,
+)
 from sealgw.client._threads import call_in_reactor, in_reactor_thread, wait_in_reactor
 from sealgw.signals._labels import valid_label_name
 
 #: Stream labels and the record attribute each is read from.  Labels are
 #: what Loki indexes: keep them few and of few values.
 DEFAULT_LABEL_FIELDS: Mapping[str, str] = {"level": "levelname", "logger": "name"}
-
-#: Loki's default C{max_line_size}: a longer line makes Loki refuse the
-#: whole batch, so lines are cut to it here.
-MAX_LINE_BYTES = 256 * 1024
-
-# What every LogRecord has; anything else on a record came from `extra`.
-_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 _SUBJECT = Subject("a log batch", "log batches", "log line(s)", "log records")
 
@@ -84,41 +76,6 @@ class LokiCounters(PushCounters):
     dropped: int = 0
     truncated: int = 0
     skipped: int = 0
-
-
-class _Entry(NamedTuple):
-    labels: tuple[tuple[str, str], ...]
-    ns: int
-    line: str
-    metadata: Optional[dict[str, str]]
-
-
-def metadata_name(name: str) -> str:
-    """
-    C{name} as a valid Loki structured-metadata name: characters other
-    than letters, digits and C{_} become C{_}, and a leading digit gets a
-    C{_} before it.
-    """
-    cleaned = _NOT_NAME.sub("_", name)
-    if not cleaned or cleaned[0].isdigit():
-        cleaned = "_" + cleaned
-    return cleaned
-
-
-def loki_body(entries: list[_Entry]) -> bytes:
-    """
-    Loki's JSON push body for C{entries}, one stream per label set, in
-    arrival order.  Text that cannot be UTF-8 (lone surrogates) is
-    replaced, rather than making the gateway refuse the batch.
-    """
-    streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
-    for entry in entries:
-        value: list[Any] = [str(entry.ns), entry.line]
-        if entry.metadata:
-            value.append(entry.metadata)
-        streams.setdefault(entry.labels, []).append(value)
-    doc = {"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
 class LokiHandler(logging.Handler):
@@ -186,7 +143,7 @@ class LokiHandler(logging.Handler):
         @param metadata: whether C{extra} attributes are sent as structured
             metadata.
         @param max_queue: records held at most; past it, new ones are
-            dropped and counted.
+            dropped and counted (the oldest, while the gateway refuses).
         @param compress: gzip the body.
         @param backoff: the waits before retrying a failed batch.
         @param refusal_backoff: the pauses after a refused batch.
@@ -237,7 +194,7 @@ class LokiHandler(logging.Handler):
         # Our own lock, not the Handler's: the reactor thread takes it only
         # to move records out, never across I/O.
         self._queue_lock = threading.Lock()
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queue: collections.deque[Entry] = collections.deque()
         self._wake_pending = False
         self._accepting = True
         self._stopping: Optional[Deferred[None]] = None
@@ -327,7 +284,7 @@ class LokiHandler(logging.Handler):
         finally:
             super().close()
 
-    def _entry(self, record: logging.LogRecord) -> _Entry:
+    def _entry(self, record: logging.LogRecord) -> Entry:
         line = self.format(record)
         if len(line) * 4 > self.max_line_bytes:
             encoded = line.encode("utf-8", "replace")
@@ -342,10 +299,10 @@ class LokiHandler(logging.Handler):
             extra = {
                 metadata_name(k): str(v)
                 for k, v in record.__dict__.items()
-                if k not in _RECORD_ATTRIBUTES
+                if k not in RECORD_ATTRIBUTES
             }
             metadata = extra or None
-        return _Entry(labels, int(record.created * 1e9), line, metadata)
+        return Entry(labels, int(record.created * 1e9), line, metadata)
 
     # -- the reactor thread --------------------------------------------------------
 
@@ -383,7 +340,7 @@ class LokiHandler(logging.Handler):
             self.counters.errors += 1
             self.log.failure("sealgw client: shipping logs to {url}", url=self.url)
 
-    def _take(self, full_only: bool) -> list[_Entry]:
+    def _take(self, full_only: bool) -> list[Entry]:
         with self._queue_lock:
             if full_only and len(self._queue) < self.batch_size:
                 return []
@@ -392,7 +349,7 @@ class LokiHandler(logging.Handler):
             self._wake_pending = False
             return batch
 
-    def _payload(self, batch: list[_Entry]) -> Payload:
+    def _payload(self, batch: list[Entry]) -> Payload:
         body = loki_body(batch)
         if self.compress:
             body = gzip.compress(body, compresslevel=1)

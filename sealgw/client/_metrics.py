@@ -65,9 +65,9 @@ class MetricsPusher(Service):
 
     Start it from any thread with L{start}; a Twisted application can also
     make it a child of its service.  (Started while nothing runs the
-    reactor for 5 s, it says so on standard error.)  It stops with the reactor (a last
-    push first), with L{stopService} (reactor thread) or with L{close}
-    (any other thread).
+    reactor for 5 s, it says so on standard error.)  It stops with the
+    reactor (a last push first), with L{stopService} (reactor thread) or
+    with L{close} (any other thread).
 
     @ivar counters: what became of the pushes; their C{items} are series
         (remote write) or metric families (seal).

@@ -93,8 +93,9 @@ class Outbox:
     user is told is up to the L{DeliveryReport}, once when trouble starts
     and once when it ends.  Only a bug in sending is logged.
 
-    @ivar refused: whether the last answer was a refusal (sending is
-        paused, or the probe after the pause is out).
+    @ivar refused: whether the gateway has refused a payload since the
+        last one it took (sending is paused, or the probe after the pause
+        is out or being retried).
     """
 
     def __init__(
