@@ -101,6 +101,7 @@ class PusherPrometheusTests(TestCase):
             interval=0.5,
             labels={"job": "e2e"},
             backoff=FAST,
+            report_to=io.StringIO(),
             **kwargs,
         )
         pusher.startService()
@@ -183,6 +184,7 @@ class OutageTests(TestCase):
             registry=self.registry,
             interval=0.1,
             backoff=Backoff(initial=0.4, maximum=0.8),
+            report_to=io.StringIO(),
             before_push=self.jobs.inc,
         )
         pusher.startService()
@@ -297,6 +299,7 @@ class HandlerTests(TestCase):
             labels={"service_name": "shop"},
             flush_interval=0.1,
             backoff=FAST,
+            report_to=io.StringIO(),
         )
         logger = logging.getLogger(f"e2e.{self.id()}")
         logger.propagate = False

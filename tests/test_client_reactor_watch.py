@@ -77,6 +77,19 @@ class WatchTests(SynchronousTestCase):
         self.timers.fire()
         self.assertEqual(self.stderr.getvalue(), "")
 
+    def test_no_thread_at_exit(self) -> None:
+        """
+        At interpreter exit no thread can be started: arming says nothing
+        and raises nothing (it runs inside the application's logging).
+        """
+
+        def refuse(delay: float, f: Callable[[], None]) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        report = DeliveryReport(SUBJECT, URL, self.stderr, None)
+        ReactorWatch(self.reactor, report, timer=refuse).arm()
+        self.assertEqual(self.stderr.getvalue(), "")
+
     def test_reactor_already_running(self) -> None:
         self.reactor.running = True
         self.watch.arm()

@@ -255,7 +255,12 @@ class ReactorWatch:
         if reactor_running(self._reactor):
             return
         timer = self._timer if self._timer is not None else start_daemon_timer
-        timer(self._grace, self._check)
+        try:
+            timer(self._grace, self._check)
+        except RuntimeError:
+            # No new thread at interpreter exit: the close that follows
+            # says what was never sent.  A record logged must not raise.
+            pass
 
     def _check(self) -> None:
         if not reactor_running(self._reactor):
