@@ -8,6 +8,7 @@ while the reactor thread is stuck.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ class PusherPrometheusTests(TestCase):
             interval=0.5,
             labels={"job": "e2e"},
             backoff=FAST,
+            report_to=io.StringIO(),
             **kwargs,
         )
         pusher.startService()
@@ -136,11 +138,18 @@ class PusherPrometheusTests(TestCase):
 
     async def test_wrong_token(self) -> None:
         """
-        A token the gateway does not know is refused (401) and not retried,
-        and the loop goes on.
+        A token the gateway does not know is refused (401) and not retried;
+        the loop goes on after a pause, and the refusal is told once.
         """
+        stderr = io.StringIO()
         pusher = MetricsPusher(
-            self.gateway.url, token="nope", registry=self.registry, interval=0.2, backoff=FAST
+            self.gateway.url,
+            token="nope",
+            registry=self.registry,
+            interval=0.2,
+            backoff=FAST,
+            refusal_backoff=FAST,
+            report_to=stderr,
         )
         pusher.startService()
         self.addCleanup(pusher.stopService)
@@ -151,6 +160,8 @@ class PusherPrometheusTests(TestCase):
         await wait_until(refused_twice, what="two refused pushes", timeout=10)
         self.assertEqual((pusher.counters.failed, pusher.counters.delivered), (0, 0))
         self.assertTrue((pusher.counters.last_error or "").startswith("401"))
+        [line] = stderr.getvalue().splitlines()
+        self.assertIn(f"a metrics push to {self.gateway.url}/api/v1/push: 401", line)
 
 
 class OutageTests(TestCase):
@@ -173,6 +184,7 @@ class OutageTests(TestCase):
             registry=self.registry,
             interval=0.1,
             backoff=Backoff(initial=0.4, maximum=0.8),
+            report_to=io.StringIO(),
             before_push=self.jobs.inc,
         )
         pusher.startService()
@@ -287,6 +299,7 @@ class HandlerTests(TestCase):
             labels={"service_name": "shop"},
             flush_interval=0.1,
             backoff=FAST,
+            report_to=io.StringIO(),
         )
         logger = logging.getLogger(f"e2e.{self.id()}")
         logger.propagate = False

@@ -6,6 +6,7 @@ flush.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -15,11 +16,13 @@ from twisted.python import threadable
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.client import Backoff, LokiHandler
-from sealgw.client._loki import loki_body, metadata_name
+from sealgw.client._streams import loki_body, metadata_name
 from tests.test_client_fakes import HANG, FakeReactor, ScriptedGateway, respond, stub
 
 URL = "http://gateway.example:8080"
 NO_JITTER = Backoff(initial=2.0, maximum=16.0, random=lambda: 0.0)
+#: Pauses of 2, 4, 8, 16 s after refusals in a row.
+REFUSAL_PAUSES = Backoff(initial=4.0, maximum=32.0, random=lambda: 0.0)
 
 
 class HandlerTests(SynchronousTestCase):
@@ -35,10 +38,13 @@ class HandlerTests(SynchronousTestCase):
 
     def handler(self, gateway: ScriptedGateway | None = None, **kwargs: Any) -> LokiHandler:
         self.http = stub(gateway or self.gateway)
+        self.stderr = io.StringIO()
         options: dict[str, Any] = {
             "token": "tok-1",
             "labels": {"service_name": "shop"},
             "backoff": NO_JITTER,
+            "refusal_backoff": REFUSAL_PAUSES,
+            "report_to": self.stderr,
             "reactor": self.reactor,
             "http": self.http,
             **kwargs,
@@ -184,7 +190,8 @@ class HandlerTests(SynchronousTestCase):
 
     def test_refused_batch_dropped(self) -> None:
         """
-        A batch the gateway refuses for good is dropped and counted.
+        A batch the gateway refuses for good is dropped and counted, and
+        the next one waits for the pause after a refusal.
         """
         self.gateway = ScriptedGateway(respond(400, body=b"bad stream"), respond(204))
         handler = self.handler()
@@ -193,6 +200,8 @@ class HandlerTests(SynchronousTestCase):
         self.advance(1.0)
         self.assertEqual((handler.counters.rejected, handler.counters.items_rejected), (1, 2))
         self.logger.info("c")
+        self.advance(1.0)
+        self.assertEqual(len(self.gateway.seen), 1)
         self.advance(1.0)
         self.assertEqual([v[1] for _, v in self.lines(1)], ["c"])
 
@@ -361,8 +370,8 @@ class BodyTests(SynchronousTestCase):
         A line with a lone surrogate (a bad file name) is sent with it
         replaced, not refused by the gateway for not being UTF-8.
         """
-        from sealgw.client._loki import _Entry
+        from sealgw.client._streams import Entry
 
-        body = loki_body([_Entry((("a", "b"),), 1, "bad \udcff name", None)])
+        body = loki_body([Entry((("a", "b"),), 1, "bad \udcff name", None)])
         body.decode("utf-8")
         self.assertIn(b"bad ? name", body)

@@ -6,6 +6,7 @@ its loop survives everything.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,8 @@ from tests.test_client_fakes import (
 
 URL = "http://gateway.example:8080/prefix"
 NO_JITTER = Backoff(initial=2.0, maximum=16.0, random=lambda: 0.0)
+#: Pauses of 2, 4, 8, 16 s after refusals in a row.
+REFUSAL_PAUSES = Backoff(initial=4.0, maximum=32.0, random=lambda: 0.0)
 
 
 class PusherTests(SynchronousTestCase):
@@ -40,6 +43,7 @@ class PusherTests(SynchronousTestCase):
 
     def pusher(self, gateway: ScriptedGateway, **kwargs: Any) -> MetricsPusher:
         self.http = stub(gateway)
+        self.stderr = io.StringIO()
         kwargs.setdefault("http", self.http)
         options: dict[str, Any] = {
             "token": "tok-1",
@@ -47,6 +51,8 @@ class PusherTests(SynchronousTestCase):
             "interval": 10.0,
             "labels": {"job": "app"},
             "backoff": NO_JITTER,
+            "refusal_backoff": REFUSAL_PAUSES,
+            "report_to": self.stderr,
             "reactor": self.reactor,
             **kwargs,
         }
@@ -174,7 +180,6 @@ class PusherTests(SynchronousTestCase):
         self.http.flush()
         self.assertEqual((pusher.counters.rejected, pusher.counters.items_rejected), (1, 1))
         self.assertEqual(pusher.counters.last_error, "401 unknown token")
-        self.flushLoggedErrors()
         self.advance(9.0)
         self.assertEqual(len(gateway.seen), 1)
         self.advance(1.0)
@@ -453,7 +458,12 @@ class GaugeLabelsTests(SynchronousTestCase):
         gateway = ScriptedGateway()
         http = stub(gateway)
         pusher = MetricsPusher(
-            URL, registry=registry, labels={"job": "app"}, reactor=reactor, http=http
+            URL,
+            registry=registry,
+            labels={"job": "app"},
+            reactor=reactor,
+            http=http,
+            report_to=io.StringIO(),
         )
         pusher.startService()
         http.flush()

@@ -5,25 +5,31 @@ push route, without ever making the logging thread wait.
 C{emit} formats the record in the caller's thread and appends it to a
 bounded queue; everything else (batching, sending, retrying) happens on
 the reactor thread.  A full queue drops the new record and counts it:
-an application must never stall because its log shipping does.
+an application must never stall because its log shipping does.  (While
+the gateway refuses, a full queue drops its oldest record instead: no
+one knows when the refusal ends, and the newest records are the ones
+worth having then.)
+
+The library's own records, and Twisted's and treq's, are never shipped
+(L{sealgw.client._selflog}); what goes wrong with the shipping itself is
+told on standard error, once (L{sealgw.client._report}).
 """
 
 from __future__ import annotations
 
 import collections
 import gzip
-import json
 import logging
-import re
 import threading
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional, TextIO
 
 import attr
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from sealgw.client import _selflog
 from sealgw.client._http import (
     USER_AGENT,
     Answer,
@@ -33,8 +39,16 @@ from sealgw.client._http import (
     http_client,
     post,
 )
-from sealgw.client._outbox import Outbox, Payload, PushCounters
+from sealgw.client._outbox import REFUSAL_BACKOFF, Outbox, Payload, PushCounters
+from sealgw.client._report import DeliveryReport, ReactorWatch, Subject, reactor_running
 from sealgw.client._retry import Backoff
+from sealgw.client._streams import (
+    MAX_LINE_BYTES,
+    RECORD_ATTRIBUTES,
+    Entry,
+    loki_body,
+    metadata_name,
+)
 from sealgw.client._threads import call_in_reactor, in_reactor_thread, wait_in_reactor
 from sealgw.signals._labels import valid_label_name
 
@@ -42,18 +56,7 @@ from sealgw.signals._labels import valid_label_name
 #: what Loki indexes: keep them few and of few values.
 DEFAULT_LABEL_FIELDS: Mapping[str, str] = {"level": "levelname", "logger": "name"}
 
-#: Loki's default C{max_line_size}: a longer line makes Loki refuse the
-#: whole batch, so lines are cut to it here.
-MAX_LINE_BYTES = 256 * 1024
-
-# What every LogRecord has; anything else on a record came from `extra`.
-_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+_SUBJECT = Subject("a log batch", "log batches", "log line(s)", "log records")
 
 
 @attr.define
@@ -65,45 +68,14 @@ class LokiCounters(PushCounters):
         or they were still queued when the handler closed and could not be
         sent.
     @ivar truncated: lines cut to C{max_line_bytes}.
+    @ivar skipped: records not shipped because they are the library's own:
+        logged by C{sealgw.client}, Twisted, treq or crochet, or logged
+        while the handler was shipping.
     """
 
     dropped: int = 0
     truncated: int = 0
-
-
-class _Entry(NamedTuple):
-    labels: tuple[tuple[str, str], ...]
-    ns: int
-    line: str
-    metadata: Optional[dict[str, str]]
-
-
-def metadata_name(name: str) -> str:
-    """
-    C{name} as a valid Loki structured-metadata name: characters other
-    than letters, digits and C{_} become C{_}, and a leading digit gets a
-    C{_} before it.
-    """
-    cleaned = _NOT_NAME.sub("_", name)
-    if not cleaned or cleaned[0].isdigit():
-        cleaned = "_" + cleaned
-    return cleaned
-
-
-def loki_body(entries: list[_Entry]) -> bytes:
-    """
-    Loki's JSON push body for C{entries}, one stream per label set, in
-    arrival order.  Text that cannot be UTF-8 (lone surrogates) is
-    replaced, rather than making the gateway refuse the batch.
-    """
-    streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
-    for entry in entries:
-        value: list[Any] = [str(entry.ns), entry.line]
-        if entry.metadata:
-            value.append(entry.metadata)
-        streams.setdefault(entry.labels, []).append(value)
-    doc = {"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+    skipped: int = 0
 
 
 class LokiHandler(logging.Handler):
@@ -118,12 +90,19 @@ class LokiHandler(logging.Handler):
     Records are sent every C{flush_interval} seconds, and as soon as
     C{batch_size} are waiting.  A batch that fails in a way worth retrying
     is retried with backoff (new records wait in the queue meanwhile); one
-    the gateway refuses for good is dropped and counted.
+    the gateway refuses for good is dropped and counted, and sending
+    pauses (C{refusal_backoff}).  Both are told once on standard error,
+    and so is their end.
+
+    Records of the library itself, of Twisted, treq and crochet, and
+    records logged while the handler ships, are never shipped: attach it
+    to the root logger without fear of it shipping its own complaints.
 
     It starts by itself on the reactor thread.  In an application without
-    a reactor, call L{sealgw.client.start_in_thread} first.  It sends what
-    is queued when the reactor stops, or when closed (C{logging.shutdown},
-    C{close}), within C{stop_timeout} seconds.
+    a reactor, call L{sealgw.client.start_in_thread} first (if records
+    wait 5 s and nothing runs the reactor, standard error says so).  It
+    sends what is queued when the reactor stops, or when closed
+    (C{logging.shutdown}, C{close}), within C{stop_timeout} seconds.
 
     @ivar counters: what became of the records.
     """
@@ -149,6 +128,8 @@ class LokiHandler(logging.Handler):
         timeout: float = 10.0,
         stop_timeout: float = 5.0,
         backoff: Backoff = Backoff(),
+        refusal_backoff: Backoff = REFUSAL_BACKOFF,
+        report_to: Optional[TextIO] = None,
         reactor: Any = None,
         http: Optional[TreqLike] = None,
     ) -> None:
@@ -162,8 +143,12 @@ class LokiHandler(logging.Handler):
         @param metadata: whether C{extra} attributes are sent as structured
             metadata.
         @param max_queue: records held at most; past it, new ones are
-            dropped and counted.
+            dropped and counted (the oldest, while the gateway refuses).
         @param compress: gzip the body.
+        @param backoff: the waits before retrying a failed batch.
+        @param refusal_backoff: the pauses after a refused batch.
+        @param report_to: where trouble with the shipping is told, one line
+            at a time; standard error by default.
         @param reactor: the reactor (a fake in tests); the global one by
             default.
         @param http: a treq-like client; by default one over a connection
@@ -200,17 +185,21 @@ class LokiHandler(logging.Handler):
             http = http_client(reactor, self._pool)
         self._http = http
         self.counters = LokiCounters()
+        self._report = DeliveryReport(_SUBJECT, self.url, report_to, token)
+        self._watch = ReactorWatch(reactor, self._report)
         self._outbox = Outbox(
-            self._send, reactor, backoff, self.counters, self.log, f"a log batch to {self.url}"
+            self._send, reactor, backoff, self.counters, self.log, self._report, refusal_backoff
         )
         self._outbox.on_idle = self._ship_full
         # Our own lock, not the Handler's: the reactor thread takes it only
         # to move records out, never across I/O.
         self._queue_lock = threading.Lock()
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queue: collections.deque[Entry] = collections.deque()
         self._wake_pending = False
         self._accepting = True
         self._stopping: Optional[Deferred[None]] = None
+        #: What the stop gave up, and why, for the report.
+        self._lost: tuple[int, str] = (0, "")
         self._closed = False
         self._trigger: Any = None
         self._loop = LoopingCall(self._tick)
@@ -227,6 +216,24 @@ class LokiHandler(logging.Handler):
     # -- any thread ------------------------------------------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
+        # On every record the application logs: kept to a few hundred
+        # nanoseconds (docs/clients.rst, "What is never shipped").
+        state = _selflog.state
+        if state.depth or _selflog.own_record(record):
+            with self._queue_lock:
+                self.counters.skipped += 1
+            return
+        if not self._watch.armed:
+            self._watch.arm()
+        # Whatever formatting the record logs (or handleError writes to a
+        # standard error that twistd turned into logging) is not shipped.
+        state.depth += 1
+        try:
+            self._enqueue(record)
+        finally:
+            state.depth -= 1
+
+    def _enqueue(self, record: logging.LogRecord) -> None:
         try:
             entry = self._entry(record)
         except Exception:
@@ -234,9 +241,14 @@ class LokiHandler(logging.Handler):
             return
         wake = False
         with self._queue_lock:
-            if not self._accepting or len(self._queue) >= self.max_queue:
+            if not self._accepting:
                 self.counters.dropped += 1
                 return
+            if len(self._queue) >= self.max_queue:
+                self.counters.dropped += 1
+                if not self._outbox.refused:
+                    return
+                self._queue.popleft()
             self._queue.append(entry)
             if len(self._queue) >= self.batch_size and not self._wake_pending:
                 self._wake_pending = wake = True
@@ -262,14 +274,17 @@ class LokiHandler(logging.Handler):
                 self._closed = True
                 if in_reactor_thread():
                     self.stop()
-                elif getattr(self._reactor, "running", False):
+                elif reactor_running(self._reactor):
                     wait_in_reactor(self._reactor, self.stop, self.stop_timeout + 1.0)
                 else:
-                    self._drop_queue()
+                    dropped = self._drop_queue()
+                    if self._stopping is None:
+                        # Not stopped with a reactor: none ever ran it.
+                        self._report.never_ran(dropped)
         finally:
             super().close()
 
-    def _entry(self, record: logging.LogRecord) -> _Entry:
+    def _entry(self, record: logging.LogRecord) -> Entry:
         line = self.format(record)
         if len(line) * 4 > self.max_line_bytes:
             encoded = line.encode("utf-8", "replace")
@@ -284,10 +299,10 @@ class LokiHandler(logging.Handler):
             extra = {
                 metadata_name(k): str(v)
                 for k, v in record.__dict__.items()
-                if k not in _RECORD_ATTRIBUTES
+                if k not in RECORD_ATTRIBUTES
             }
             metadata = extra or None
-        return _Entry(labels, int(record.created * 1e9), line, metadata)
+        return Entry(labels, int(record.created * 1e9), line, metadata)
 
     # -- the reactor thread --------------------------------------------------------
 
@@ -310,6 +325,10 @@ class LokiHandler(logging.Handler):
         self._ship(full_only=True)
 
     def _ship(self, full_only: bool) -> None:
+        with _selflog.shipping():
+            self._ship_now(full_only)
+
+    def _ship_now(self, full_only: bool) -> None:
         # Runs from a LoopingCall and callFromThread: nothing gets out.
         try:
             if self._stopping is not None or not self._outbox.idle:
@@ -321,7 +340,7 @@ class LokiHandler(logging.Handler):
             self.counters.errors += 1
             self.log.failure("sealgw client: shipping logs to {url}", url=self.url)
 
-    def _take(self, full_only: bool) -> list[_Entry]:
+    def _take(self, full_only: bool) -> list[Entry]:
         with self._queue_lock:
             if full_only and len(self._queue) < self.batch_size:
                 return []
@@ -330,7 +349,7 @@ class LokiHandler(logging.Handler):
             self._wake_pending = False
             return batch
 
-    def _payload(self, batch: list[_Entry]) -> Payload:
+    def _payload(self, batch: list[Entry]) -> Payload:
         body = loki_body(batch)
         if self.compress:
             body = gzip.compress(body, compresslevel=1)
@@ -345,8 +364,9 @@ class LokiHandler(logging.Handler):
         """
         On the reactor thread: stop the timer, wait for a batch in flight,
         and send everything still queued once, within C{stop_timeout}.
-        Never fails; calling it again returns the same Deferred.  Lines
-        that could not be sent are counted in C{dropped}.
+        The first batch not delivered ends it: what is left is dropped,
+        counted in C{dropped} and told once on standard error.  Never
+        fails; calling it again returns the same Deferred.
         """
         if self._stopping is not None:
             return self._stopping
@@ -363,34 +383,33 @@ class LokiHandler(logging.Handler):
         return d
 
     async def _last_batches(self) -> None:
+        """
+        Each queued batch once, in order, until one is not delivered: the
+        ones after it would fare no better, and an exit must not wait for
+        (or be told about) each of them.
+        """
         await self._outbox.settled()
-        left = self._outbox.cancel_retry()
-        if left is not None and not await self._last_send(left):
-            return
+        payload = self._outbox.cancel_retry()
         while True:
-            batch = self._take(full_only=False)
-            if not batch:
+            if payload is None:
+                batch = self._take(full_only=False)
+                if not batch:
+                    return
+                payload = self._payload(batch)
+            answer = await self._outbox.send_once(payload)
+            if answer.verdict is not Verdict.SENT:
+                if answer.verdict is Verdict.RETRY:
+                    with self._queue_lock:
+                        self.counters.dropped += payload.items
+                self._lost = (payload.items, answer.reason)
                 return
-            if not await self._last_send(self._payload(batch)):
-                return
-
-    async def _last_send(self, payload: Payload) -> bool:
-        answer = await self._outbox.send_once(payload)
-        if answer.verdict is Verdict.RETRY:
-            with self._queue_lock:
-                self.counters.dropped += payload.items
-            self.log.warn(
-                "sealgw client: {items} log line(s) not delivered at shutdown ({reason})",
-                items=payload.items,
-                reason=answer.reason,
-            )
-            return False
-        return True
+            payload = None
 
     def _stop_failed(self, failure: Any) -> None:
         self._outbox.abort()
         self.counters.errors += 1
         self.counters.last_error = f"stopping: {failure.getErrorMessage()}"
+        self._lost = (self._lost[0], f"the last batches took longer than {self.stop_timeout:g}s")
         self.log.warn(
             "sealgw client: the last log batches to {url} did not finish: {error}",
             url=self.url,
@@ -398,16 +417,24 @@ class LokiHandler(logging.Handler):
         )
 
     def _stopped(self, result: object) -> Deferred[Any] | object:
-        self._drop_queue()
+        items, why = self._lost
+        self._report.lost(items + self._drop_queue(), why or "logged while stopping")
         if self._pool is not None:
             return self._pool.closeCachedConnections().addBoth(lambda _: None)
         return succeed(None)
 
-    def _drop_queue(self) -> None:
+    def _drop_queue(self) -> int:
+        """
+        Stop accepting records and drop those queued, counted.
+
+        @return: how many were dropped.
+        """
         with self._queue_lock:
             self._accepting = False
-            self.counters.dropped += len(self._queue)
+            dropped = len(self._queue)
+            self.counters.dropped += dropped
             self._queue.clear()
+        return dropped
 
 
 def _headers(token: Optional[str], tenant: Optional[str], compress: bool) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
@@ -25,7 +25,8 @@ from sealgw.client._http import (
     http_client,
     post,
 )
-from sealgw.client._outbox import Outbox, Payload, PushCounters
+from sealgw.client._outbox import REFUSAL_BACKOFF, Outbox, Payload, PushCounters
+from sealgw.client._report import DeliveryReport, ReactorWatch, Subject, reactor_running
 from sealgw.client._retry import Backoff
 from sealgw.client._threads import call_in_reactor, in_reactor_thread, wait_in_reactor
 
@@ -44,6 +45,7 @@ class PushFormat(enum.Enum):
 
 
 _PATHS = {PushFormat.REMOTE_WRITE: "/api/v1/push", PushFormat.SEAL: "/publish/metrics"}
+_ITEMS = {PushFormat.REMOTE_WRITE: "series", PushFormat.SEAL: "metric famil(ies)"}
 
 
 class MetricsPusher(Service):
@@ -55,13 +57,17 @@ class MetricsPusher(Service):
     5xx, a 429) is sent again after a backoff, or after the gateway's
     C{Retry-After}; a newer snapshot taken meanwhile replaces it, so only
     the latest is ever held.  A push the gateway refuses for good (any
-    other 4xx: a wrong token, a tenant the token may not use) is logged
-    and dropped.  Nothing stops the loop; L{counters} says how it goes.
+    other 4xx: a wrong token, a tenant the token may not use) is dropped,
+    and pushing pauses (C{refusal_backoff}; no snapshot is taken
+    meanwhile) before the next tick tries again.  Failures and refusals
+    are told once on standard error, and so is their end.  Nothing stops
+    the loop; L{counters} says how it goes.
 
     Start it from any thread with L{start}; a Twisted application can also
-    make it a child of its service.  It stops with the reactor (a last
-    push first), with L{stopService} (reactor thread) or with L{close}
-    (any other thread).
+    make it a child of its service.  (Started while nothing runs the
+    reactor for 5 s, it says so on standard error.)  It stops with the
+    reactor (a last push first), with L{stopService} (reactor thread) or
+    with L{close} (any other thread).
 
     @ivar counters: what became of the pushes; their C{items} are series
         (remote write) or metric families (seal).
@@ -83,6 +89,8 @@ class MetricsPusher(Service):
         timeout: float = 10.0,
         stop_timeout: float = 5.0,
         backoff: Backoff = Backoff(),
+        refusal_backoff: Backoff = REFUSAL_BACKOFF,
+        report_to: Optional[TextIO] = None,
         before_push: Optional[Callable[[], object]] = None,
         reactor: Any = None,
         http: Optional[TreqLike] = None,
@@ -98,6 +106,10 @@ class MetricsPusher(Service):
         @param path: the gateway's path for C{format}, if not the usual.
         @param timeout: the longest one push may take, answer included.
         @param stop_timeout: the longest the last push at stop may take.
+        @param backoff: the waits before retrying a failed push.
+        @param refusal_backoff: the pauses after a refused push.
+        @param report_to: where trouble with the pushes is told, one line
+            at a time; standard error by default.
         @param before_push: called on the reactor thread before each
             snapshot (to refresh values that are computed, not counted).
         @param reactor: the reactor (a C{Clock} in tests); the global one
@@ -125,8 +137,11 @@ class MetricsPusher(Service):
             http = http_client(reactor, self._pool)
         self._http = http
         self.counters = PushCounters()
+        subject = Subject("a metrics push", "metrics pushes", _ITEMS[self.format], "metrics")
+        self._report = DeliveryReport(subject, self.url, report_to, token)
+        self._watch = ReactorWatch(reactor, self._report)
         self._outbox = Outbox(
-            self._send, reactor, backoff, self.counters, self.log, f"a metrics push to {self.url}"
+            self._send, reactor, backoff, self.counters, self.log, self._report, refusal_backoff
         )
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
@@ -137,13 +152,16 @@ class MetricsPusher(Service):
 
     def start(self) -> None:
         """
-        Start pushing, from any thread; the first push is made at once.
+        Start pushing, from any thread; the first push is made at once
+        (once the reactor runs).
         """
+        self._watch.arm()
         call_in_reactor(self._reactor, self.startService)
 
     def startService(self) -> None:
         if self.running:
             return
+        self._watch.arm()
         super().startService()
         self._stopping = None
         self._loop.start(self.interval, now=True)
@@ -197,7 +215,10 @@ class MetricsPusher(Service):
         if in_reactor_thread():
             self.stopService()
             return True
-        if not getattr(self._reactor, "running", False):
+        if not reactor_running(self._reactor):
+            if self._watch.armed and not self.running and self._stopping is None:
+                # Started, but never on a reactor: none ever ran it.
+                self._report.never_ran()
             return False
         wait = self.stop_timeout + 1.0 if timeout is None else timeout
         return wait_in_reactor(self._reactor, self.stopService, wait)
@@ -240,6 +261,8 @@ class MetricsPusher(Service):
     def _tick(self) -> None:
         # A LoopingCall whose function raises stops for good: nothing
         # gets out of here.
+        if self._outbox.paused:
+            return  # refused: no snapshot until the pause is over
         try:
             payload = self._snapshot()
             if payload is not None:

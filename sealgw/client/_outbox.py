@@ -7,6 +7,14 @@ Holding the newest payload and no other is what bounds memory through an
 outage: a metrics snapshot supersedes the one before it, and the Loki
 handler offers a batch only when the outbox is idle, leaving its records
 in its own bounded queue meanwhile.
+
+A refusal (a 4xx other than 429: a wrong token, a tenant the token may
+not use) is not retried, but it is no reason to send the next payload at
+once either: the next one would be refused the same way.  After a
+refusal the outbox pauses, longer after each refusal in a row, and the
+next payload it is offered afterwards is the probe that finds out whether
+the gateway takes payloads again (a token file fixed on the gateway's
+side).
 """
 
 from __future__ import annotations
@@ -20,8 +28,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sealgw.client import _selflog
 from sealgw.client._http import Answer, Verdict
+from sealgw.client._report import DeliveryReport
 from sealgw.client._retry import Backoff
+
+#: The pause after a refusal: 5 s (2.5 to 5 with jitter) after the first,
+#: doubling after each refusal in a row up to 5 minutes.
+REFUSAL_BACKOFF = Backoff(initial=5.0, maximum=300.0)
 
 
 @attr.define
@@ -33,7 +47,7 @@ class PushCounters:
     @ivar failed: attempts that will be made again (connection errors,
         timeouts, 5xx, 429).
     @ivar rejected: payloads the gateway refused for good (other 4xx) and
-        that were dropped.
+        that were dropped; each refusal pauses sending.
     @ivar superseded: payloads replaced by a newer one before they could
         be delivered.
     @ivar items_delivered: series or log lines in the delivered payloads.
@@ -72,7 +86,16 @@ Send = Callable[[Payload], Deferred[Answer]]
 class Outbox:
     """
     Delivers the payloads it is offered, newest first, on the reactor
-    thread.  Not thread-safe: only call it from the reactor.
+    thread.  Not thread-safe: only call it from the reactor (reading
+    L{refused} from another thread is fine).
+
+    Attempts are not logged one by one (L{counters} count them): what the
+    user is told is up to the L{DeliveryReport}, once when trouble starts
+    and once when it ends.  Only a bug in sending is logged.
+
+    @ivar refused: whether the gateway has refused a payload since the
+        last one it took (sending is paused, or the probe after the pause
+        is out or being retried).
     """
 
     def __init__(
@@ -82,19 +105,24 @@ class Outbox:
         backoff: Backoff,
         counters: PushCounters,
         log: Logger,
-        what: str,
+        report: DeliveryReport,
+        refusal_backoff: Backoff = REFUSAL_BACKOFF,
     ) -> None:
         self._send = send
         self._clock = clock
         self._backoff = backoff
+        self._refusal_backoff = refusal_backoff
         self.counters = counters
         self._log = log
-        self._what = what
+        self.report = report
         self._current: Optional[Payload] = None
         self._next: Optional[Payload] = None
         self._in_flight: Optional[Deferred[Answer]] = None
         self._timer: Optional[IDelayedCall] = None
+        self._paused = False
+        self.refused = False
         self._failures_in_row = 0
+        self._refusals_in_row = 0
         self._waiting: list[tuple[int, Deferred[None]]] = []
         self._settled: list[Deferred[None]] = []
         #: Called when the outbox empties after an answer, so that a sender
@@ -104,19 +132,30 @@ class Outbox:
     @property
     def idle(self) -> bool:
         """
-        Whether nothing is being sent or waiting to be retried.
+        Whether nothing is being sent or waiting to be retried, and
+        sending is not paused after a refusal.
         """
-        return self._current is None
+        return self._current is None and not self._paused
+
+    @property
+    def paused(self) -> bool:
+        """
+        Whether sending is paused after a refusal.
+        """
+        return self._paused
 
     def offer(self, payload: Payload) -> None:
         """
-        Send C{payload} as soon as the payload ahead of it is settled; a
-        payload waiting for its retry is replaced by it (and so is one
+        Send C{payload} as soon as the payload ahead of it is settled (or
+        the pause after a refusal is over); a payload waiting for its
+        retry, or for the pause to end, is replaced by it (and so is one
         offered before it that has not left yet).
         """
-        if self._current is None:
+        if self._current is None and not self._paused:
             self._current = payload
             self._attempt()
+        elif self._current is None:
+            self._current = payload
         elif self._in_flight is not None:
             if self._next is not None:
                 self._supersede(self._next)
@@ -149,15 +188,17 @@ class Outbox:
 
     def cancel_retry(self) -> Optional[Payload]:
         """
-        Stop waiting to retry and hand back the payload that was waiting
-        (with nothing in flight, nothing waits behind it); the outbox is
-        left empty.  Used at shutdown, which makes its own last attempt.
+        Stop waiting to retry (or for a pause to end) and hand back the
+        payload that was waiting (with nothing in flight, nothing waits
+        behind it); the outbox is left empty.  Used at shutdown, which
+        makes its own last attempt.
         """
         if self._in_flight is not None:
             raise RuntimeError("cancel_retry with a payload in flight; wait for settled()")
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._paused = False
         current, self._current = self._current, None
         return current
 
@@ -177,45 +218,78 @@ class Outbox:
         One attempt at C{payload}, outside the retry loop (the last push
         at shutdown), counted like any other.
         """
-        answer = await self._send(payload)
-        self._count(payload, answer)
+        with _selflog.shipping():
+            sending = self._send(payload)
+        answer = await sending
+        with _selflog.shipping():
+            self._count(payload, answer)
+            if answer.verdict is Verdict.SENT:
+                self.report.sent()
+            elif answer.verdict is Verdict.REJECTED:
+                self.report.refused(answer, payload.items, None)
         return answer
 
     # -- the loop ------------------------------------------------------------
 
     def _attempt(self) -> None:
-        self._timer = None
-        assert self._current is not None
-        payload = self._current
-        d = self._in_flight = self._send(payload)
-        d.addCallbacks(
-            lambda answer: self._answered(payload, answer),
-            lambda failure: self._crashed(payload, failure),
-        )
+        with _selflog.shipping():
+            self._timer = None
+            assert self._current is not None
+            payload = self._current
+            d = self._in_flight = self._send(payload)
+            d.addCallbacks(
+                lambda answer: self._answered(payload, answer),
+                lambda failure: self._crashed(payload, failure),
+            )
 
     def _answered(self, payload: Payload, answer: Answer) -> None:
-        self._in_flight = None
-        try:
-            self._count(payload, answer)
-            if answer.verdict is Verdict.RETRY:
-                self._failures_in_row += 1
-                delay = self._backoff.delay(self._failures_in_row, answer.retry_after)
-                self._log.warn(
-                    "sealgw client: {what} not delivered ({reason}); next attempt in {delay:.1f}s",
-                    what=self._what,
-                    reason=answer.reason,
-                    delay=delay,
-                )
-                self._retry_later(delay)
-                return
-            self._failures_in_row = 0
-            self._advance()
-        finally:
-            self._wake()
-        if self._current is None and self.on_idle is not None:
-            self.on_idle()
+        with _selflog.shipping():
+            self._in_flight = None
+            try:
+                self._count(payload, answer)
+                if answer.verdict is Verdict.RETRY:
+                    self._failures_in_row += 1
+                    delay = self._backoff.delay(self._failures_in_row, answer.retry_after)
+                    self.report.failed(answer, delay)
+                    self._retry_later(delay)
+                    return
+                self._failures_in_row = 0
+                if answer.verdict is Verdict.REJECTED:
+                    self._refusals_in_row += 1
+                    pause = self._refusal_backoff.delay(self._refusals_in_row)
+                    self.report.refused(answer, payload.items, pause)
+                    self._pause(pause)
+                    return
+                self._refusals_in_row = 0
+                self.refused = False
+                self.report.sent()
+                self._advance()
+            finally:
+                self._wake()
+            if self._current is None and not self._paused and self.on_idle is not None:
+                self.on_idle()
+
+    def _pause(self, pause: float) -> None:
+        """
+        Hold what comes next for C{pause} seconds; the newest payload
+        waiting then goes as the probe.
+        """
+        self.refused = self._paused = True
+        self._current, self._next = self._next, None
+        self._timer = self._clock.callLater(pause, self._resume)
+
+    def _resume(self) -> None:
+        self._timer = None
+        self._paused = False
+        if self._current is not None:
+            self._attempt()
+        # Otherwise the sender offers the probe at its next tick.
 
     def _crashed(self, payload: Payload, failure: Failure) -> None:
+        with _selflog.shipping():
+            self._crashed_now(payload, failure)
+
+    def _crashed_now(self, payload: Payload, failure: Failure) -> None:
         self._in_flight = None
         try:
             if failure.check(CancelledError):
@@ -227,7 +301,10 @@ class Outbox:
             self.counters.last_error = failure.getErrorMessage()
             self._failures_in_row += 1
             self._log.failure(
-                "sealgw client: sending {what} raised", failure=failure, what=self._what
+                "sealgw client: sending {what} to {url} raised",
+                failure=failure,
+                what=self.report.subject.one,
+                url=self.report.url,
             )
             self._retry_later(self._backoff.delay(self._failures_in_row))
         finally:
@@ -259,12 +336,6 @@ class Outbox:
             counters.rejected += 1
             counters.items_rejected += payload.items
             counters.last_error = answer.reason
-            self._log.error(
-                "sealgw client: the gateway refused {what} ({reason}); dropped {items} item(s)",
-                what=self._what,
-                reason=answer.reason,
-                items=payload.items,
-            )
 
     def _supersede(self, payload: Payload) -> None:
         self.counters.superseded += 1
