@@ -19,7 +19,7 @@ import re
 
 import attr
 
-from sealgw.tenancy._writer import LabelEnforcementError
+from sealgw.tenancy._errors import LabelEnforcementError
 
 KiB = 1024
 

@@ -25,8 +25,8 @@ from typing import IO, Any, Optional
 import attr
 
 from sealgw.tenancy._bounds import PromQLBounds
+from sealgw.tenancy._errors import LabelEnforcementError
 from sealgw.tenancy._promql import TenantLabel, enforce_query, enforce_selector
-from sealgw.tenancy._writer import LabelEnforcementError
 
 #: The largest frame either side takes: a query is at most some hundreds
 #: of KiB (its bound), and written back a few times that.

@@ -21,11 +21,11 @@ import attr
 import promql_parser as promql
 
 from sealgw.tenancy._bounds import PromQLBounds, check_bounds, nesting
+from sealgw.tenancy._errors import LabelEnforcementError
 from sealgw.tenancy._functions import function_refusal
 from sealgw.tenancy._tenant import parse_tenant
 from sealgw.tenancy._writer import (
     LABEL_NAME,
-    LabelEnforcementError,
     QueryWriter,
     match_operator,
     quote,

@@ -14,17 +14,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import promql_parser as promql
 
+from sealgw.tenancy._errors import LabelEnforcementError
 from sealgw.tenancy._functions import function_refusal
 
 if TYPE_CHECKING:
     from sealgw.tenancy._promql import TenantLabel
-
-
-class LabelEnforcementError(ValueError):
-    """
-    A query or selector that cannot be held to a tenant: it does not
-    parse, or holds what this module cannot write back.  Answered 400.
-    """
 
 
 #: A label name as the writer writes one; others (Prometheus 3's quoted
