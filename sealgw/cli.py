@@ -43,8 +43,9 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
 
 def run(args: Sequence[str]) -> int:
     """
-    C{sealgw run ...} is C{twistd --nodaemon sealgw ...}, for service
-    managers and containers that want one process in the foreground.
+    C{sealgw run ...} is C{twistd --nodaemon --pidfile= sealgw ...}, for
+    service managers and containers that want one process in the
+    foreground (and no pid file, so that two can run in one folder).
     """
     from twisted.scripts.twistd import run as twistd_run
 
@@ -53,7 +54,31 @@ def run(args: Sequence[str]) -> int:
     return 0
 
 
+def run_arguments(argv: Sequence[str]) -> Optional[list[str]]:
+    """
+    The arguments for twistd's C{sealgw} when C{argv} is C{run ...},
+    otherwise L{None}.
+
+    They are taken as they are, before argparse sees them: argparse's
+    C{REMAINDER} in a sub-command gives up on a remainder that begins with
+    an option (C{run --config F} was "unrecognized arguments"), and the
+    options are C{twistd sealgw}'s to judge, C{--help} included.  A
+    leading C{--} is dropped, so C{run -- --config F} means the same.
+    """
+    if not argv or argv[0] != "run":
+        return None
+    args = list(argv[1:])
+    if args[:1] == ["--"]:
+        args = args[1:]
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    run_args = run_arguments(argv)
+    if run_args is not None:
+        return run(run_args)
     parser = argparse.ArgumentParser(
         prog="sealgw", description="A secure, multi-tenant gateway for observability data."
     )
@@ -67,8 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_spool.add_argument("action", choices=["stats", "replay-dead-letters"])
     p_spool.add_argument("directory", help="a spool's directory, or one worker's folder in it")
     p_spool.add_argument("--json", action="store_true", help="stats as JSON")
-    p_run = sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw)")
-    p_run.add_argument("args", nargs=argparse.REMAINDER)
+    # Listed for --help; "run ..." is handled before parsing (run_arguments).
+    sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw ...)")
     p_generate = sub.add_parser("generate", help="push sample metrics to a gateway")
     generator.add_arguments(p_generate)
     ns = parser.parse_args(argv)
@@ -88,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sealgw.auth import hash_token_main
 
         return hash_token_main(sys.stdin, sys.stdout)
-    return run(ns.args)
+    return run([])
 
 
 if __name__ == "__main__":
