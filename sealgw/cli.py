@@ -25,7 +25,7 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
     from sealgw.config import ConfigError, load
 
     try:
-        config = load(path, bearer_tokens_path)
+        config = load(path, bearer_tokens_path, check_token_file=True)
         build_gateway(config, reactor, install_signal_handlers=False, check_only=True)
     except ConfigError as e:
         for problem in e.problems:

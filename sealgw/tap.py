@@ -81,7 +81,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         if config_path is None:
             config = default_config(options["data-dir"], port=options["port"])
         else:
-            config = load(config_path, options["bearer-tokens-path"])
+            config = load(config_path, options["bearer-tokens-path"], check_token_file=True)
         service = build_daemon(
             config, reactor, log_output=_log_output(options), on_fatal=ExitAfterStop(reactor)
         )
