@@ -355,7 +355,9 @@ class TokenFileCheckTests(SynchronousTestCase):
         """
         Reading a configuration alone does not open its token file.
         """
-        self.assertEqual(load(self.path).auth.token_file.path, os.path.join(self.directory, "tokens.yaml"))  # type: ignore[union-attr]
+        token_file = load(self.path).auth.token_file
+        assert token_file is not None
+        self.assertEqual(token_file.path, os.path.join(self.directory, "tokens.yaml"))
         with self.assertRaises(ConfigError):
             load(self.path, check_token_file=True)
 

@@ -360,7 +360,8 @@ class StartSummaryTests(SynchronousTestCase):
                 "'sidecar'); http://127.0.0.1:9185 (admin, health, readiness and metrics only)",
                 "  push: remote_write, seal -> mimir; loki -> disk",
                 "  reads: prometheus -> mimir",
-                "  upstreams: mimir (https://mimir.example.com/api); disk (files in /var/tmp/sealgw)",
+                "  upstreams: mimir (https://mimir.example.com/api); "
+                "disk (files in /var/tmp/sealgw)",
                 "  identities: OIDC tokens from https://dex.example.com; no authentication on "
                 "tcp:8081:interface=127.0.0.1",
             ],
@@ -383,5 +384,6 @@ class StartSummaryTests(SynchronousTestCase):
         config = ListenerConfig(endpoint="tcp6:0")
         port = reactor.listenTCP(0, Site(Resource()), interface="::1")
         self.addCleanup(port.stopListening)
-        [bound] = bound_listeners([Listener("listeners[0]", config, None, None, port)])  # type: ignore[arg-type]
+        listener = Listener("listeners[0]", config, None, None, port)  # type: ignore[arg-type]
+        [bound] = bound_listeners([listener])
         self.assertEqual(bound.address, f"[::1]:{port.getHost().port}")
