@@ -370,8 +370,9 @@ class StartSummaryTests(SynchronousTestCase):
 
     def test_no_identity_source(self) -> None:
         lines = self.summary(
-            'listeners: [{endpoint: "unix:/run/sealgw.sock"}]\n', ["/run/sealgw.sock"]
+            'listeners: [{endpoint: "unix:/run/sealgw.sock"}]\nworkers: 3\n', ["/run/sealgw.sock"]
         )
+        self.assertTrue(lines[0].endswith("/temp with 3 worker processes"), lines[0])
         self.assertEqual(lines[1], "  listening: /run/sealgw.sock (listeners[0])")
         self.assertEqual(
             lines[-1], "  identities: none: every request that needs a token is refused (401)"

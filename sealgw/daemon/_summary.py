@@ -37,7 +37,8 @@ def start_summary(config: Config, bound: Iterable[Bound]) -> str:
     The summary, as lines: the first says where the configuration came
     from, each next one (indented) a part of it.
     """
-    lines = [f"sealgw serving {config.source}"]
+    workers = f" with {config.workers} worker processes" if config.workers > 1 else ""
+    lines = [f"sealgw serving {config.source}{workers}"]
     lines.append("  listening: " + "; ".join(_listener(b) for b in bound))
     lines.append("  push: " + (_routes(config, "push") or "none"))
     lines.append("  reads: " + (_routes(config, "query") or "none"))
