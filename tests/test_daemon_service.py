@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 
 import treq
 from twisted.internet import reactor
@@ -388,3 +389,8 @@ class StartSummaryTests(SynchronousTestCase):
         listener = Listener("listeners[0]", config, None, None, port)  # type: ignore[arg-type]
         [bound] = bound_listeners([listener])
         self.assertEqual(bound.address, f"[::1]:{port.getHost().port}")
+        socket = os.path.abspath(self.mktemp())
+        unix = reactor.listenUNIX(socket, Site(Resource()))
+        self.addCleanup(unix.stopListening)
+        listener = Listener("admin", config, None, None, unix)  # type: ignore[arg-type]
+        self.assertEqual(bound_listeners([listener])[0].address, socket)

@@ -62,7 +62,10 @@ def _address(port: Any) -> str:
     if hasattr(host, "port"):
         name = str(host.host)
         return f"[{name}]:{host.port}" if ":" in name else f"{name}:{host.port}"
-    return str(getattr(host, "name", host))
+    path = getattr(host, "name", None)  # a unix socket's
+    if isinstance(path, bytes):
+        return path.decode(errors="replace")
+    return str(path if path is not None else host)
 
 
 def _listener(bound: Bound) -> str:
