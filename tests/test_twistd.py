@@ -513,6 +513,35 @@ class CommandTests(SynchronousTestCase):
         self.patch(__import__("sys"), "stdout", io.StringIO())
         self.assertEqual(main(["version"]), 0)
 
+    def test_spool_commands_refuse_other_folders(self) -> None:
+        """
+        C{sealgw spool} on a folder that holds no spool (not even in a
+        folder in it) says so and fails, rather than counting 0 records
+        there; a spool's worker folder, or the folder above it, is taken.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "photos"))
+        for action in ("stats", "replay-dead-letters"):
+            out, err = io.StringIO(), io.StringIO()
+            self.patch(sys, "stdout", out)
+            self.patch(sys, "stderr", err)
+            self.assertEqual(main(["spool", action, directory]), 1)
+            self.assertEqual(
+                err.getvalue(),
+                f"sealgw spool {action}: {directory}: not a spool folder: neither it nor a "
+                "folder in it holds a spool's files; give an upstream's spool.directory, or "
+                "one worker's folder in it\n",
+            )
+            self.assertEqual(out.getvalue(), "")
+        worker = os.path.join(directory, "worker-0")
+        os.makedirs(worker)
+        open(os.path.join(worker, "cursor.json"), "w").close()
+        for where in (directory, worker):
+            out = io.StringIO()
+            self.patch(sys, "stdout", out)
+            self.assertEqual(main(["spool", "stats", where]), 0)
+            self.assertIn("total: 0 record(s)", out.getvalue())
+
 
 def _site_packages() -> str:
     """
