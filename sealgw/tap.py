@@ -117,9 +117,10 @@ def _log_summary(config: Any, service: Any) -> None:
 
     from sealgw.daemon._summary import bound_listeners, start_summary
 
-    Logger(namespace="sealgw").info(
-        "{summary}", summary=start_summary(config, bound_listeners(service.listeners))
-    )
+    summary = start_summary(config, bound_listeners(service.listeners))
+    # The text is the event's format (braces doubled), so that a JSON line
+    # carries it once, as its message.
+    Logger(namespace="sealgw").info(summary.replace("{", "{{").replace("}", "}}"))
 
 
 class ExitAfterStop:

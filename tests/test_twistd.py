@@ -286,6 +286,10 @@ class DaemonTests(TestCase):
         # JSON lines, one object each, and the token never in them.
         lines = [json.loads(line) for line in child.out.decode().splitlines() if line.startswith("{")]
         self.assertTrue(any(e.get("access") for e in lines))
+        # The start-up summary: one line, its text as the message.
+        [summary] = [e for e in lines if e["message"].startswith("sealgw serving ")]
+        self.assertEqual(set(summary), {"time", "level", "logger", "message"})
+        self.assertIn("\n  push: remote_write -> prom\n", summary["message"])
         self.assertNotIn(b"drain-token-0123456789", child.out + child.err)
 
     async def test_config_problems_stop_start_up(self) -> None:
