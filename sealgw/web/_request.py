@@ -139,7 +139,7 @@ class GatewayRequest(Request):
     def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
         if message is None:
             message = REASON_PHRASES.get(code)
-        super().setResponseCode(code, message)
+        Request.setResponseCode(self, code, message)
 
     def setHeader(self, name: Any, value: Any) -> None:
         # Twisted names itself and its version in Server, on every answer
