@@ -6,6 +6,7 @@ C{version}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import IO, Optional
@@ -25,7 +26,7 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
     from sealgw.config import ConfigError, load
 
     try:
-        config = load(path, bearer_tokens_path)
+        config = load(path, bearer_tokens_path, check_token_file=True)
         build_gateway(config, reactor, install_signal_handlers=False, check_only=True)
     except ConfigError as e:
         for problem in e.problems:
@@ -41,10 +42,35 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
     return 0
 
 
+#: Files only a spool's worker folder holds (docs/spool.rst lists them),
+#: besides its segments (C{*.seg}).
+_SPOOL_FILES = frozenset({"lock", "cursor.json", "dead-letters.jsonl"})
+
+
+def _holds_a_spool(directory: str) -> bool:
+    """
+    Whether C{directory} is a spool's folder or one of its workers': it,
+    or a folder in it, holds a spool's files.  A folder that cannot be
+    read is left to the command, which says why.
+    """
+
+    def spool_files(path: str) -> bool:
+        return any(n in _SPOOL_FILES or n.endswith(".seg") for n in os.listdir(path))
+
+    try:
+        if spool_files(directory):
+            return True
+        folders = [os.path.join(directory, name) for name in os.listdir(directory)]
+        return any(os.path.isdir(f) and spool_files(f) for f in folders)
+    except OSError:
+        return True
+
+
 def run(args: Sequence[str]) -> int:
     """
-    C{sealgw run ...} is C{twistd --nodaemon sealgw ...}, for service
-    managers and containers that want one process in the foreground.
+    C{sealgw run ...} is C{twistd --nodaemon --pidfile= sealgw ...}, for
+    service managers and containers that want one process in the
+    foreground (and no pid file, so that two can run in one folder).
     """
     from twisted.scripts.twistd import run as twistd_run
 
@@ -53,7 +79,31 @@ def run(args: Sequence[str]) -> int:
     return 0
 
 
+def run_arguments(argv: Sequence[str]) -> Optional[list[str]]:
+    """
+    The arguments for twistd's C{sealgw} when C{argv} is C{run ...},
+    otherwise L{None}.
+
+    They are taken as they are, before argparse sees them: argparse's
+    C{REMAINDER} in a sub-command gives up on a remainder that begins with
+    an option (C{run --config F} was "unrecognized arguments"), and the
+    options are C{twistd sealgw}'s to judge, C{--help} included.  A
+    leading C{--} is dropped, so C{run -- --config F} means the same.
+    """
+    if not argv or argv[0] != "run":
+        return None
+    args = list(argv[1:])
+    if args[:1] == ["--"]:
+        args = args[1:]
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    run_args = run_arguments(argv)
+    if run_args is not None:
+        return run(run_args)
     parser = argparse.ArgumentParser(
         prog="sealgw", description="A secure, multi-tenant gateway for observability data."
     )
@@ -67,8 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_spool.add_argument("action", choices=["stats", "replay-dead-letters"])
     p_spool.add_argument("directory", help="a spool's directory, or one worker's folder in it")
     p_spool.add_argument("--json", action="store_true", help="stats as JSON")
-    p_run = sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw)")
-    p_run.add_argument("args", nargs=argparse.REMAINDER)
+    # Listed for --help; "run ..." is handled before parsing (run_arguments).
+    sub.add_parser("run", help="run the gateway in the foreground (twistd -n sealgw ...)")
     p_generate = sub.add_parser("generate", help="push sample metrics to a gateway")
     generator.add_arguments(p_generate)
     ns = parser.parse_args(argv)
@@ -81,6 +131,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command == "generate":
         return generator.run(ns)
     if ns.command == "spool":
+        if not _holds_a_spool(ns.directory):
+            sys.stderr.write(
+                f"sealgw spool {ns.action}: {ns.directory}: not a spool folder: neither it "
+                "nor a folder in it holds a spool's files; give an upstream's "
+                "spool.directory, or one worker's folder in it\n"
+            )
+            return 1
         from sealgw.relay._spool_cli import spool_command
 
         return spool_command(ns.action, ns.directory, ns.json, sys.stdout, sys.stderr)
@@ -88,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sealgw.auth import hash_token_main
 
         return hash_token_main(sys.stdin, sys.stdout)
-    return run(ns.args)
+    return run([])
 
 
 if __name__ == "__main__":

@@ -13,12 +13,20 @@ from twisted.python import usage
 from sealgw._version import __version__
 
 
+def _port_number(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"not a TCP port: {value}")
+    return port
+
+
 class Options(usage.Options):
     synopsis = "[--config FILE] [--bearer-tokens-path FILE]"
     longdesc = (
         "Run the sealgw gateway.  Without --config it starts on a built-in "
-        "development configuration: 127.0.0.1:8080, a generated token "
-        "printed once, and everything pushed written under ./sealgw-data."
+        "development configuration: 127.0.0.1:8080 (--port to change it), "
+        "a generated token printed once, and everything pushed written "
+        "under ./sealgw-data."
     )
     optParameters = [
         ["config", "c", None, "The YAML configuration file (sealgw's or seal-proxy's)."],
@@ -29,7 +37,21 @@ class Options(usage.Options):
             "A token file; overrides auth.token_file.path (seal-proxy's option).",
         ],
         ["data-dir", None, "sealgw-data", "Where the built-in default keeps what it accepts."],
+        [
+            "port",
+            None,
+            None,
+            "The built-in default's port on 127.0.0.1 (default 8080; 0 for any free one).",
+            _port_number,
+        ],
     ]
+
+    def postOptions(self) -> None:
+        if self["port"] is not None and self["config"] is not None:
+            raise usage.UsageError(
+                "--port is for the built-in configuration; with --config, "
+                "listeners are set in the file"
+            )
 
     def opt_version(self) -> None:
         """
@@ -57,9 +79,9 @@ def makeService(options: Options, reactor: Any = None) -> Any:
     config_path: Optional[str] = options["config"]
     try:
         if config_path is None:
-            config = default_config(options["data-dir"])
+            config = default_config(options["data-dir"], port=options["port"])
         else:
-            config = load(config_path, options["bearer-tokens-path"])
+            config = load(config_path, options["bearer-tokens-path"], check_token_file=True)
         service = build_daemon(
             config, reactor, log_output=_log_output(options), on_fatal=ExitAfterStop(reactor)
         )
@@ -67,11 +89,38 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         raise SystemExit(
             "sealgw: configuration problems:\n  " + "\n  ".join(e.problems)
         ) from None
+    service.report_cannot_listen = _to_standard_error
+    # Only once it listens: a port that cannot be had ends start-up with
+    # one line, and no banner promising a gateway that is not there.
     if config.development_token is not None:
-        # Only once it listens: a port that cannot be had ends start-up with
-        # one line, and no banner promising a gateway that is not there.
-        service.when_listening().addCallback(lambda _: _announce_development_token(config))
+        service.when_listening().addCallback(
+            lambda _: _announce_development_token(config, service)
+        )
+    else:
+        service.when_listening().addCallback(lambda _: _log_summary(config, service))
     return service
+
+
+def _to_standard_error(reason: str) -> None:
+    """
+    Write why start-up ends to the process's standard error, in one line:
+    by now twistd has made C{sys.stderr} a file that logs what is written
+    to it, to standard output and in the log's format.
+    """
+    err = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    err.write(f"sealgw: {reason}\n")
+    err.flush()
+
+
+def _log_summary(config: Any, service: Any) -> None:
+    from twisted.logger import Logger
+
+    from sealgw.daemon._summary import bound_listeners, start_summary
+
+    summary = start_summary(config, bound_listeners(service.listeners))
+    # The text is the event's format (braces doubled), so that a JSON line
+    # carries it once, as its message.
+    Logger(namespace="sealgw").info(summary.replace("{", "{{").replace("}", "}}"))
 
 
 class ExitAfterStop:
@@ -121,12 +170,13 @@ def _log_output(options: Options) -> Any:
     return sys.stdout
 
 
-def _announce_development_token(config: Any) -> None:
+def _announce_development_token(config: Any, service: Any) -> None:
     """
     Print the generated token once, to the terminal, never to the log.
     """
     token = config.development_token.value
-    port = config.listeners[0].endpoint.split(":")[1]
+    # The port bound, which --port 0 leaves to the system.
+    port = service.listeners[0].port.getHost().port
     data_dir = config.upstreams["files"].directory
     # By now twistd has replaced sys.stdout with a file that logs what is
     # written to it (and --logfile sends the log to a file): the token

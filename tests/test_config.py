@@ -357,6 +357,53 @@ remote-write:
 """
 
 
+class TokenFileCheckTests(SynchronousTestCase):
+    """
+    A token file that is not there is a problem of the setting that named
+    it, when a start or check-config loads the configuration.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "sealgw.yaml")
+        with open(self.path, "w") as f:
+            f.write("listeners: [{endpoint: 'tcp:0'}]\nauth: {token_file: {path: tokens.yaml}}\n")
+
+    def check(self, tokens: str | None = None) -> list[str]:
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(check_config(self.path, tokens, out, err), 1)
+        return err.getvalue().splitlines()
+
+    def test_named_in_the_file(self) -> None:
+        missing = os.path.join(self.directory, "tokens.yaml")
+        self.assertEqual(
+            self.check(),
+            [
+                f"{self.path}: auth.token_file.path: cannot read {missing}: "
+                "No such file or directory",
+                f"{self.path}: 1 problem(s)",
+            ],
+        )
+
+    def test_named_on_the_command_line(self) -> None:
+        missing = os.path.join(self.directory, "other.yaml")
+        self.assertEqual(
+            self.check(missing)[0],
+            f"--bearer-tokens-path: cannot read {missing}: No such file or directory",
+        )
+
+    def test_only_when_asked(self) -> None:
+        """
+        Reading a configuration alone does not open its token file.
+        """
+        token_file = load(self.path).auth.token_file
+        assert token_file is not None
+        self.assertEqual(token_file.path, os.path.join(self.directory, "tokens.yaml"))
+        with self.assertRaises(ConfigError):
+            load(self.path, check_token_file=True)
+
+
 class SealProxyConfigTests(SynchronousTestCase):
     """
     seal-proxy's own files work unchanged.

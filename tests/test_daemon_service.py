@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 
 import treq
 from twisted.internet import reactor
@@ -16,16 +17,17 @@ from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from sealgw.config import ListenerConfig
-from sealgw.daemon import GatewayService, Health, make_observer, prepare_listener
+from sealgw.config import ListenerConfig, load
+from sealgw.daemon import GatewayService, Health, Listener, make_observer, prepare_listener
 from sealgw.daemon._service import CannotListen, cannot_listen
+from sealgw.daemon._summary import Bound, bound_listeners, start_summary
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 
 
@@ -310,3 +312,85 @@ class BindTests(TestCase):
             line(KeyError("LISTEN_FDS")),
             "cannot listen on tcp:80 (admin): 'LISTEN_FDS'",
         )
+
+
+class StartSummaryTests(SynchronousTestCase):
+    """
+    The summary logged once a gateway started on a configuration file
+    listens (L{sealgw.daemon._summary}).
+    """
+
+    def summary(self, text: str, addresses: list[str]) -> list[str]:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        config = load(path)
+        listeners = [*config.listeners, *([config.admin] if config.admin else [])]
+        wheres = [f"listeners[{i}]" for i in range(len(config.listeners))]
+        wheres += ["admin"] if config.admin else []
+        bound = [Bound(w, li, a) for w, li, a in zip(wheres, listeners, addresses, strict=True)]
+        return start_summary(config, bound).splitlines()
+
+    def test_every_part(self) -> None:
+        lines = self.summary(
+            """
+            listeners:
+              - {endpoint: "tcp:8080"}
+              - {endpoint: "tcp:8081:interface=127.0.0.1", auth: none, identity: sidecar}
+            admin: {endpoint: "tcp:9185:interface=127.0.0.1"}
+            upstreams:
+              mimir: {url: "https://user:s3cret@mimir.example.com/api?key=s3cret"}
+              disk: {type: file, directory: /var/tmp/sealgw}
+            push:
+              remote_write: {upstream: mimir}
+              seal: {upstream: mimir}
+              loki: {upstream: disk}
+            query:
+              prometheus: {upstream: mimir}
+            auth:
+              oidc: {issuer: "https://dex.example.com", audience: [sealgw]}
+            """,
+            ["0.0.0.0:8080", "127.0.0.1:8081", "127.0.0.1:9185"],
+        )
+        self.assertEqual(
+            lines,
+            [
+                f"sealgw serving {lines[0].split()[-1]}",
+                "  listening: http://0.0.0.0:8080 (listeners[0], every interface); "
+                "http://127.0.0.1:8081 (listeners[1], no authentication: every request is "
+                "'sidecar'); http://127.0.0.1:9185 (admin, health, readiness and metrics only)",
+                "  push: remote_write, seal -> mimir; loki -> disk",
+                "  reads: prometheus -> mimir",
+                "  upstreams: mimir (https://mimir.example.com/api); "
+                "disk (files in /var/tmp/sealgw)",
+                "  identities: OIDC tokens from https://dex.example.com; no authentication on "
+                "tcp:8081:interface=127.0.0.1",
+            ],
+        )
+        self.assertNotIn("s3cret", "\n".join(lines))
+
+    def test_no_identity_source(self) -> None:
+        lines = self.summary(
+            'listeners: [{endpoint: "unix:/run/sealgw.sock"}]\nworkers: 3\n', ["/run/sealgw.sock"]
+        )
+        self.assertTrue(lines[0].endswith("/temp with 3 worker processes"), lines[0])
+        self.assertEqual(lines[1], "  listening: /run/sealgw.sock (listeners[0])")
+        self.assertEqual(
+            lines[-1], "  identities: none: every request that needs a token is refused (401)"
+        )
+
+    def test_bound_addresses(self) -> None:
+        """
+        The address a port was given, IPv6 in brackets.
+        """
+        config = ListenerConfig(endpoint="tcp6:0")
+        port = reactor.listenTCP(0, Site(Resource()), interface="::1")
+        self.addCleanup(port.stopListening)
+        listener = Listener("listeners[0]", config, None, None, port)  # type: ignore[arg-type]
+        [bound] = bound_listeners([listener])
+        self.assertEqual(bound.address, f"[::1]:{port.getHost().port}")
+        socket = os.path.abspath(self.mktemp())
+        unix = reactor.listenUNIX(socket, Site(Resource()))
+        self.addCleanup(unix.stopListening)
+        listener = Listener("admin", config, None, None, unix)  # type: ignore[arg-type]
+        self.assertEqual(bound_listeners([listener])[0].address, socket)

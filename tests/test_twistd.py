@@ -24,11 +24,13 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from sealgw.cli import check_config, main
+from sealgw.config import default_config
 from sealgw.signals import snappy_compress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.tap import Options, makeService
@@ -145,14 +147,16 @@ class DaemonTests(TestCase):
     async def test_default_configuration(self) -> None:
         """
         With no --config: a token printed once with a curl example, pushes
-        accepted with it and written to the data directory.
+        accepted with it and written to the data directory.  The built-in
+        port (8080, L{test_default_endpoint}) may be someone's: --port 0
+        lets the system pick one, and the banner names it.
         """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
-        child = twistd("sealgw", "--data-dir", "data", cwd=workdir)
+        child = twistd("sealgw", "--data-dir", "data", "--port", "0", cwd=workdir)
         self.addCleanup(stop, child)
         # The banner's last line: it comes once the port is bound.
-        await _started(child, b"curl -sS http://127.0.0.1:8080/health")
+        await _started(child, b"/health\n")
         out = child.out.decode()
         self.assertLess(out.index("listening on"), out.index("sealgw is running"))
         match = re.search(r"development token \(shown once, not logged\): (\S+)", out)
@@ -165,7 +169,12 @@ class DaemonTests(TestCase):
         for line in out.splitlines():
             if token in line:
                 self.assertNotIn("[stdout#", line)
-        url = "http://127.0.0.1:8080"
+        listening = re.search(r"listening on 127\.0\.0\.1:(\d+) ", out)
+        assert listening is not None, out
+        port = listening.group(1)
+        self.assertIn(f"curl -sS http://127.0.0.1:{port}/health\n", out)
+        self.assertIn(f"    http://127.0.0.1:{port}/loki/api/v1/push\n", out)
+        url = f"http://127.0.0.1:{port}"
         await wait_for(lambda: Deferred.fromCoroutine(healthy(url)))
         body = json.dumps(
             {"streams": [{"stream": {"job": "demo"}, "values": [["1700000000000000000", "hi"]]}]}
@@ -183,6 +192,47 @@ class DaemonTests(TestCase):
         await stop(child)
         self.assertEqual(child.exit_code, 0)
         self.assertNotIn(token.encode(), child.err)
+
+    async def test_sealgw_run(self) -> None:
+        """
+        C{sealgw run} takes twistd sealgw's options in each form the docs
+        and users write them (C{--config F}, C{-c F}, and after C{--}), and
+        serves; once listening it logs one summary of what it serves and
+        where identities come from, never a token.
+        """
+        tokens = self.config("- name: node-1\n  token: run-token-0123456789abcdef\n")
+        for form in (["--config"], ["-c"], ["--", "--config"]):
+            port = free_port()
+            path = self.config(
+                f"""
+                listeners: [{{endpoint: "tcp:{port}:interface=127.0.0.1", ops: true}}]
+                upstreams: {{disk: {{type: file, directory: data}}}}
+                push: {{loki: {{upstream: disk}}}}
+                auth: {{token_file: {{path: {tokens}}}}}
+                """
+            )
+            child = spawn(["-m", "sealgw", "run", *form, path])
+            self.addCleanup(stop, child)
+            await _started(child, b"identities:")
+            url = f"http://127.0.0.1:{port}"
+            await wait_for(lambda u=url: Deferred.fromCoroutine(healthy(u)))
+            await stop(child)
+            self.assertEqual(child.exit_code, 0, form)
+            out = child.out.decode()
+            summary = out[out.index("sealgw serving") :].splitlines()[:6]
+            self.assertEqual(
+                [line.strip() for line in summary],
+                [
+                    f"sealgw serving {path}",
+                    f"listening: http://127.0.0.1:{port} (listeners[0], with health, "
+                    "readiness and metrics)",
+                    "push: loki -> disk",
+                    "reads: none",
+                    f"upstreams: disk (files in {os.path.join(os.path.dirname(path), 'data')})",
+                    f"identities: token file {tokens}",
+                ],
+            )
+            self.assertNotIn(b"run-token", child.out + child.err)
 
     async def test_drain_on_sigterm(self) -> None:
         """
@@ -236,6 +286,10 @@ class DaemonTests(TestCase):
         # JSON lines, one object each, and the token never in them.
         lines = [json.loads(line) for line in child.out.decode().splitlines() if line.startswith("{")]
         self.assertTrue(any(e.get("access") for e in lines))
+        # The start-up summary: one line, its text as the message.
+        [summary] = [e for e in lines if e["message"].startswith("sealgw serving ")]
+        self.assertEqual(set(summary), {"time", "level", "logger", "message"})
+        self.assertIn("\n  push: remote_write -> prom\n", summary["message"])
         self.assertNotIn(b"drain-token-0123456789", child.out + child.err)
 
     async def test_config_problems_stop_start_up(self) -> None:
@@ -255,8 +309,9 @@ class DaemonTests(TestCase):
 
     async def test_port_in_use(self) -> None:
         """
-        A port held by someone else: one log line naming the address and
-        why, and exit status 1; no traceback.
+        A port held by someone else: one line on standard error naming the
+        address and why, and exit status 1; no traceback, and nothing in
+        the log (JSON here) that says it is listening.
         """
         taken = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
         self.addCleanup(taken.stopListening)
@@ -267,22 +322,23 @@ class DaemonTests(TestCase):
             listeners:
               - {{endpoint: "tcp:{free}:interface=127.0.0.1"}}
               - {{endpoint: "tcp:{port}:interface=127.0.0.1"}}
+            log: {{format: json}}
             """
         )
         child = twistd("sealgw", "--config", path)
         code = await child.ended
         self.assertEqual(code, 1)
-        output = (child.out + child.err).decode()
-        [line] = [line for line in output.splitlines() if str(port) in line]
-        self.assertTrue(
-            line.endswith(
-                f"#critical] cannot listen on 127.0.0.1:{port} "
-                f"(listeners[1]: tcp:{port}:interface=127.0.0.1): Address already in use"
-            ),
-            line,
+        self.assertEqual(
+            child.err.decode(),
+            f"sealgw: cannot listen on 127.0.0.1:{port} "
+            f"(listeners[1]: tcp:{port}:interface=127.0.0.1): Address already in use\n",
         )
-        self.assertNotIn("Traceback", output)
-        self.assertNotIn("listening on", output)
+        out = child.out.decode()
+        self.assertNotIn(str(port), out)
+        self.assertNotIn("Traceback", out)
+        self.assertNotIn("listening on", out)
+        for line in out.splitlines():
+            json.loads(line)
 
     async def test_sighup_reloads_tls_certificate(self) -> None:
         """
@@ -461,6 +517,35 @@ class CommandTests(SynchronousTestCase):
         self.patch(__import__("sys"), "stdout", io.StringIO())
         self.assertEqual(main(["version"]), 0)
 
+    def test_spool_commands_refuse_other_folders(self) -> None:
+        """
+        C{sealgw spool} on a folder that holds no spool (not even in a
+        folder in it) says so and fails, rather than counting 0 records
+        there; a spool's worker folder, or the folder above it, is taken.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "photos"))
+        for action in ("stats", "replay-dead-letters"):
+            out, err = io.StringIO(), io.StringIO()
+            self.patch(sys, "stdout", out)
+            self.patch(sys, "stderr", err)
+            self.assertEqual(main(["spool", action, directory]), 1)
+            self.assertEqual(
+                err.getvalue(),
+                f"sealgw spool {action}: {directory}: not a spool folder: neither it nor a "
+                "folder in it holds a spool's files; give an upstream's spool.directory, or "
+                "one worker's folder in it\n",
+            )
+            self.assertEqual(out.getvalue(), "")
+        worker = os.path.join(directory, "worker-0")
+        os.makedirs(worker)
+        open(os.path.join(worker, "cursor.json"), "w").close()
+        for where in (directory, worker):
+            out = io.StringIO()
+            self.patch(sys, "stdout", out)
+            self.assertEqual(main(["spool", "stats", where]), 0)
+            self.assertIn("total: 0 record(s)", out.getvalue())
+
 
 def _site_packages() -> str:
     """
@@ -567,13 +652,34 @@ class BannerTests(SynchronousTestCase):
     one, so that port 8080 is neither needed nor taken.
     """
 
-    def make(self, fake: MemoryReactorClock) -> tuple[Any, io.StringIO]:
+    def make(self, fake: MemoryReactorClock, *args: str) -> tuple[Any, io.StringIO]:
         out = io.StringIO()
+        self.err = io.StringIO()
         self.patch(sys, "stdout", out)
         self.patch(sys, "__stdout__", out)
+        self.patch(sys, "__stderr__", self.err)
         options = Options()
-        options.parseOptions(["--data-dir", os.path.abspath(self.mktemp())])
+        options.parseOptions(["--data-dir", os.path.abspath(self.mktemp()), *args])
         return makeService(options, fake), out
+
+    def test_default_endpoint(self) -> None:
+        """
+        The built-in configuration listens on 127.0.0.1:8080, as the README
+        says; --port moves it, and is refused beside --config.
+        """
+        self.assertEqual(
+            [li.endpoint for li in default_config("data").listeners],
+            ["tcp:8080:interface=127.0.0.1"],
+        )
+        service, _ = self.make(MemoryReactorClock(), "--port", "18080")
+        self.assertEqual(
+            [li.config.endpoint for li in service.listeners], ["tcp:18080:interface=127.0.0.1"]
+        )
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--config", "sealgw.yaml", "--port", "9000"])
+        self.assertIn("--port is for the built-in configuration", str(caught.exception))
+        with self.assertRaises(UsageError):
+            Options().parseOptions(["--port", "65536"])
 
     def test_banner_after_listening(self) -> None:
         fake = MemoryReactorClock()
@@ -596,3 +702,4 @@ class BannerTests(SynchronousTestCase):
             "(listeners[0]: tcp:8080:interface=127.0.0.1): Address already in use",
         )
         self.assertEqual(out.getvalue(), "")
+        self.assertEqual(self.err.getvalue(), f"sealgw: {caught.exception}\n")

@@ -8,15 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.test.proto_helpers import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from sealgw.build import build_gateway
 from sealgw.config import Config, ListenerConfig, LogConfig
 from sealgw.web import GatewayMetrics, GatewaySite
+from sealgw.web._errors import answer_error
+from tests.e2e_support import raw_http
 
 
 class Recorder(Resource):
@@ -110,3 +113,44 @@ class OpsAndPushgatewayTests(SynchronousTestCase):
         scraped = exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
         self.assertTrue(scraped.startswith(b"HTTP/1.1 200"), scraped[:80])
         self.assertIn(b"sealgw_http_requests", scraped)
+
+
+class _Status(Resource):
+    """
+    Answers the status its path names, through the gateway's own error
+    answer.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return answer_error(request, int(request.postpath[0]), "as asked")
+
+
+class ReasonPhraseTests(TestCase):
+    """
+    Every status the gateway sends carries its reason phrase in the status
+    line, those Twisted has none for included (it would send "Unknown
+    Status", and clients log the phrase).
+    """
+
+    async def test_status_lines(self) -> None:
+        site = GatewaySite(_Status(), reactor, GatewayMetrics(CollectorRegistry()), max_body=1024)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        expected = {
+            200: b"OK",
+            400: b"Bad Request",
+            413: b"Request Entity Too Large",
+            421: b"Misdirected Request",
+            422: b"Unprocessable Entity",
+            429: b"Too Many Requests",
+            431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable",
+        }
+        for status, phrase in expected.items():
+            raw = await raw_http(
+                port.getHost().port,
+                b"GET /%d HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % status,
+            )
+            self.assertEqual(raw.split(b"\r\n", 1)[0], b"HTTP/1.1 %d %s" % (status, phrase))

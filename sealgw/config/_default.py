@@ -20,18 +20,25 @@ from sealgw.config._model import (
 )
 from sealgw.config._secret import Secret
 
-DEFAULT_ENDPOINT = "tcp:8080:interface=127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_ENDPOINT = f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"
 DEFAULT_DATA_DIR = "sealgw-data"
 
 
-def default_config(data_dir: str = DEFAULT_DATA_DIR, token: str | None = None) -> Config:
+def default_config(
+    data_dir: str = DEFAULT_DATA_DIR, token: str | None = None, port: int | None = None
+) -> Config:
     """
     A development configuration; every push route writes to C{data_dir}.
+
+    @param port: where it listens on 127.0.0.1 instead of 8080 (0: any
+        free port), for a machine where 8080 is taken.
     """
     route = RouteConfig(upstream="files")
+    endpoint = DEFAULT_ENDPOINT if port is None else f"tcp:{port}:interface=127.0.0.1"
     return Config(
         source="built-in default",
-        listeners=(ListenerConfig(endpoint=DEFAULT_ENDPOINT, ops=True),),
+        listeners=(ListenerConfig(endpoint=endpoint, ops=True),),
         upstreams={"files": FileUpstreamConfig(name="files", directory=os.path.abspath(data_dir))},
         push=PushConfig(
             remote_write=RemoteWriteConfig(route=route),

@@ -42,12 +42,18 @@ such an upstream would store data the tenant's reads cannot see.
 """
 
 
-def load(path: str, bearer_tokens_path: Optional[str] = None) -> Config:
+def load(
+    path: str, bearer_tokens_path: Optional[str] = None, *, check_token_file: bool = False
+) -> Config:
     """
     Read, validate and freeze the configuration at C{path}.
 
     @param bearer_tokens_path: seal-proxy's C{--bearer-tokens-path}; it
         overrides C{auth.token_file.path}.
+    @param check_token_file: make a token file that cannot be opened a
+        problem of the setting that named it, as a start and
+        C{check-config} do; the file's entries are judged when the
+        gateway is built.
     @raise ConfigError: listing every problem found.
     """
     try:
@@ -67,9 +73,34 @@ def load(path: str, bearer_tokens_path: Optional[str] = None) -> Config:
         config = read_seal_proxy(data, file, bearer_tokens_path)
     else:
         config = read(data, file, bearer_tokens_path)
+    if check_token_file:
+        _check_token_file(config, path, bearer_tokens_path)
     for warning in config.warnings:
         _log.warn("{note}", note=warning)
     return config
+
+
+def _check_token_file(config: Config, path: str, bearer_tokens_path: Optional[str]) -> None:
+    """
+    A token file that cannot be opened is a problem of the setting that
+    named it: C{auth.token_file.path}, or C{--bearer-tokens-path} when that
+    was given.  The gateway's own reading of the file could only name the
+    file, which someone who copied an example does not know to look for.
+
+    @raise ConfigError: naming the setting, the file and why.
+    """
+    token_file = config.auth.token_file
+    if token_file is None:
+        return
+    try:
+        with open(token_file.path, "rb"):
+            pass
+    except OSError as e:
+        if bearer_tokens_path is not None:
+            where = "--bearer-tokens-path"
+        else:
+            where = f"{path}: auth.token_file.path"
+        raise ConfigError([f"{where}: cannot read {token_file.path}: {e.strerror}"]) from None
 
 
 def read(

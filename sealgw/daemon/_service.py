@@ -24,8 +24,8 @@ from sealgw.web._site import GatewaySite
 class CannotListen(SystemExit):
     """
     A listener's address could not be bound.  It ends twistd with status 1
-    and nothing more printed: the reason, one line, is already in the log,
-    which is where twistd sends standard error by then anyway.
+    and nothing more printed: the reason, one line, has been reported
+    already (L{GatewayService.report_cannot_listen}).
     """
 
     def __init__(self, reason: str) -> None:
@@ -45,6 +45,12 @@ class GatewayService(MultiService):
     keep-alive connections are closed, requests in flight get up to
     C{drain_grace} seconds to finish, and only then are the children
     stopped, so no in-flight relay loses its connection pool under it.
+
+    @ivar report_cannot_listen: told, in one line, why an address could
+        not be bound, before start-up ends; by default the line is logged
+        as critical.  twistd's C{sealgw} writes it to standard error
+        instead (L{sealgw.tap}), where an operator starting the gateway
+        looks, whatever the log's format and destination.
     """
 
     log = Logger()
@@ -74,6 +80,7 @@ class GatewayService(MultiService):
         self._stopping: Optional[Deferred[None]] = None
         self._binding: Optional[list[Deferred[Any]]] = None
         self._listening_waiters: list[Deferred[None]] = []
+        self.report_cannot_listen: Callable[[str], None] = self._log_cannot_listen
         for li in self.listeners:
             if li.tls is not None and li.tls.config.watch_interval > 0:
                 watch = TimerService(li.tls.config.watch_interval, li.tls.check)
@@ -97,7 +104,7 @@ class GatewayService(MultiService):
         Bind every listener: while still privileged (ports below 1024), and
         failing start-up right here when a port cannot be had.
 
-        @raise CannotListen: after logging, in one line, the address and
+        @raise CannotListen: after reporting, in one line, the address and
             why it could not be had: a busy port is an operator's problem,
             not a traceback.
         """
@@ -113,9 +120,12 @@ class GatewayService(MultiService):
                         bound.port.stopListening()
                         bound.port = None
                 reason = cannot_listen(listener, failed[0])
-                self.log.critical("{reason}", reason=reason)
+                self.report_cannot_listen(reason)
                 raise CannotListen(reason)
             self._binding.append(d)
+
+    def _log_cannot_listen(self, reason: str) -> None:
+        self.log.critical("{reason}", reason=reason)
 
     def when_listening(self) -> Deferred[None]:
         """

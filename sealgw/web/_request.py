@@ -6,9 +6,11 @@ the facts the access log and metrics need once it is answered.
 from __future__ import annotations
 
 import io
+from http import HTTPStatus
 from typing import Any, Optional
 
 import attr
+from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
@@ -26,6 +28,15 @@ class _Discard(io.BytesIO):
 
 #: The route of a request no route matched.
 UNMATCHED = "unmatched"
+
+#: Reason phrases for the statuses Twisted has none for (429, 431, 421,
+#: 422, ...), which it would send as "Unknown Status"; clients log the
+#: phrase beside the code.
+REASON_PHRASES: dict[int, bytes] = {
+    status.value: status.phrase.encode("ascii")
+    for status in HTTPStatus
+    if status.value not in RESPONSES
+}
 
 
 @attr.define
@@ -124,6 +135,11 @@ class GatewayRequest(Request):
         else:
             self.content = io.BytesIO()
         site.request_started(self)
+
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
+        if message is None:
+            message = REASON_PHRASES.get(code)
+        Request.setResponseCode(self, code, message)
 
     def setHeader(self, name: Any, value: Any) -> None:
         # Twisted names itself and its version in Server, on every answer
