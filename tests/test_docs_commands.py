@@ -150,6 +150,12 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("docs/benchmarks.rst", ".venv/bin/python bench/all.py                     # about 7 minutes"): (
         "every benchmark: minutes, and nginx and wrk"
     ),
+    ("docs/benchmarks.rst", ".venv/bin/python bench/isolation.py                  # about 70 seconds"): (
+        "a benchmark: a minute or more, Prometheus and wrk"
+    ),
+    ("docs/push.rst", "cp -r sealgw tests setup.py setup.cfg pyproject.toml /tmp/asan/ && cd /tmp/asan"): (
+        "a sanitizer build of the C extension in a copy of the tree: minutes, by hand"
+    ),
     ("docs/deployment.rst", "kubectl kustomize deploy/kubernetes/overlays/production     # to look"): (
         "needs kubectl and a cluster; tests.test_deploy_kubernetes builds the overlays"
     ),
