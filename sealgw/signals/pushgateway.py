@@ -272,6 +272,8 @@ def _refuse_repeated(series: list[bytes], now_ms: int) -> None:
     from text); the others' are read back to their timestamp.
     """
     # As wire.sample writes it: an int64, a negative one in two's complement.
+    # No other timestamp's field ends in these bytes: a varint's bytes but
+    # its last have the high bit set, and the tag does not.
     stamp = bytes([wire.SAMPLE_TIMESTAMP]) + wire.varint(now_ms & ((1 << 64) - 1))
     cut = len(stamp) + 8  # the 64-bit value, then the timestamp
     keys = [
