@@ -17,13 +17,20 @@ from sealgw.signals import PayloadError
 from sealgw.signals import _wire as wire
 from sealgw.signals.proto import metrics_pb2
 from sealgw.signals.proto.remote_pb2 import TimeSeries
-from sealgw.signals.pushgateway import _without_value, grouping_key, to_series
+from sealgw.signals.pushgateway import (
+    _refuse_repeated,
+    _without_value,
+    grouping_key,
+    to_series,
+)
 from sealgw.signals.seal import SUI_CONTENT_TYPE
 from tests.e2e_support import seal_sample_families
 from tests.wire import delimited
 
 #: What C{curl --data-binary} sends when told nothing else.
 FORM = "application/x-www-form-urlencoded"
+
+INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
 
 
 def _decoded(series: list[bytes]) -> list[TimeSeries]:
@@ -283,24 +290,36 @@ class RepeatedSeriesTests(SynchronousTestCase):
             st.sampled_from(["__name__", "a", "b", "job"]), st.text(min_size=1), min_size=1
         ),
         values=st.tuples(st.floats(), st.floats()),
-        timestamps=st.tuples(
-            st.integers(-(1 << 63), (1 << 63) - 1), st.integers(-(1 << 63), (1 << 63) - 1)
-        ),
+        timestamps=st.tuples(INT64, INT64),
+        now=st.one_of(st.sampled_from([0, 1]), INT64),
+        now_is=st.sampled_from(["first", "second", "other"]),
     )
-    def test_key_is_labels_and_time(
-        self, labels: dict[str, str], values: tuple[float, float], timestamps: tuple[int, int]
+    def test_repeated_means_same_labels_and_time(
+        self,
+        labels: dict[str, str],
+        values: tuple[float, float],
+        timestamps: tuple[int, int],
+        now: int,
+        now_is: str,
     ) -> None:
         """
-        Two series written by L{wire.series} with the same labels have the
-        same key exactly when their timestamps are the same, whatever
-        their values.
+        Two series written by L{wire.series} with the same labels are
+        refused exactly when their timestamps are the same, whatever their
+        values, and whether or not one is the arrival time (whose key is
+        cut at a known length).
         """
+        now = {"first": timestamps[0], "second": timestamps[1], "other": now}[now_is]
         encode = wire.LabelCache()
-        one, other = (
-            _without_value(wire.series(labels, value, timestamp, encode))
+        series = [
+            wire.series(labels, value, timestamp, encode)
             for value, timestamp in zip(values, timestamps, strict=True)
-        )
-        self.assertEqual(one == other, timestamps[0] == timestamps[1])
+        ]
+        keys = [_without_value(one) for one in series]
+        self.assertEqual(keys[0] == keys[1], timestamps[0] == timestamps[1])
+        if timestamps[0] == timestamps[1]:
+            self.assertRaises(PayloadError, _refuse_repeated, series, now)
+        else:
+            _refuse_repeated(series, now)
 
 
 class BoundTests(SynchronousTestCase):
