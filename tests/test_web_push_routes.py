@@ -28,6 +28,7 @@ from sealgw.config import (
     Config,
     LabelActions,
     PushConfig,
+    PushgatewayConfig,
     RemoteWriteConfig,
     RouteConfig,
     SealPushConfig,
@@ -88,6 +89,7 @@ class RoutesTestCase(SynchronousTestCase):
                 ),
                 loki=RouteConfig(upstream="mimir", path="/loki/api/v1/push"),
                 otlp_traces=RouteConfig(upstream="mimir", path="/v1/traces"),
+                pushgateway=PushgatewayConfig(route=route),
             ),
         )
         self.threaded: list[Any] = []
@@ -102,7 +104,14 @@ class RoutesTestCase(SynchronousTestCase):
         return succeed(f(*args))
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, Any]:
-        response = self.successResultOf(self.stub.post(URL + path, data=body, headers=headers))
+        return self.send("POST", path, body, headers)
+
+    def send(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, Any]:
+        response = self.successResultOf(
+            self.stub.request(method, URL + path, data=body, headers=headers)
+        )
         content = self.successResultOf(self.stub.content(response))
         return response.code, content, response.headers
 
@@ -260,6 +269,72 @@ class SealTests(RoutesTestCase):
             self.assertNotIn("drop", labels)
         for push in self.upstream.delivered:
             self.assertEqual((push.signal, push.tenant), ("seal", "anonymous"))
+
+
+class PushgatewayTests(RoutesTestCase):
+    """
+    What a Pushgateway client sends, answered as a Pushgateway answers it
+    (docs/push.rst, "Differences from a Pushgateway").
+    """
+
+    TOKEN = {"Authorization": "Bearer node-token-0123456789"}
+
+    def test_curl_form_type(self) -> None:
+        """
+        The Pushgateway README's C{curl --data-binary} line: the form type
+        curl sends is read as the text format.
+        """
+        code, message, _ = self.send(
+            "POST",
+            "/metrics/job/some_job",
+            b"some_metric 3.14\n",
+            {**self.TOKEN, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual((code, message), (200, b""))
+        [push] = self.upstream.delivered
+        [series] = _series(push.body)
+        self.assertEqual(
+            series,
+            {
+                "labels": {"__name__": "some_metric", "job": "some_job"},
+                "samples": [[1_700_000_000_000, 3.14]],  # the arrival time
+            },
+        )
+
+    def test_refused_whole(self) -> None:
+        """
+        Each refusal is a 4xx saying why, after authentication, with
+        nothing relayed.
+        """
+        text = {**self.TOKEN, "Content-Type": "text/plain"}
+        for method, path, body, headers, status, words in (
+            ("PUT", "/metrics/job/", b"m 1\n", text, 400, b"job name is required"),
+            ("POST", "/metrics/job", b"m 1\n", text, 400, b"job name is required"),
+            ("PUT", "/metrics/job@base64/", b"m 1\n", text, 400, b"job name is required"),
+            ("PUT", "/metrics/job/a%2Fb", b"m 1\n", text, 400, b"%2F"),
+            ("PUT", "/metrics/job/j", b"m 1\nm 2\n", text, 400, b"more than once"),
+            (
+                "PUT",
+                "/metrics/job/j",
+                b'{"m": 1}',
+                {**self.TOKEN, "Content-Type": "application/json"},
+                415,
+                b"not supported",
+            ),
+            ("PUT", "/metrics/job/", b"m 1\n", {}, 401, b""),
+            ("DELETE", "/metrics/job/", b"", self.TOKEN, 400, b"job name is required"),
+            ("DELETE", "/metrics/job/a%2Fb", b"", self.TOKEN, 400, b"%2F"),
+            ("DELETE", "/metrics/job/j", b"", {}, 401, b""),
+        ):
+            code, message, _ = self.send(method, path, body, headers)
+            self.assertEqual(code, status, (method, path, message))
+            self.assertIn(words, message)
+        self.assertEqual(self.upstream.delivered, [])
+
+    def test_delete(self) -> None:
+        code, message, _ = self.send("DELETE", "/metrics/job/j/instance/a", b"", self.TOKEN)
+        self.assertEqual(code, 202)
+        self.assertIn(b"nothing to delete", message)
 
 
 class LokiAndOTLPTests(RoutesTestCase):

@@ -291,15 +291,18 @@ class PushRoutes:
 
     # -- Pushgateway clients ----------------------------------------------
 
+    # A path without a job (/metrics/job/, or without the slash) is routed
+    # here too, for the grouping key to refuse it with a 400 that says so
+    # rather than a bare 404.
     @app.route("/metrics/job/<path:key>", methods=["PUT", "POST"])
     @app.route("/metrics/job@base64/<path:key>", methods=["PUT", "POST"])
-    def pushgateway_route(self, request: IRequest, key: str) -> Any:
+    @app.route("/metrics/job/", methods=["PUT", "POST"], strict_slashes=False)
+    @app.route("/metrics/job@base64/", methods=["PUT", "POST"], strict_slashes=False)
+    def pushgateway_route(self, request: IRequest, key: str = "") -> Any:
         cfg = self.config.push.pushgateway
         if cfg is None:
             return self._push(request, "pushgateway", None, _disabled, _ok)
-        # The grouping key as the client encoded it: a label value may hold
-        # a percent-encoded "/".
-        path = request.path.decode("latin-1")
+        path = _grouping_path(request)
         labels = cfg.labels
 
         def build(body: bytes, facts: RequestFacts) -> Intake:
@@ -317,7 +320,9 @@ class PushRoutes:
 
     @app.route("/metrics/job/<path:key>", methods=["DELETE"])
     @app.route("/metrics/job@base64/<path:key>", methods=["DELETE"])
-    def pushgateway_delete(self, request: IRequest, key: str) -> Any:
+    @app.route("/metrics/job/", methods=["DELETE"], strict_slashes=False)
+    @app.route("/metrics/job@base64/", methods=["DELETE"], strict_slashes=False)
+    def pushgateway_delete(self, request: IRequest, key: str = "") -> Any:
         return Deferred.fromCoroutine(self._pushgateway_delete(request))
 
     async def _pushgateway_delete(self, request: IRequest) -> bytes:
@@ -325,7 +330,8 @@ class PushRoutes:
         A Pushgateway deletes a group it keeps; sealgw keeps none, so there
         is nothing to delete.  Said plainly, with a 2xx so that clients'
         C{delete_from_gateway} does not fail, once the client is who it
-        says.
+        says and the group one a push could name (a bad grouping key is
+        a 400, as a Pushgateway answers it).
         """
         record_of(request).route = "pushgateway"
         if self.config.push.pushgateway is None:
@@ -340,6 +346,10 @@ class PushRoutes:
         except AuthError as e:
             return answer_error(request, e.status, e.message, e.headers)
         admission.release()
+        try:
+            pushgateway.grouping_key(_grouping_path(request))
+        except PayloadError as e:
+            return answer_error(request, e.status, e.message)
         return answer_error(
             request,
             202,
@@ -398,6 +408,17 @@ class PushRoutes:
             return b""
         self.log.failure("unexpected error on {path}", failure, path=request.path)
         return answer_error(request, 500, "internal error; the data was not accepted")
+
+
+def _grouping_path(request: IRequest) -> str:
+    """
+    The path of a Pushgateway push as the client encoded it (so that a
+    percent-encoded C{/} is seen), as text: UTF-8, as a Pushgateway reads
+    it; bytes that are not are kept as surrogates, for the grouping key to
+    refuse.
+    """
+    path: bytes = request.path
+    return path.decode("utf-8", "surrogateescape")
 
 
 def _refusal_as_value(build: Build, body: bytes, facts: RequestFacts) -> Intake | PayloadError:
