@@ -6,10 +6,13 @@ query routes with requests shaped as Grafana sends them.
 
 from __future__ import annotations
 
+import gzip
 import json
 from urllib.parse import urlencode
 
 from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
 
 from tests.e2e_support import (
     REMOTE_WRITE_HEADERS,
@@ -17,6 +20,7 @@ from tests.e2e_support import (
     bearer,
     http_client,
     now_ms,
+    reactor,
     remote_write_body,
     require_prometheus,
     start_gateway,
@@ -135,3 +139,34 @@ class ReadThroughGatewayTests(TestCase):
         )
         self.assertEqual(response.code, 404)
         self.assertIn(b"loki", (await response.content()).lower())
+
+    async def test_answers_keep_their_compression(self) -> None:
+        """
+        Through the gateway as its configuration builds it, Prometheus's
+        answer comes as Prometheus encoded it for the client's
+        C{Accept-Encoding}: gzip, with C{Content-Encoding: gzip}, for a
+        client that accepts it; plain, with no C{Content-Encoding}, for
+        one that sent none.  The client here inflates nothing itself.
+        """
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.retryAutomatically = False
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+        url = (self.gateway.url + "/api/v1/labels").encode()
+        answers = {}
+        for accept_encoding in (b"gzip", None):
+            headers = Headers({b"Authorization": [b"Bearer tok-grafana-0123456789"]})
+            if accept_encoding is not None:
+                headers.setRawHeaders(b"Accept-Encoding", [accept_encoding])
+            response = await agent.request(b"GET", url, headers)
+            body = await readBody(response)
+            self.assertEqual(response.code, 200, body[:200])
+            answers[accept_encoding] = (response.headers.getRawHeaders(b"content-encoding"), body)
+        encoding, body = answers[b"gzip"]
+        self.assertEqual(encoding, [b"gzip"])
+        self.assertEqual(body[:2], b"\x1f\x8b")
+        document = json.loads(gzip.decompress(body))
+        self.assertEqual(document["status"], "success")
+        encoding, body = answers[None]
+        self.assertIsNone(encoding)
+        self.assertEqual(json.loads(body), document)

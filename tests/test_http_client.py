@@ -1,22 +1,27 @@
 """
 Tests for L{sealgw.http.HTTPClient}'s logic on a L{Clock}, over a
 scripted treq-like fake: the header policy, credentials, timeouts,
-cancellation, capped and streamed bodies, trust roots and URLs.
+cancellation, capped and streamed bodies, trust roots and URLs; how it
+sends on the Agent, and, over real sockets, that answers come as the
+upstream encoded them.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any, Optional
 
 import attr
 from hyperlink import EncodedURL
+from treq.client import HTTPClient as TreqClient
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import FileBodyProducer, ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
@@ -38,8 +43,13 @@ from sealgw.http import (
     join_url,
     load_trust_root,
 )
+from sealgw.http._client import _body_producer
+from sealgw.http._sender import AgentSender
 from sealgw.http._url import SentURL, sendable
+from tests.e2e_support import reactor as socket_reactor
+from tests.e2e_support import serve
 from tests.pki import Chain, pem
+from tests.test_query_support import GzipWhenAsked
 
 TIMEOUTS = TimeoutsConfig(connect=1.0, response=10.0, body=5.0)
 
@@ -630,3 +640,193 @@ class SendableTests(SynchronousTestCase):
         self.assertIsInstance(push.url, SentURL)
         # With parameters treq rebuilds the URL, by hyperlink's own rules.
         self.assertEqual(query.url, "http://mimir/api/v1/query")
+
+
+class RecordingAgent:
+    """
+    An C{IAgent} that records what it is asked to send and answers each
+    request with C{response}.
+    """
+
+    def __init__(self, response: Any = None) -> None:
+        self.response = response if response is not None else FakeResponse(length=0)
+        self.sent: list[tuple[bytes, bytes, Headers, Any]] = []
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Optional[Headers] = None,
+        bodyProducer: Any = None,
+    ) -> Deferred[Any]:
+        assert headers is not None
+        self.sent.append((method, uri, headers, bodyProducer))
+        return succeed(self.response)
+
+
+class AgentSenderTests(SynchronousTestCase):
+    """
+    L{AgentSender}: a request on the Agent exactly as composed, its
+    answer exactly as received.
+    """
+
+    def send(self, agent: RecordingAgent, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("headers", Headers())
+        return self.successResultOf(
+            AgentSender(agent, _body_producer).request(*args, **kwargs)
+        )
+
+    def test_headers_as_composed(self) -> None:
+        """
+        Nothing is added to the headers: no C{Accept-Encoding} the caller
+        did not give, one the caller gave once, as given.
+        """
+        agent = RecordingAgent()
+        self.send(agent, "get", "http://mimir/api/v1/query",
+                  headers=Headers({b"X-Scope-OrgID": [b"team-a"]}))
+        self.send(agent, "GET", "http://mimir/api/v1/query",
+                  headers=Headers({b"Accept-Encoding": [b"br, gzip"]}))
+        (method, _, plain, _), (_, _, asked, _) = agent.sent
+        self.assertEqual(method, b"GET")
+        self.assertEqual(list(plain.getAllRawHeaders()), [(b"X-Scope-Orgid", [b"team-a"])])
+        self.assertEqual(asked.getRawHeaders(b"accept-encoding"), [b"br, gzip"])
+
+    def test_answer_not_decoded(self) -> None:
+        """
+        A gzip answer comes as it was received: the same response, its
+        C{Content-Encoding} kept; an answer without one gets none.
+        """
+        gzipped = FakeResponse()
+        gzipped.headers.setRawHeaders(b"Content-Encoding", [b"gzip"])
+        self.assertIs(self.send(RecordingAgent(gzipped), "GET", "http://mimir/"), gzipped)
+        self.assertEqual(gzipped.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        plain = FakeResponse()
+        self.assertIs(self.send(RecordingAgent(plain), "GET", "http://mimir/"), plain)
+        self.assertFalse(plain.headers.hasHeader(b"content-encoding"))
+
+    def test_url_as_treq_writes_it(self) -> None:
+        """
+        The URL, and with query parameters the URL they are added to, are
+        sent as treq's client would send them.
+        """
+        cases: list[tuple[Any, Optional[list[tuple[str, str]]]]] = [
+            ("http://mimir/api/v1/push", None),
+            (sendable("https://bücher.example/a b/ü?x=1"), None),
+            (EncodedURL.from_text("http://mimir/p%2Fq/%C3%BC"), None),
+            ("http://mimir/api/v1/series",
+             [("match[]", '{job="x", path=~"/a b"}'), ("start", "1")]),
+            ("https://dce.example/streams/s?api-version=2023-04-24", [("ü", "a+b&c=d")]),
+            (EncodedURL.from_text("http://loki/loki/api/v1/tail?limit=1"), [("q", "")]),
+        ]
+        for url, params in cases:
+            treq_agent = RecordingAgent()
+            kwargs: dict[str, Any] = {"params": params} if params else {}
+            TreqClient(treq_agent).request("GET", url, **kwargs)
+            ours = RecordingAgent()
+            self.send(ours, "GET", url, **kwargs)
+            self.assertEqual(ours.sent[0][1], treq_agent.sent[0][1], (url, params))
+
+    def test_body(self) -> None:
+        """
+        Bytes are written in one go with their length; a producer is used
+        as it is; an empty body, as with treq, is no body.
+        """
+        agent = RecordingAgent()
+        producer = FileBodyProducer(None)  # type: ignore[arg-type]
+        self.send(agent, "POST", "http://mimir/api/v1/push", data=b"snappy")
+        self.send(agent, "POST", "http://mimir/api/v1/push", data=producer)
+        self.send(agent, "POST", "http://mimir/api/v1/push", data=b"")
+        self.send(agent, "POST", "http://mimir/api/v1/push")
+        written, given, empty, none = (sent[3] for sent in agent.sent)
+        self.assertEqual(written.length, 6)
+        self.assertIs(given, producer)
+        self.assertIsNone(empty)
+        self.assertIsNone(none)
+
+    def test_no_redirects_no_buffering(self) -> None:
+        sender = AgentSender(RecordingAgent(), _body_producer)
+        for kwargs in ({"allow_redirects": True}, {"unbuffered": False}):
+            with self.assertRaises(ValueError):
+                sender.request("GET", "http://mimir/", headers=Headers(), **kwargs)
+
+    def test_owned_pool_sends_with_it(self) -> None:
+        self.assertIsInstance(HTTPClient(Clock(), name="mimir")._treq, AgentSender)
+
+
+class EncodingOverSocketsTests(TestCase):
+    """
+    Over real sockets, to an upstream that gzips when asked: the client
+    asks for no encoding of its own and never decodes.
+    """
+
+    BODY = json.dumps({"status": "success", "data": ["x" * 40] * 2000}).encode()
+
+    def setUp(self) -> None:
+        self.upstream = GzipWhenAsked(self.BODY)
+        self.url = serve(self, self.upstream).url + "/api/v1/label/job/values"
+        self.client = HTTPClient(socket_reactor, name="prometheus", timeouts=TIMEOUTS)
+        self.addCleanup(self.client.close)
+
+    async def test_nothing_asked(self) -> None:
+        """
+        Without the caller's C{Accept-Encoding} none is sent, and the plain
+        answer comes with no C{Content-Encoding} header, not even an empty
+        one.
+        """
+        response = await self.client.request("GET", self.url)
+        body = await response.read(len(self.BODY))
+        self.assertEqual(self.upstream.accept_encodings, [None])
+        self.assertFalse(response.headers.hasHeader(b"content-encoding"))
+        self.assertEqual(body.data, self.BODY)
+        self.assertEqual(response.length, len(self.BODY))
+
+    async def test_caller_asks_gzip(self) -> None:
+        """
+        The caller's C{Accept-Encoding} is sent once, as given; the body
+        is the upstream's gzip bytes, its declared length theirs, whether
+        read whole or streamed.
+        """
+        for given in ("gzip", "br, gzip"):
+            response = await self.client.request(
+                "GET", self.url, headers={"Accept-Encoding": given}
+            )
+            self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+            self.assertEqual(response.length, len(self.upstream.gzipped))
+            body = await response.read(len(self.BODY))
+            self.assertEqual(body.data, self.upstream.gzipped)
+            self.assertFalse(body.truncated)
+        response = await self.client.request(
+            "GET", self.url, headers={"Accept-Encoding": "gzip"}
+        )
+        consumer = Consumer()
+        written = await response.stream(consumer)
+        self.assertEqual(b"".join(consumer.data), self.upstream.gzipped)
+        self.assertEqual(written, len(self.upstream.gzipped))
+        self.assertEqual(
+            self.upstream.accept_encodings, [[b"gzip"], [b"br, gzip"], [b"gzip"]]
+        )
+
+    async def test_capped_read_counts_encoded_bytes(self) -> None:
+        """
+        A capped read counts the bytes as received: a gzip answer under
+        the cap is whole though its plain form is far over it.
+        """
+        cap = len(self.upstream.gzipped)
+        self.assertLess(cap, len(self.BODY) // 10)
+        response = await self.client.request(
+            "GET", self.url, headers={"Accept-Encoding": "gzip"}
+        )
+        body = await response.read(cap)
+        self.assertFalse(body.truncated)
+        self.assertEqual(gzip.decompress(body.data), self.BODY)
+
+    async def test_push_answer_plain(self) -> None:
+        """
+        A push asks for no encoding, so its answer, which the relay reads
+        for its refusal's text, comes plain.
+        """
+        response = await self.client.request(
+            "POST", self.url, body=b"snappy bytes", content_type="application/x-protobuf",
+            content_encoding="snappy", tenant="team-a",
+        )
+        body = await response.read(len(self.BODY))
+        self.assertEqual(self.upstream.accept_encodings, [None])
+        self.assertFalse(response.headers.hasHeader(b"content-encoding"))
+        self.assertEqual(body.data, self.BODY)

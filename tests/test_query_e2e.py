@@ -11,6 +11,7 @@ from a configuration file, an L{HTTPClient} per upstream, L{QueryRoutes}.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import urllib.parse
@@ -25,7 +26,8 @@ from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBody
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import NotFound
@@ -57,7 +59,7 @@ from tests.e2e_support import (
     write_request,
 )
 from tests.subprocesses import free_port
-from tests.test_query_support import SOLO, TRIO, write_config
+from tests.test_query_support import SOLO, TRIO, GzipWhenAsked, write_config
 
 MiB = 1024 * 1024
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
@@ -224,6 +226,33 @@ class PrometheusReadTests(TestCase):
         self.same(*await self.both("GET", "/api/v1/query",
                                    [("query", "e2e_read_gauge"), ("time", t)],
                                    prefix="/prometheus"))
+
+    async def test_compression_as_prometheus_chose(self) -> None:
+        """
+        Prometheus gzips its API's answers when asked: through the
+        gateway a client that accepts gzip gets Prometheus's gzip (the
+        same document as asked directly) with C{Content-Encoding: gzip};
+        one that does not gets plain JSON and no C{Content-Encoding}.
+        (Prometheus sends no C{Vary}.)
+        """
+        agent = undecoding_agent(self)
+        query = urllib.parse.urlencode(
+            [("query", "e2e_read_total"), ("time", str(self.now / 1000))])
+        direct = f"{self.prometheus.url}/api/v1/query?{query}"
+        through = f"{self.gateway}/api/v1/query?{query}"
+        response, direct_body = await get_as_sent(agent, direct, SOLO, "gzip")
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        response, body = await get_as_sent(agent, through, SOLO, "gzip")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        self.assertEqual(body[:2], b"\x1f\x8b")
+        document = json.loads(gzip.decompress(body))
+        self.assertEqual(document, json.loads(gzip.decompress(direct_body)))
+        self.assertEqual(document["data"]["result"][0]["value"][1], "10")
+        response, body = await get_as_sent(agent, through, SOLO)
+        self.assertEqual(response.code, 200)
+        self.assertFalse(response.headers.hasHeader(b"content-encoding"))
+        self.assertEqual(json.loads(body), document)
 
     async def test_bad_query_is_prometheus_400(self) -> None:
         direct, through = await self.both("GET", "/api/v1/query", [("query", "sum(")])
@@ -487,3 +516,170 @@ class RecordingUpstreamTests(TestCase):
         await wait_until(lambda: succeed(True if hose.lost.called else None),
                          what="the upstream connection to drop", timeout=10)
         self.assertLess(hose.produced, 8 * MiB)
+
+
+def undecoding_agent(test: TestCase) -> Agent:
+    """
+    A client that, unlike treq's, asks for no encoding and inflates
+    nothing: what it gets is what the gateway sent.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.retryAutomatically = False
+    test.addCleanup(pool.closeCachedConnections)
+    return Agent(reactor, pool=pool)
+
+
+async def get_as_sent(
+    agent: Agent, url: str, token: str, accept_encoding: Optional[str] = None
+) -> tuple[Any, bytes]:
+    """
+    GET C{url} with C{token}, and C{Accept-Encoding} when given; the
+    response and its body's bytes as received.
+    """
+    headers = Headers({b"Authorization": [f"Bearer {token}".encode()]})
+    if accept_encoding is not None:
+        headers.setRawHeaders(b"Accept-Encoding", [accept_encoding.encode()])
+    response = await agent.request(b"GET", url.encode(), headers)
+    return response, await readBody(response)
+
+
+def head_lines(raw: bytes) -> list[bytes]:
+    """
+    The header lines of a raw HTTP/1.1 answer, lower-cased.
+    """
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return [line.lower() for line in head.split(b"\r\n")[1:]]
+
+
+class CompressionTests(TestCase):
+    """
+    Reads keep their compression: the client's C{Accept-Encoding} goes to
+    the upstream once, as the client wrote it, and the upstream's encoded
+    bytes come back unchanged, with its C{Content-Encoding}.
+    """
+
+    timeout = TEST_TIMEOUT
+
+    #: Compresses about forty to one, as Prometheus's JSON does.
+    BODY = json.dumps(
+        {"status": "success", "data": [f"series_{i % 50}" for i in range(100_000)]}
+    ).encode()
+
+    async def start(
+        self, chunked: bool = False, max_response_bytes: int = 64 * MiB
+    ) -> tuple[GzipWhenAsked, str]:
+        upstream = GzipWhenAsked(self.BODY, chunked=chunked)
+        server = serve(self, upstream)
+        gateway = await start_reads(self, QuerySettings(prometheus=ReadUpstream(
+            upstream_client(self, "prometheus"), server.url,
+            max_response_bytes=max_response_bytes)))
+        return upstream, gateway + "/api/v1/label/__name__/values"
+
+    async def test_gzip_asked(self) -> None:
+        """
+        A client that accepts gzip gets exactly the upstream's gzip bytes,
+        with C{Content-Encoding: gzip} and the upstream's
+        C{Vary: Accept-Encoding}; the upstream was asked once.
+        """
+        upstream, url = await self.start()
+        response, body = await get_as_sent(undecoding_agent(self), url, SOLO, "gzip")
+        self.assertEqual(response.code, 200, body[:200])
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Accept-Encoding"])
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(body, upstream.gzipped)
+        self.assertEqual(upstream.accept_encodings, [[b"gzip"]])
+
+    async def test_nothing_asked(self) -> None:
+        """
+        A client that sends no C{Accept-Encoding}: none reaches the
+        upstream, and the plain answer has no C{Content-Encoding} header
+        at all on the wire, not even an empty one.
+        """
+        upstream, url = await self.start()
+        response, body = await get_as_sent(undecoding_agent(self), url, SOLO)
+        self.assertEqual(response.code, 200, body[:200])
+        self.assertEqual(body, self.BODY)
+        self.assertFalse(response.headers.hasHeader(b"content-encoding"))
+        path = url.split("/", 3)[3]
+        port = int(url.split(":")[2].split("/")[0])
+        # And on the wire, also for an answer left plain though the client
+        # named an encoding (the upstream has no br).
+        for asked in ("", "Accept-Encoding: br\r\n"):
+            raw = await raw_http(
+                port,
+                f"GET /{path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {SOLO}\r\n"
+                f"{asked}Connection: close\r\n\r\n".encode(),
+            )
+            self.assertEqual(status_of(raw), 200)
+            lines = head_lines(raw)
+            self.assertFalse(
+                [line for line in lines if line.startswith(b"content-encoding")], lines)
+            self.assertIn(b"vary: accept-encoding", lines)
+        self.assertEqual(upstream.accept_encodings, [None, None, [b"br"]])
+
+    async def test_left_plain(self) -> None:
+        """
+        An upstream that answers plain though the client accepts gzip (as
+        Loki and Tempo do for small answers): the answer passes plain,
+        with no C{Content-Encoding} header on the wire, not an empty one.
+        """
+        recorder = Recorder()
+        server = serve(self, recorder)
+        gateway = await start_reads(self, QuerySettings(
+            loki=ReadUpstream(upstream_client(self, "loki"), server.url)))
+        raw = await raw_http(
+            int(gateway.rsplit(":", 1)[1]),
+            f"GET /loki/api/v1/labels HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {SOLO}"
+            "\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n".encode(),
+        )
+        self.assertEqual(status_of(raw), 200)
+        lines = head_lines(raw)
+        self.assertFalse([line for line in lines if line.startswith(b"content-encoding")], lines)
+        self.assertIn(recorder.body, raw)
+        [request] = recorder.received
+        self.assertEqual(request.requestHeaders.getRawHeaders(b"accept-encoding"), [b"gzip"])
+
+    async def test_preferences_as_written(self) -> None:
+        """
+        C{br, gzip} and weighted preferences reach the upstream as the
+        client wrote them; the upstream's choice comes back as made.
+        """
+        upstream, url = await self.start()
+        agent = undecoding_agent(self)
+        for given in ("br, gzip", "gzip;q=1.0, identity;q=0.5, *;q=0"):
+            response, body = await get_as_sent(agent, url, SOLO, given)
+            self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+            self.assertEqual(body, upstream.gzipped)
+        response, body = await get_as_sent(agent, url, SOLO, "br")
+        self.assertFalse(response.headers.hasHeader(b"content-encoding"))
+        self.assertEqual(body, self.BODY)
+        self.assertEqual(
+            upstream.accept_encodings,
+            [[b"br, gzip"], [b"gzip;q=1.0, identity;q=0.5, *;q=0"], [b"br"]],
+        )
+
+    async def test_cap_counts_encoded_bytes(self) -> None:
+        """
+        C{max_response_bytes} counts the bytes as relayed: an answer whose
+        plain form is over the cap passes whole when gzipped under it,
+        with a declared length or without one; plain, the same answer is
+        refused before it starts (declared length) or cut off.
+        """
+        cap = len(self.BODY) // 2
+        agent = undecoding_agent(self)
+        upstream, url = await self.start(max_response_bytes=cap)
+        self.assertLess(len(upstream.gzipped), cap)
+        response, body = await get_as_sent(agent, url, SOLO, "gzip")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(gzip.decompress(body), self.BODY)
+        response, body = await get_as_sent(agent, url, SOLO)
+        self.assertEqual(response.code, 502, body)
+        self.assertIn(f"larger than the gateway's limit of {cap} bytes".encode(), body)
+
+        upstream, url = await self.start(chunked=True, max_response_bytes=cap)
+        response, body = await get_as_sent(agent, url, SOLO, "gzip")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body, upstream.gzipped)
+        with self.assertRaises(ResponseFailed):
+            await get_as_sent(agent, url, SOLO)

@@ -304,11 +304,62 @@ class HeaderPolicyTests(SynchronousTestCase):
             answer_headers(headers),
             [
                 (b"content-type", b"application/json"),
-                (b"content-encoding", b"gzip"),
                 (b"retry-after", b"7"),
+                (b"content-encoding", b"gzip"),
                 (b"cache-control", b"no-store"),
             ],
         )
+
+    def test_accept_encoding_as_sent(self) -> None:
+        """
+        The client's C{Accept-Encoding} goes upstream as the client wrote
+        it, preferences and all; none when it sent none.
+        """
+        for sent in (b"gzip", b"br, gzip", b"gzip;q=1.0, identity;q=0.5, *;q=0", b"identity"):
+            self.assertEqual(
+                forwarded_headers(Headers({b"Accept-Encoding": [sent]})),
+                {"accept-encoding": sent.decode()},
+            )
+        self.assertNotIn("accept-encoding", forwarded_headers(Headers({b"Accept": [b"*/*"]})))
+
+    def test_answer_encoding(self) -> None:
+        """
+        The body passes as encoded, so its C{Content-Encoding} comes with
+        it, every coding in the order applied; an answer that names none
+        (or only an empty one) gets none, never an empty header.
+        """
+        for given, expected in (
+            ([b"gzip"], b"gzip"),
+            ([b"gzip", b"br"], b"gzip, br"),
+            ([b"deflate,  gzip"], b"deflate, gzip"),
+            ([b""], None),
+            ([b" , "], None),
+            (None, None),
+        ):
+            headers = Headers({b"Content-Type": [b"application/json"]})
+            if given is not None:
+                headers.setRawHeaders(b"Content-Encoding", given)
+            answer = dict(answer_headers(headers))
+            self.assertEqual(answer.get(b"content-encoding"), expected, given)
+            self.assertEqual(answer[b"content-type"], b"application/json")
+
+    def test_answer_vary(self) -> None:
+        """
+        Of the upstream's C{Vary}, the request headers the gateway passes
+        on (C{Accept-Encoding} first of all); headers that never reach the
+        upstream cannot have shaped its answer.
+        """
+        for given, expected in (
+            ([b"Accept-Encoding"], b"Accept-Encoding"),
+            ([b"Origin", b"accept-encoding, Accept"], b"accept-encoding, Accept"),
+            ([b"Origin, Authorization"], None),
+            ([b"*"], None),
+            (None, None),
+        ):
+            headers = Headers({b"Content-Encoding": [b"gzip"]})
+            if given is not None:
+                headers.setRawHeaders(b"Vary", given)
+            self.assertEqual(dict(answer_headers(headers)).get(b"vary"), expected, given)
 
 
 class RequestTests(SynchronousTestCase):

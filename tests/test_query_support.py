@@ -1,11 +1,13 @@
 """
 What the read-path tests share (no tests of its own): a gate over a token
 file loaded the way the gateway loads its configuration, and the read
-routes served in memory to C{StubTreq} with an in-memory upstream per API.
+routes served in memory to C{StubTreq} with an in-memory upstream per API,
+and an upstream for real sockets that compresses as Prometheus does.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +18,8 @@ from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from sealgw.auth import Gate, build_gate
 from sealgw.config import load
@@ -181,3 +185,53 @@ def header(response: Any, name: str) -> Optional[str]:
 
 def document(body: bytes) -> Any:
     return json.loads(body)
+
+
+def names_gzip(accept_encoding: Optional[list[bytes]]) -> bool:
+    """
+    Whether C{Accept-Encoding} lines accept gzip (a C{q=0} is not taken
+    for a refusal: no test sends one).
+    """
+    return any(
+        coding.split(b";")[0].strip().lower() == b"gzip"
+        for line in accept_encoding or ()
+        for coding in line.split(b",")
+    )
+
+
+class GzipWhenAsked(Resource):
+    """
+    An upstream that negotiates as Prometheus does: C{body} gzipped, with
+    C{Content-Encoding: gzip} and C{Vary: Accept-Encoding}, when the
+    request's C{Accept-Encoding} names gzip; plain, with no
+    C{Content-Encoding}, otherwise.  Answers have a C{Content-Length},
+    or with C{chunked} are written in 64 KiB pieces with none.
+
+    @ivar accept_encodings: each request's C{Accept-Encoding} lines, as
+        received (L{None} when it had none).
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, chunked: bool = False) -> None:
+        super().__init__()
+        self.body = body
+        self.gzipped = gzip.compress(body, mtime=0)
+        self.chunked = chunked
+        self.accept_encodings: list[Optional[list[bytes]]] = []
+
+    def render(self, request: Request) -> Any:
+        asked = request.requestHeaders.getRawHeaders(b"accept-encoding")
+        self.accept_encodings.append(asked)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"vary", b"Accept-Encoding")
+        answer = self.body
+        if names_gzip(asked):
+            request.setHeader(b"content-encoding", b"gzip")
+            answer = self.gzipped
+        if not self.chunked:
+            return answer
+        for start in range(0, len(answer), 65536):
+            request.write(answer[start:start + 65536])
+        request.finish()
+        return NOT_DONE_YET

@@ -1,19 +1,18 @@
 """
-The one outbound HTTP client, on treq and Twisted's Agent: a connection
-pool per client, TLS against the configured trust roots, a connect, a
-response and a body timeout, the outbound credentials hook and the
-header policy.  Retries and what an answer means belong to the callers
-(L{sealgw.relay} for pushes, L{sealgw.auth} for identity providers).
+The one outbound HTTP client, on Twisted's Agent: a connection pool per
+client, TLS against the configured trust roots, a connect, a response and
+a body timeout, the outbound credentials hook and the header policy.
+Answers come as the upstream encoded them (see L{sealgw.http._sender}).
+Retries and what an answer means belong to the callers (L{sealgw.relay}
+for pushes, L{sealgw.query} for reads, L{sealgw.auth} for identity
+providers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
-from treq.client import HTTPClient as TreqClient
-from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
@@ -29,6 +28,7 @@ from sealgw.http._body import Body, CappedBody, StreamingBody
 from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable
 from sealgw.http._headers import HeaderPolicy
 from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
+from sealgw.http._sender import AgentSender
 from sealgw.http._timeout import bounded
 from sealgw.http._tls import https_policy, load_trust_root
 from sealgw.http._url import sendable
@@ -45,8 +45,8 @@ CACHED_CONNECTION_TIMEOUT = 50.0
 
 class TreqLike(Protocol):
     """
-    The part of C{treq.client.HTTPClient} (and C{treq.testing.StubTreq})
-    the client uses; tests pass scripted fakes.
+    How the client sends: its own L{AgentSender}, or, in tests, a scripted
+    fake or C{treq.testing.StubTreq} (the part of treq's client it uses).
     """
 
     def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]: ...
@@ -57,10 +57,10 @@ class _BytesProducer:
     """
     Writes a body that is already in memory in one go.
 
-    treq would wrap bytes in a C{FileBodyProducer}, which feeds them
-    through the global reactor's cooperator in 64 KiB steps; a push body is
-    at most a few MiB that we hold anyway, and this keeps the injected
-    reactor the only clock involved.
+    Not a C{FileBodyProducer}, which feeds bytes through the global
+    reactor's cooperator in 64 KiB steps: a push body is at most a few MiB
+    that we hold anyway, and this keeps the injected reactor the only clock
+    involved.
     """
 
     def __init__(self, body: bytes) -> None:
@@ -154,7 +154,8 @@ class HTTPClient:
     @param headers: the operator's static headers.
     @param credentials: asked before every request; none by default.
     @param treq: a treq-like client to send through instead of the owned
-        pool (tests pass fakes or C{StubTreq}).
+        pool (tests pass fakes or C{StubTreq}, which decodes gzip as treq
+        does; the owned pool never does).
     """
 
     _log = Logger()
@@ -232,11 +233,9 @@ class HTTPClient:
             connectTimeout=self.timeouts.connect,
             pool=pool,
         )
-        # Cookies an upstream's load balancer sets must not be replayed on
-        # every later request, whichever tenant it carries.
-        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-        client = TreqClient(agent, cookiejar=no_cookies, data_to_body_producer=_body_producer)
-        return cast(TreqLike, client)
+        # No cookie jar: cookies an upstream's load balancer sets must not
+        # be replayed on later requests, whichever tenant they carry.
+        return cast(TreqLike, AgentSender(agent, _body_producer))
 
     def __repr__(self) -> str:
         return f"<HTTPClient {self.name!r}>"

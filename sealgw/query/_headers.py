@@ -29,9 +29,9 @@ FORWARDED_REQUEST_HEADERS = frozenset(
     }
 )
 
-#: Response headers passed back to the client.  The body streams in the
-#: upstream's encoding, so its type and encoding come with it.
-PASSED_RESPONSE_HEADERS = (b"content-type", b"content-encoding", b"retry-after")
+#: Response headers passed back to the client (the last value of each).
+#: The body streams as the upstream encoded it, so its type comes with it.
+PASSED_RESPONSE_HEADERS = (b"content-type", b"retry-after")
 
 #: Set on every read answer: it holds one tenant's data, chosen by who
 #: asked, so no cache between the gateway and the client may keep it.
@@ -72,16 +72,40 @@ def forwarded_headers(headers: Headers) -> dict[str, str]:
     return out
 
 
+def _list_values(headers: Headers, name: bytes) -> list[bytes]:
+    """
+    The elements of the comma-separated list header C{name}, from all its
+    lines, empty ones left out.
+    """
+    out = []
+    for value in headers.getRawHeaders(name, []):
+        for element in value.split(b","):
+            element = element.strip()
+            if element:
+                out.append(element)
+    return out
+
+
 def answer_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
     """
     The upstream's response headers to answer the client with: those in
-    L{PASSED_RESPONSE_HEADERS} (the last value of each), and
-    C{Cache-Control: no-store}.
+    L{PASSED_RESPONSE_HEADERS} (the last value of each); its
+    C{Content-Encoding}, every coding in the order applied, since the body
+    passes as encoded (none when it named none); of its C{Vary}, the
+    request headers the gateway passes on (C{Accept-Encoding} above all:
+    what the upstream chose by decides what the body is), as only those
+    could have shaped the answer; and C{Cache-Control: no-store}.
     """
     out = []
     for name in PASSED_RESPONSE_HEADERS:
         values = headers.getRawHeaders(name)
         if values:
             out.append((name, values[-1]))
+    codings = _list_values(headers, b"content-encoding")
+    if codings:
+        out.append((b"content-encoding", b", ".join(codings)))
+    varies = [v for v in _list_values(headers, b"vary") if v.lower() in FORWARDED_REQUEST_HEADERS]
+    if varies:
+        out.append((b"vary", b", ".join(varies)))
     out.append((b"cache-control", CACHE_CONTROL))
     return out

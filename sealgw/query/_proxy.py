@@ -109,12 +109,16 @@ async def proxy_read(
     """
     Send C{read} to C{upstream} and stream the answer to C{downstream}.
 
-    The upstream's status (see L{sealgw.http.status_verdict}), content
-    type and content encoding pass; the body is written as it arrives and
-    the upstream is paused while the client is slow.  An answer that
-    declares a length past C{upstream.max_response_bytes} is refused before
-    any of it is sent; one that grows past it, or breaks or stalls after
-    its first bytes, is cut off with L{IDownstream.abort}.
+    The upstream's status (see L{sealgw.http.status_verdict}) and the
+    headers L{answer_headers} lets through pass.  The body is written as
+    it arrives, encoded as the upstream encoded it for the client's own
+    C{Accept-Encoding} (the gateway never inflates an answer: that would
+    cost it CPU and memory per read that the client did not ask it to
+    spend), and the upstream is paused while the client is slow.  An
+    answer that declares a length past C{upstream.max_response_bytes} is
+    refused before any of it is sent; one that grows past it, or breaks or
+    stalls after its first bytes, is cut off with L{IDownstream.abort}.
+    The cap counts the bytes as relayed, compressed or not.
 
     The read waits for a slot of C{upstream.slots} first, as C{tenant}'s
     (the tenant the gate decided; C{read.tenant} is L{None} for an
