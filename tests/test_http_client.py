@@ -43,8 +43,7 @@ from sealgw.http import (
     join_url,
     load_trust_root,
 )
-from sealgw.http._client import _body_producer
-from sealgw.http._sender import AgentSender
+from sealgw.http._undecoded import ANSWERED, ASKED, UndecodedAgent, hide_accepted, restore
 from sealgw.http._url import SentURL, sendable
 from tests.e2e_support import reactor as socket_reactor
 from tests.e2e_support import serve
@@ -661,93 +660,55 @@ class RecordingAgent:
         return succeed(self.response)
 
 
-class AgentSenderTests(SynchronousTestCase):
+class UndecodedThroughTreqTests(SynchronousTestCase):
     """
-    L{AgentSender}: a request on the Agent exactly as composed, its
-    answer exactly as received.
+    Requests sent through treq's client onto L{UndecodedAgent}, as the
+    client's own pool sends them: the headers as composed (treq's decoder
+    adds no C{Accept-Encoding}), the answer as received (nothing
+    decoded, no empty C{Content-Encoding}).
     """
 
-    def send(self, agent: RecordingAgent, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("headers", Headers())
-        return self.successResultOf(
-            AgentSender(agent, _body_producer).request(*args, **kwargs)
+    def send(self, agent: RecordingAgent, headers: Headers) -> Any:
+        client = TreqClient(UndecodedAgent(agent))
+        response = self.successResultOf(
+            client.request(
+                "GET", "http://mimir/api/v1/query", headers=hide_accepted(headers),
+                unbuffered=True, allow_redirects=False,
+            )
         )
+        return restore(response.headers), response
 
     def test_headers_as_composed(self) -> None:
         """
-        Nothing is added to the headers: no C{Accept-Encoding} the caller
-        did not give, one the caller gave once, as given.
+        No C{Accept-Encoding} the caller did not give; one the caller gave,
+        once and as given.
         """
         agent = RecordingAgent()
-        self.send(agent, "get", "http://mimir/api/v1/query",
-                  headers=Headers({b"X-Scope-OrgID": [b"team-a"]}))
-        self.send(agent, "GET", "http://mimir/api/v1/query",
-                  headers=Headers({b"Accept-Encoding": [b"br, gzip"]}))
-        (method, _, plain, _), (_, _, asked, _) = agent.sent
-        self.assertEqual(method, b"GET")
-        self.assertEqual(list(plain.getAllRawHeaders()), [(b"X-Scope-Orgid", [b"team-a"])])
+        self.send(agent, Headers({b"X-Scope-OrgID": [b"team-a"]}))
+        self.send(agent, Headers({b"Accept-Encoding": [b"br, gzip"]}))
+        (_, _, plain, _), (_, _, asked, _) = agent.sent
+        self.assertFalse(plain.hasHeader(b"accept-encoding"))
+        self.assertFalse(plain.hasHeader(ASKED))
+        self.assertEqual(plain.getRawHeaders(b"x-scope-orgid"), [b"team-a"])
         self.assertEqual(asked.getRawHeaders(b"accept-encoding"), [b"br, gzip"])
+        self.assertFalse(asked.hasHeader(ASKED))
 
     def test_answer_not_decoded(self) -> None:
         """
-        A gzip answer comes as it was received: the same response, its
-        C{Content-Encoding} kept; an answer without one gets none.
+        A gzip answer comes as it was received, its C{Content-Encoding}
+        kept and its bytes untouched; an answer without one gets none.
         """
         gzipped = FakeResponse()
         gzipped.headers.setRawHeaders(b"Content-Encoding", [b"gzip"])
-        self.assertIs(self.send(RecordingAgent(gzipped), "GET", "http://mimir/"), gzipped)
-        self.assertEqual(gzipped.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
-        plain = FakeResponse()
-        self.assertIs(self.send(RecordingAgent(plain), "GET", "http://mimir/"), plain)
-        self.assertFalse(plain.headers.hasHeader(b"content-encoding"))
+        headers, response = self.send(RecordingAgent(gzipped), Headers())
+        self.assertEqual(headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        self.assertFalse(headers.hasHeader(ANSWERED))
+        headers, _ = self.send(RecordingAgent(FakeResponse()), Headers())
+        self.assertFalse(headers.hasHeader(b"content-encoding"))
 
-    def test_url_as_treq_writes_it(self) -> None:
-        """
-        The URL, and with query parameters the URL they are added to, are
-        sent as treq's client would send them.
-        """
-        cases: list[tuple[Any, Optional[list[tuple[str, str]]]]] = [
-            ("http://mimir/api/v1/push", None),
-            (sendable("https://bücher.example/a b/ü?x=1"), None),
-            (EncodedURL.from_text("http://mimir/p%2Fq/%C3%BC"), None),
-            ("http://mimir/api/v1/series",
-             [("match[]", '{job="x", path=~"/a b"}'), ("start", "1")]),
-            ("https://dce.example/streams/s?api-version=2023-04-24", [("ü", "a+b&c=d")]),
-            (EncodedURL.from_text("http://loki/loki/api/v1/tail?limit=1"), [("q", "")]),
-        ]
-        for url, params in cases:
-            treq_agent = RecordingAgent()
-            kwargs: dict[str, Any] = {"params": params} if params else {}
-            TreqClient(treq_agent).request("GET", url, **kwargs)
-            ours = RecordingAgent()
-            self.send(ours, "GET", url, **kwargs)
-            self.assertEqual(ours.sent[0][1], treq_agent.sent[0][1], (url, params))
-
-    def test_body(self) -> None:
-        """
-        Bytes are written in one go with their length; a producer is used
-        as it is; an empty body, as with treq, is no body.
-        """
-        agent = RecordingAgent()
-        producer = FileBodyProducer(None)  # type: ignore[arg-type]
-        self.send(agent, "POST", "http://mimir/api/v1/push", data=b"snappy")
-        self.send(agent, "POST", "http://mimir/api/v1/push", data=producer)
-        self.send(agent, "POST", "http://mimir/api/v1/push", data=b"")
-        self.send(agent, "POST", "http://mimir/api/v1/push")
-        written, given, empty, none = (sent[3] for sent in agent.sent)
-        self.assertEqual(written.length, 6)
-        self.assertIs(given, producer)
-        self.assertIsNone(empty)
-        self.assertIsNone(none)
-
-    def test_no_redirects_no_buffering(self) -> None:
-        sender = AgentSender(RecordingAgent(), _body_producer)
-        for kwargs in ({"allow_redirects": True}, {"unbuffered": False}):
-            with self.assertRaises(ValueError):
-                sender.request("GET", "http://mimir/", headers=Headers(), **kwargs)
-
-    def test_owned_pool_sends_with_it(self) -> None:
-        self.assertIsInstance(HTTPClient(Clock(), name="mimir")._treq, AgentSender)
+    def test_owned_pool_sends_through_treq(self) -> None:
+        client = HTTPClient(Clock(), name="mimir")
+        self.assertIsInstance(client._treq, TreqClient)
 
 
 class EncodingOverSocketsTests(TestCase):

@@ -1,8 +1,9 @@
 """
-The one outbound HTTP client, on Twisted's Agent: a connection pool per
-client, TLS against the configured trust roots, a connect, a response and
-a body timeout, the outbound credentials hook and the header policy.
-Answers come as the upstream encoded them (see L{sealgw.http._sender}).
+The one outbound HTTP client, on treq and Twisted's Agent: a connection
+pool per client, TLS against the configured trust roots, a connect, a
+response and a body timeout, the outbound credentials hook and the
+header policy.  Answers come as the upstream encoded them (see
+L{sealgw.http._undecoded}).
 Retries and what an answer means belong to the callers (L{sealgw.relay}
 for pushes, L{sealgw.query} for reads, L{sealgw.auth} for identity
 providers).
@@ -11,8 +12,11 @@ providers).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
+from treq.client import HTTPClient as TreqClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
@@ -28,9 +32,9 @@ from sealgw.http._body import Body, CappedBody, StreamingBody
 from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable
 from sealgw.http._headers import HeaderPolicy
 from sealgw.http._interfaces import URL, IHTTPClient, IHTTPResponse, RequestBody
-from sealgw.http._sender import AgentSender
 from sealgw.http._timeout import bounded
 from sealgw.http._tls import https_policy, load_trust_root
+from sealgw.http._undecoded import UndecodedAgent, hide_accepted, restore
 from sealgw.http._url import sendable
 
 if TYPE_CHECKING:
@@ -45,8 +49,8 @@ CACHED_CONNECTION_TIMEOUT = 50.0
 
 class TreqLike(Protocol):
     """
-    How the client sends: its own L{AgentSender}, or, in tests, a scripted
-    fake or C{treq.testing.StubTreq} (the part of treq's client it uses).
+    The part of C{treq.client.HTTPClient} (and C{treq.testing.StubTreq})
+    the client uses; tests pass scripted fakes.
     """
 
     def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[Any]: ...
@@ -57,10 +61,10 @@ class _BytesProducer:
     """
     Writes a body that is already in memory in one go.
 
-    Not a C{FileBodyProducer}, which feeds bytes through the global
-    reactor's cooperator in 64 KiB steps: a push body is at most a few MiB
-    that we hold anyway, and this keeps the injected reactor the only clock
-    involved.
+    treq would wrap bytes in a C{FileBodyProducer}, which feeds them
+    through the global reactor's cooperator in 64 KiB steps; a push body is
+    at most a few MiB that we hold anyway, and this keeps the injected
+    reactor the only clock involved.
     """
 
     def __init__(self, body: bytes) -> None:
@@ -95,7 +99,7 @@ class HTTPResponse:
 
     def __init__(self, response: IResponse, clock: IReactorTime, body_timeout: float) -> None:
         self.status: int = response.code
-        self.headers = response.headers
+        self.headers = restore(response.headers)
         self.length: Optional[int] = (
             None if response.length is UNKNOWN_LENGTH else cast(int, response.length)
         )
@@ -233,9 +237,13 @@ class HTTPClient:
             connectTimeout=self.timeouts.connect,
             pool=pool,
         )
-        # No cookie jar: cookies an upstream's load balancer sets must not
-        # be replayed on later requests, whichever tenant they carry.
-        return cast(TreqLike, AgentSender(agent, _body_producer))
+        # Cookies an upstream's load balancer sets must not be replayed on
+        # every later request, whichever tenant it carries.
+        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        client = TreqClient(
+            UndecodedAgent(agent), cookiejar=no_cookies, data_to_body_producer=_body_producer
+        )
+        return cast(TreqLike, client)
 
     def __repr__(self) -> str:
         return f"<HTTPClient {self.name!r}>"
@@ -281,6 +289,9 @@ class HTTPClient:
             "allow_redirects": False,
             "unbuffered": True,
         }
+        if self.pool is not None:
+            # Through treq's decoder to the UndecodedAgent below it.
+            hide_accepted(kwargs["headers"])
         if query:
             kwargs["params"] = list(query)
         else:
