@@ -81,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command == "generate":
         return generator.run(ns)
     if ns.command == "spool":
-        from sealgw.relay._spool_cli import spool_command
+        from sealgw.spool._cli import spool_command
 
         return spool_command(ns.action, ns.directory, ns.json, sys.stdout, sys.stderr)
     if ns.command == "hash-token":

@@ -30,17 +30,17 @@ from sealgw.relay import (
     Delivery,
     IUpstream,
     RelayMetrics,
-    SpoolUpstream,
     UpstreamRejected,
     UpstreamsService,
     UpstreamUnavailable,
     build_upstreams,
 )
-from sealgw.relay._spool import LOCK_ATTEMPTS, LOCK_RETRY, SPOOLED
-from sealgw.relay._spool_disk import DEAD_LETTERS, SpoolDirectory, worker_directory
-from sealgw.relay._spool_format import RECORD_MAGIC, frame, seed, segment_header
-from sealgw.relay._spool_metrics import spool_metrics
 from sealgw.signals.push import Push
+from sealgw.spool import SpoolUpstream
+from sealgw.spool._disk import DEAD_LETTERS, SpoolDirectory, worker_directory
+from sealgw.spool._format import RECORD_MAGIC, frame, seed, segment_header
+from sealgw.spool._metrics import spool_metrics
+from sealgw.spool._upstream import LOCK_ATTEMPTS, LOCK_RETRY, SPOOLED
 from sealgw.testing import MemoryUpstream
 
 RETRY = RetryConfig(attempts=2, initial_backoff=0.1, max_backoff=1.0, deadline=5.0)

@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred
 
 from sealgw.cli import main
 from sealgw.relay import Delivery, UpstreamRejected
-from sealgw.relay._spool_cli import replay_dead_letters, spool_command, stats
-from sealgw.relay._spool_disk import DEAD_LETTERS
+from sealgw.spool._cli import replay_dead_letters, spool_command, stats
+from sealgw.spool._disk import DEAD_LETTERS
 from sealgw.testing import MemoryUpstream
 from tests.test_spool import DOWN, SpoolTestCase, numbers, push
 

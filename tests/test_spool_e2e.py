@@ -21,9 +21,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from sealgw.relay._spool_format import RECORD_MAGIC
 from sealgw.signals import snappy_decompress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
+from sealgw.spool._format import RECORD_MAGIC
 from tests.e2e_support import (
     REMOTE_WRITE_HEADERS,
     _Output,

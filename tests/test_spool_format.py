@@ -13,14 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sealgw.relay._spool_disk import (
+from sealgw.signals.push import Push
+from sealgw.spool._disk import (
     CURSOR,
     DEAD_LETTERS,
     Cursor,
     SpoolDirectory,
     dead_letter_line,
 )
-from sealgw.relay._spool_format import (
+from sealgw.spool._format import (
     RECORD_OVERHEAD,
     SEGMENT_HEADER_SIZE,
     BytesSource,
@@ -33,7 +34,6 @@ from sealgw.relay._spool_format import (
     seed,
     segment_header,
 )
-from sealgw.signals.push import Push
 
 SALT = bytes(range(16))
 SEED = seed(SALT)

@@ -18,8 +18,7 @@ from sealgw.credentials import ICredentials
 from sealgw.relay._file import FileUpstream, ThreadRunner
 from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import IRelayMetrics, IUpstream
-from sealgw.relay._spool_build import add_spools, spool_problems
-from sealgw.relay._spool_metrics import spool_metrics
+from sealgw.spool import add_spools, spool_metrics, spool_problems
 
 
 class UpstreamsService(Service, Mapping[str, IUpstream]):

@@ -11,9 +11,9 @@ from typing import Optional
 
 import attr
 
-from sealgw.relay._spool_disk import Cursor, SegmentScan
-from sealgw.relay._spool_format import SEGMENT_HEADER_SIZE
 from sealgw.signals.push import Push
+from sealgw.spool._disk import Cursor, SegmentScan
+from sealgw.spool._format import SEGMENT_HEADER_SIZE
 
 
 @attr.define(eq=False)

@@ -29,7 +29,8 @@ from typing import Any, Optional, Union
 
 import attr
 
-from sealgw.relay._spool_format import (
+from sealgw.signals.push import Push, PushFormatError
+from sealgw.spool._format import (
     SEGMENT_HEADER_SIZE,
     Damage,
     FileSource,
@@ -41,7 +42,6 @@ from sealgw.relay._spool_format import (
     seed,
     segment_header,
 )
-from sealgw.signals.push import Push, PushFormatError
 
 LOCK = "lock"
 CURSOR = "cursor.json"

@@ -20,7 +20,8 @@ from typing import IO, Any, Optional
 import attr
 
 from sealgw.relay._health import rfc3339
-from sealgw.relay._spool_disk import (
+from sealgw.signals.push import Push, PushFormatError
+from sealgw.spool._disk import (
     CURSOR,
     DEAD_LETTERS,
     LOCK,
@@ -28,8 +29,7 @@ from sealgw.relay._spool_disk import (
     fsync_directory,
     human_size,
 )
-from sealgw.relay._spool_format import SEGMENT_HEADER_SIZE, new_salt
-from sealgw.signals.push import Push, PushFormatError
+from sealgw.spool._format import SEGMENT_HEADER_SIZE, new_salt
 
 
 def _is_spool_folder(path: str) -> bool:

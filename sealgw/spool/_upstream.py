@@ -1,6 +1,6 @@
 """
 A durable spool in front of an upstream: a push is answered 2xx once it
-is on disk (fsynced), and a forwarder (L{sealgw.relay._spool_forward})
+is on disk (fsynced), and a forwarder (L{sealgw.spool._forward})
 delivers it upstream afterwards, in order, through outages, restarts and
 crashes, at least once.  See C{docs/spool.rst}.
 
@@ -30,7 +30,7 @@ from sealgw.relay._file import ThreadRunner
 from sealgw.relay._health import rfc3339
 from sealgw.relay._interfaces import Delivery, IUpstream, Push, UpstreamUnavailable
 from sealgw.relay._retry import RandomSource
-from sealgw.relay._spool_disk import (
+from sealgw.spool._disk import (
     Fsync,
     Recovered,
     SegmentScan,
@@ -39,10 +39,10 @@ from sealgw.relay._spool_disk import (
     human_size,
     worker_directory,
 )
-from sealgw.relay._spool_format import Damage, new_salt
-from sealgw.relay._spool_forward import Forwarder
-from sealgw.relay._spool_metrics import SpoolCounts, SpoolMetrics
-from sealgw.relay._spool_segments import Segment, Segments
+from sealgw.spool._format import Damage, new_salt
+from sealgw.spool._forward import Forwarder
+from sealgw.spool._log import Segment, Segments
+from sealgw.spool._metrics import SpoolCounts, SpoolMetrics
 
 #: What a push's answer says once it is in the spool; the route answers
 #: its own success status whatever this is.

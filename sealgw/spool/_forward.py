@@ -23,7 +23,8 @@ from sealgw.config import RetryConfig
 from sealgw.relay._health import rfc3339
 from sealgw.relay._interfaces import IUpstream, UpstreamRejected, UpstreamUnavailable
 from sealgw.relay._retry import RandomSource, backoff
-from sealgw.relay._spool_disk import (
+from sealgw.signals.push import Push
+from sealgw.spool._disk import (
     DEAD_LETTERS,
     ReadRecord,
     SpoolDirectory,
@@ -31,10 +32,9 @@ from sealgw.relay._spool_disk import (
     describe,
     human_size,
 )
-from sealgw.relay._spool_format import Damage
-from sealgw.relay._spool_metrics import SpoolCounts
-from sealgw.relay._spool_segments import Segment, Segments, Spooled
-from sealgw.signals.push import Push
+from sealgw.spool._format import Damage
+from sealgw.spool._log import Segment, Segments, Spooled
+from sealgw.spool._metrics import SpoolCounts
 
 #: What the forwarder reads from disk at a time, and holds read ahead.
 READ_BYTES = 8 * 1024 * 1024
