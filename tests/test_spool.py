@@ -111,6 +111,9 @@ class SpoolTestCase(SynchronousTestCase):
         segment_size: Optional[int] = None,
         **settings: Any,
     ) -> SpoolUpstream:
+        # Closing a spool in these tests ends its deliveries at once, as
+        # before drain_grace; the drain is tested on its own.
+        settings.setdefault("drain_grace", 0.0)
         config = SpoolConfig(directory=self.directory, **settings)
         spool = SpoolUpstream(
             inner if inner is not None else MemoryUpstream("mimir"),
@@ -747,6 +750,9 @@ class WorkerTests(SpoolTestCase):
         inner = MemoryUpstream("mimir")
         with capturedLogs() as events:
             spool = self.spool(inner, worker=0)
+            # Not while worker-1 may only be restarting.
+            self.assertEqual(inner.pushes, [])
+            self.clock.advance(spool.config.takeover_after)
         self.assertEqual(numbers(inner.delivered), [0, 1, 2, 3])
         self.assertEqual(self.segments("worker-1"), [])
         self.assertTrue(any("took over 4 record(s)" in formatEvent(e) for e in events))
@@ -774,7 +780,11 @@ class WorkerTests(SpoolTestCase):
         self.accepted(other, push(7))
         self.successResultOf(other.close())
         self.assertEqual(inner.pushes, [])
+        # Seen free at the next housekeeping, taken over once it has been
+        # free for takeover_after.
         self.clock.advance(30)
+        self.assertEqual(inner.pushes, [])
+        self.clock.advance(120)
         self.assertEqual(numbers(inner.delivered), [7])
 
 

@@ -1,15 +1,15 @@
 """
-The spool's forwarder: reads records back in order (or takes them straight
-from the write that stored them), delivers them upstream a few at a time
-with the relay's retries and its own backoff after those, moves refused
-ones to the dead letters, and deletes segments once they are delivered.
+The spool's forwarder: takes records from the log in order, delivers them
+upstream a few at a time with the relay's retries and its own backoff
+after those, and moves refused ones to the dead letters.  What is read,
+what is done and what is deleted is the log's to decide
+(L{sealgw.spool._log.SpoolLog}); the forwarder only tells it.
 """
 
 from __future__ import annotations
 
 import os
 import random as _random
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -26,19 +26,13 @@ from sealgw.relay._retry import RandomSource, backoff
 from sealgw.signals.push import Push
 from sealgw.spool._disk import (
     DEAD_LETTERS,
-    ReadRecord,
     SpoolDirectory,
     dead_letter_line,
     describe,
     human_size,
 )
-from sealgw.spool._format import Damage
-from sealgw.spool._log import Segment, Segments, Spooled
+from sealgw.spool._log import Spooled, SpoolLog
 from sealgw.spool._metrics import SpoolCounts
-
-#: What the forwarder reads from disk at a time, and holds read ahead.
-READ_BYTES = 8 * 1024 * 1024
-READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 #: Runs a blocking callable in a worker thread (see L{SpoolUpstream._thread}).
 Thread = Callable[..., "Deferred[Any]"]
@@ -61,12 +55,9 @@ def _write_dead_letter(
 
 class Forwarder:
     """
-    Drains one spool into C{inner}, C{concurrency} records at a time, in
-    the order they were written; while a record waits to be tried again,
-    no later one is started.
-
-    @param moved: called when the delivered watermark (the cursor) moves.
-    @param report: called with damage found while reading.
+    Drains one spool's log into C{inner}, C{concurrency} records at a
+    time, in the order they were written; while a record waits to be tried
+    again, no later one is started.
     """
 
     _log = Logger()
@@ -75,44 +66,36 @@ class Forwarder:
         self,
         name: str,
         inner: IUpstream,
-        segments: Segments,
+        log: SpoolLog,
         directory: SpoolDirectory,
         thread: Thread,
         reactor: Any,
         *,
         concurrency: int,
         counts: SpoolCounts,
-        moved: Callable[[], None],
-        report: Callable[[int, Damage], None],
         retry: RetryConfig = RetryConfig(),
         random: RandomSource = _random.random,
     ) -> None:
         self.name = name
         self.inner = inner
-        self.segments = segments
+        self.spool_log = log
         self.directory = directory
         self._thread = thread
         self._reactor = reactor
         self._concurrency = concurrency
-        self._read_records = max(64, 4 * concurrency)
         self._counts = counts
-        self._moved = moved
-        self._report = report
         self._retry = retry
         self._random = random
         self.running = False
-        self._reading = False
-        self._buffer: deque[Spooled] = deque()
-        self._buffered_bytes = 0
-        # Every record read and not yet done, in order: the first one's
-        # offset is the delivered watermark.
-        self._pending: deque[Spooled] = deque()
         self._inflight: dict[Spooled, Deferred[None]] = {}
         self.waiting = 0
-        self._read_retry: Any = None
+        self._pumping = False
+        self._again = False
+        log.listen(self.pump)
 
     def start(self) -> None:
         self.running = True
+        self.spool_log.reading_enabled = True
         self.pump()
 
     def stop(self) -> None:
@@ -120,9 +103,7 @@ class Forwarder:
         Stop forwarding; records in flight stay in the spool.
         """
         self.running = False
-        if self._read_retry is not None and self._read_retry.active():
-            self._read_retry.cancel()
-        self._read_retry = None
+        self.spool_log.stop()
         for forwarding in list(self._inflight.values()):
             forwarding.cancel()
 
@@ -130,111 +111,39 @@ class Forwarder:
     def busy(self) -> bool:
         return bool(self._inflight or self.waiting)
 
-    def oldest_at(self) -> Optional[float]:
-        """
-        The C{received_at} of the oldest record not yet delivered (or a
-        time no later than it).
-        """
-        if self._pending:
-            return self._pending[0].received_at
-        return self.segments.unread_since()
-
-    # -- reading ---------------------------------------------------------------
-
-    def written(self, segment: Segment, pushes: list[Push], spans: list[tuple[int, int]]) -> None:
-        """
-        A group was written to C{segment}: when the forwarder was waiting
-        for exactly these records, take them as they are instead of reading
-        them back.
-        """
-        segments = self.segments
-        if (
-            segments.read_segment is not segment
-            or self._reading
-            or segments.read_offset != spans[0][0]
-            or len(self._buffer) + len(pushes) > 2 * self._read_records
-            or self._buffered_bytes + sum(len(p.body) for p in pushes) > READ_AHEAD_BYTES
-        ):
-            return
-        for push, (offset, end) in zip(pushes, spans, strict=True):
-            self._take(Spooled(segment, offset, end, None, push, None, push.received_at))
-        segments.read_offset = spans[-1][1]
-        segment.last_read_at = pushes[-1].received_at
-
-    def _take(self, record: Spooled) -> None:
-        self._buffer.append(record)
-        self._buffered_bytes += record.body_size
-        self._pending.append(record)
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
 
     def pump(self) -> None:
-        if not self.running:
+        """
+        Start deliveries while there is room; called after every change
+        of the log, and of the forwarder's own state.  A call made while
+        pumping makes the running one look again instead of recursing.
+        """
+        if self._pumping:
+            self._again = True
             return
-        while self._buffer and len(self._inflight) < self._concurrency and not self.waiting:
-            record = self._buffer.popleft()
-            self._buffered_bytes -= record.body_size
-            self._dispatch(record)
-        if not self._reading and len(self._buffer) < self._concurrency:
-            self._read_more()
+        self._pumping = True
+        try:
+            while self.running:
+                self._again = False
+                room = 0 if self.waiting else self._concurrency - len(self._inflight)
+                for record in self.spool_log.next_batch(max(0, room)):
+                    self._dispatch(record)
+                if not self._again:
+                    break
+        finally:
+            self._pumping = False
 
-    def _read_more(self) -> None:
-        segment = self.segments.advance()
-        if segment is None or self.segments.read_offset >= segment.size:
-            self.collect()
-            return
-        self._reading = True
-        reading = self._thread(
-            self.directory.read,
-            segment.seq,
-            segment.salt,
-            self.segments.read_offset,
-            segment.size,
-            self._read_records,
-            READ_BYTES,
-        )
-        reading.addCallbacks(
-            self._read_done, self._read_failed, callbackArgs=(segment,), errbackArgs=(segment,)
-        )
-
-    def _read_done(
-        self, result: tuple[list[ReadRecord], list[Damage], int], segment: Segment
-    ) -> None:
-        self._reading = False
-        if segment is not self.segments.read_segment or not self.running:
-            # Dropped while it was being read, or stopping.
-            self.pump()
-            return
-        records, damage, offset = result
-        for found in damage:
-            if found.offset not in segment.reported:
-                segment.reported.add(found.offset)
-                self._report(segment.seq, found)
-        for read in records:
-            at = read.push.received_at if read.push is not None else self._reactor.seconds()
-            self._take(
-                Spooled(segment, read.offset, read.end, read.payload, read.push, read.problem, at)
-            )
-            segment.last_read_at = at
-        self.segments.read_offset = offset
-        self.pump()
-
-    def _read_failed(self, failure: Failure, segment: Segment) -> None:
-        self._reading = False
-        if segment is not self.segments.read_segment:
-            # Dropped (and deleted) while it was being read.
-            self.pump()
-            return
-        self._log.error(
-            "spool {upstream}: cannot read segment {seq}: {why}; trying again",
-            upstream=self.name, seq=segment.seq, why=describe(failure.value),
-        )
-        if self.running and self._read_retry is None:
-            self._read_retry = self._reactor.callLater(
-                max(1.0, self._retry.max_backoff), self._read_again
-            )
-
-    def _read_again(self) -> None:
-        self._read_retry = None
-        self.pump()
+    def cancel(self, records: list[Spooled]) -> None:
+        """
+        Stop delivering C{records} (their segment was dropped).
+        """
+        for record in records:
+            forwarding = self._inflight.get(record)
+            if forwarding is not None:
+                forwarding.cancel()
 
     # -- delivering --------------------------------------------------------------
 
@@ -256,7 +165,7 @@ class Forwarder:
         push = record.push
         if push is None:
             await self._dead_letter(record, None, f"not a readable push: {record.problem}")
-            self._complete(record)
+            self.spool_log.acknowledged(record)
             return
         rounds = 0
         while True:
@@ -282,7 +191,7 @@ class Forwarder:
             rounds += 1
             self._counts.retried += 1
             if not self.waiting:
-                records, size = self.segments.totals()
+                records, size = self.spool_log.totals()
                 self._log.warn(
                     "spool {upstream}: upstream unavailable ({error}); holding {records} "
                     "record(s) ({size}), trying again in {delay:.1f}s",
@@ -294,7 +203,7 @@ class Forwarder:
                 await deferLater(self._reactor, delay, lambda: None)
             finally:
                 self.waiting -= 1
-        self._complete(record)
+        self.spool_log.acknowledged(record)
 
     async def _dead_letter(self, record: Spooled, status: Optional[int], reason: str) -> None:
         push = record.push
@@ -330,69 +239,3 @@ class Forwarder:
             reason=reason,
             path=os.path.join(self.directory.path, DEAD_LETTERS),
         )
-
-    def _complete(self, record: Spooled) -> None:
-        if record.done:
-            return
-        record.done = True
-        record.segment.records -= 1
-        record.segment.bytes -= record.end - record.offset
-        self.move_watermark()
-        self.collect()
-
-    def move_watermark(self) -> None:
-        moved = False
-        while self._pending and self._pending[0].done:
-            record = self._pending.popleft()
-            record.segment.start = record.end
-            moved = True
-        if moved:
-            self._moved()
-
-    # -- deleting ----------------------------------------------------------------
-
-    def collect(self) -> None:
-        """
-        Delete the oldest segments once everything in them is done.
-        """
-        segments = self.segments
-        while len(segments):
-            segment = segments.segments[0]
-            if not segments.fully_read(segment):
-                return
-            if self._pending and self._pending[0].segment.seq <= segment.seq:
-                return
-            segments.advance()
-            segments.forget(segment)
-            self.delete(segment)
-            self._moved()
-
-    def delete(self, segment: Segment) -> None:
-        self._thread(self.directory.delete, segment.seq).addErrback(
-            self._delete_failed, segment.seq
-        )
-
-    def _delete_failed(self, failure: Failure, seq: int) -> None:
-        self._log.error(
-            "spool {upstream}: cannot delete segment {seq}: {why}",
-            upstream=self.name, seq=seq, why=describe(failure.value),
-        )
-
-    def purge(self, segment: Segment) -> None:
-        """
-        Forget every record of C{segment} (dropped): those read ahead, and
-        those in flight, whose delivery is cancelled.
-        """
-        kept: deque[Spooled] = deque()
-        for record in self._buffer:
-            if record.segment is segment:
-                record.done = True
-                self._buffered_bytes -= record.body_size
-            else:
-                kept.append(record)
-        self._buffer = kept
-        for record, forwarding in list(self._inflight.items()):
-            if record.segment is segment:
-                record.done = True
-                forwarding.cancel()
-        self.move_watermark()

@@ -1,12 +1,12 @@
 """
 A durable spool in front of an upstream: a push is answered 2xx once it
-is on disk (fsynced), and a forwarder (L{sealgw.spool._forward})
-delivers it upstream afterwards, in order, through outages, restarts and
-crashes, at least once.  See C{docs/spool.rst}.
+is on disk (fsynced), and a forwarder (L{sealgw.spool._forward}) delivers
+it upstream afterwards, in order, through outages, restarts and crashes,
+at least once.  See C{docs/spool.rst}.
 
-The reactor thread keeps the spool's state (L{Segments}); every read,
-write, fsync and delete runs in the gateway's worker threads through
-L{SpoolDirectory}.
+The reactor thread keeps the spool's state in one owner, L{SpoolLog};
+every read, write, fsync and delete runs in the gateway's worker threads
+through L{SpoolDirectory}.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ from sealgw.spool._disk import (
 )
 from sealgw.spool._format import Damage, new_salt
 from sealgw.spool._forward import Forwarder
-from sealgw.spool._log import Segment, Segments
+from sealgw.spool._log import Segment, SpoolLog
 from sealgw.spool._metrics import SpoolCounts, SpoolMetrics
+from sealgw.spool._takeover import Takeover
 
 #: What a push's answer says once it is in the spool; the route answers
 #: its own success status whatever this is.
@@ -66,6 +67,9 @@ MAX_SEGMENT = 64 * 1024 * 1024
 #: the previous process of a restarted worker still exiting).
 LOCK_RETRY = 0.5
 LOCK_ATTEMPTS = 20
+
+#: How often a stopping spool looks whether it is drained.
+DRAIN_CHECK = 0.05
 
 
 @attr.define(eq=False)
@@ -129,20 +133,36 @@ class SpoolUpstream:
         )
         self._segment_size = segment_size or min(MAX_SEGMENT, max(1, config.max_size // 16))
         self.counts = SpoolCounts()
-        self.segments = Segments()
+        self.log = SpoolLog(
+            read=lambda *args: self._thread(self.directory.read, *args),
+            delete=self._delete,
+            moved=self._cursor_moved,
+            damaged=self._report,
+            unreadable=self._unreadable,
+            clock=reactor,
+            read_records=max(64, 4 * config.concurrency),
+            read_retry=max(1.0, retry.max_backoff),
+        )
         self.forwarder = Forwarder(
             self.name,
             inner,
-            self.segments,
+            self.log,
             self.directory,
             self._thread,
             reactor,
             concurrency=config.concurrency,
             counts=self.counts,
-            moved=self._cursor_moved,
-            report=self._report,
             retry=retry,
             random=random,
+        )
+        self.takeover = Takeover(
+            self.name,
+            self.directory,
+            self.log,
+            self._thread,
+            reactor,
+            grace=config.takeover_after,
+            found=self._found,
         )
         if metrics is not None:
             metrics.add(self)
@@ -200,10 +220,10 @@ class SpoolUpstream:
         if self._closing:
             return
         for scan in recovered.segments:
-            self._add_scanned(scan, "left by the previous run")
-        self.segments.next_seq = max(self.segments.next_seq, recovered.next_seq)
+            self._found(scan, "left by the previous run")
+        self.log.recovered([s for s in recovered.segments if s.salt is not None], recovered.next_seq)
         self._ready = True
-        records, size = self.segments.totals()
+        records, size = self.log.totals()
         self._log.info(
             "spool {upstream}: {directory}: {records} record(s) ({size}) waiting from before",
             upstream=self.name, directory=self.directory.path, records=records,
@@ -261,6 +281,7 @@ class SpoolUpstream:
                 if self._writing is None:
                     self._write()
                 await idle
+            await self._drain()
         else:
             self._refuse_queue(self._unavailable("the gateway is stopping"))
         self.forwarder.stop()
@@ -273,7 +294,7 @@ class SpoolUpstream:
             await DeferredList(list(self._ops), consumeErrors=True)
         if self._locked:
             try:
-                await self._thread(self.directory.write_cursor, self.segments.cursor())
+                await self._thread(self.directory.write_cursor, self.log.cursor())
             except Exception as e:
                 self._log.warn(
                     "spool {upstream}: cursor not saved: {why}", upstream=self.name,
@@ -282,6 +303,33 @@ class SpoolUpstream:
             await self._thread(self.directory.unlock)
             self._locked = False
         await self.inner.close()
+
+    async def _drain(self) -> None:
+        """
+        Go on delivering for up to C{drain_grace}, until the spool is empty
+        or the upstream turns a delivery away (then waiting is no use);
+        what is left stays on disk for the next start.
+        """
+        deadline = self._reactor.seconds() + self.config.drain_grace
+        if self.config.drain_grace <= 0 or not self.log.totals()[0]:
+            return
+        records, size = self.log.totals()
+        self._log.info(
+            "spool {upstream}: stopping: delivering the {records} record(s) ({size}) waiting, "
+            "for up to {grace:.0f}s",
+            upstream=self.name, records=records, size=human_size(size),
+            grace=self.config.drain_grace,
+        )
+        while self._reactor.seconds() < deadline:
+            if not self.log.totals()[0] or self.forwarder.waiting or not self.forwarder.running:
+                break
+            await deferLater(self._reactor, DRAIN_CHECK, lambda: None)
+        records, size = self.log.totals()
+        if records:
+            self._log.info(
+                "spool {upstream}: {records} record(s) ({size}) left for the next start",
+                upstream=self.name, records=records, size=human_size(size),
+            )
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """
@@ -320,7 +368,7 @@ class SpoolUpstream:
         if not push.received_at:
             push = attr.evolve(push, received_at=now)
         estimate = len(push.body) + ESTIMATED_OVERHEAD
-        refusal = self._room_for(estimate, now)
+        refusal = self._memory_for(estimate) or self._room_for(estimate, now)
         if refusal is not None:
             self.counts.refused += 1
             return fail(refusal)
@@ -332,8 +380,23 @@ class SpoolUpstream:
         self._schedule_write()
         return answer
 
+    def _memory_for(self, estimate: int) -> Optional[UpstreamUnavailable]:
+        """
+        A 503 when the pushes waiting for their write would take more than
+        C{max_memory} with this one: the disk is slower than the pushes
+        coming in (or the spool is not open yet), and memory is not the
+        place to wait.  A push alone in memory is always taken.
+        """
+        waiting = self._queued_bytes + self._writing_bytes
+        if not waiting or waiting + estimate <= self.config.max_memory:
+            return None
+        return self._unavailable(
+            f"spool is busy ({human_size(waiting)} of pushes already waiting to be written, "
+            f"max_memory is {human_size(self.config.max_memory)})"
+        )
+
     def _used(self) -> int:
-        return self.segments.disk_bytes() + self._queued_bytes + self._writing_bytes
+        return self.log.disk_bytes() + self._queued_bytes + self._writing_bytes
 
     def _over(self, estimate: int, now: float) -> Optional[str]:
         """
@@ -346,7 +409,7 @@ class SpoolUpstream:
                 "waiting for the upstream)"
             )
         if self.config.when_full == "refuse":
-            oldest = self.forwarder.oldest_at()
+            oldest = self.log.oldest_at()
             if oldest is not None and now - oldest > self.config.max_age:
                 return (
                     f"spool is full (its oldest record is {now - oldest:.0f}s old, "
@@ -429,12 +492,7 @@ class SpoolUpstream:
         self._queued_bytes -= estimate
         self._writing_bytes += estimate
         self._writing = group
-        segment = self.segments.active
-        create = segment is None or segment.size >= self._segment_size
-        if create:
-            segment = self.segments.open(new_salt())
-        assert segment is not None
-        segment.writing += 1
+        segment, create = self.log.segment_for_write(new_salt(), self._segment_size)
         pushes = [w.push for w in group]
         written = self._thread(self.directory.append, segment.seq, segment.salt, pushes, create)
         written.addCallbacks(
@@ -455,20 +513,11 @@ class SpoolUpstream:
         self.counts.writes += 1
         self.counts.write_seconds += seconds
         self._write_error = None
-        segment.size = size
-        segment.writing -= 1
-        for waiting, (offset, end) in zip(group, spans, strict=True):
-            segment.records += 1
-            segment.bytes += end - offset
-            if segment.first_at is None:
-                segment.first_at = waiting.push.received_at
-            segment.last_at = waiting.push.received_at
-        self.forwarder.written(segment, [w.push for w in group], spans)
         self._finish_write(estimate)
         for waiting in group:
             if not waiting.answer.called:
                 waiting.answer.callback(SPOOLED)
-        self.forwarder.pump()
+        self.log.appended(segment, [w.push for w in group], spans, size)
 
     def _write_failed(
         self,
@@ -478,15 +527,10 @@ class SpoolUpstream:
         estimate: int,
         create: bool,
     ) -> None:
-        segment.writing -= 1
         # What happened to the file is unknown: nothing more goes there.
         # Readers stop at the size known fsynced; a restart sees any rest
         # as a torn record.
-        segment.sealed = True
-        if segment is self.segments.active:
-            self.segments.active = None
-        if create and segment.size == 0:
-            self.segments.forget(segment)
+        if self.log.write_failed(segment, create):
             self._thread(self.directory.delete, segment.seq).addErrback(lambda _: None)
         why = describe(failure.value)
         self._write_error = why
@@ -518,18 +562,37 @@ class SpoolUpstream:
 
     # -- segments found on disk, and damage ----------------------------------------
 
-    def _add_scanned(self, scan: SegmentScan, whence: str) -> None:
+    def _found(self, scan: SegmentScan, whence: str) -> None:
+        """
+        Report what a scan of a segment found wrong.
+        """
         for damage in scan.damage:
             self._report(scan.seq, damage)
         if scan.salt is None:
             self.counts.torn += 1
             self._log.warn(
-                "spool {upstream}: segment {seq} {whence} is unreadable ({why}) and was "
-                "removed; it held nothing that was answered",
+                "spool {upstream}: segment {seq} {whence} is unreadable ({why}); renamed "
+                "aside to {path}, it held nothing that was answered",
                 upstream=self.name, seq=scan.seq, whence=whence, why=scan.problem,
+                path=self.directory.damaged_path(scan.seq),
             )
-            return
-        self.segments.add(Segment.scanned(scan))
+
+    def _unreadable(self, seq: int, error: Optional[BaseException]) -> None:
+        self._log.error(
+            "spool {upstream}: cannot read segment {seq}: {why}; trying again",
+            upstream=self.name, seq=seq, why=describe(error),
+        )
+
+    def _delete(self, segment: Segment) -> None:
+        self._thread(self.directory.delete, segment.seq).addErrback(
+            self._delete_failed, segment.seq
+        )
+
+    def _delete_failed(self, failure: Failure, seq: int) -> None:
+        self._log.error(
+            "spool {upstream}: cannot delete segment {seq}: {why}",
+            upstream=self.name, seq=seq, why=describe(failure.value),
+        )
 
     def _report(self, seq: int, damage: Damage) -> None:
         self.counts.torn += 1
@@ -543,60 +606,37 @@ class SpoolUpstream:
     # -- a full spool ----------------------------------------------------------------
 
     def _release_spent_active(self) -> None:
-        """
-        Close the open segment when everything in it is delivered, so that
-        it can be deleted (a full spool must be able to drain to empty).
-        """
-        active = self.segments.active
-        if active is not None and active.writing == 0 and active.records == 0:
-            self.segments.seal_active()
-            self.segments.advance()
-            self.forwarder.collect()
+        self.log.release_spent_active()
 
     def _drop_oldest(self, estimate: int) -> None:
         while self._used() + estimate > self.config.max_size:
-            victim = self._droppable()
-            if victim is None:
+            if not self._drop("the spool is full"):
                 return
-            self._drop(victim, "the spool is full")
 
     def _drop_expired(self, now: float) -> None:
-        while len(self.segments):
-            victim = self.segments.segments[0]
-            if victim.last_at is None or now - victim.last_at <= self.config.max_age:
+        while True:
+            victim = self.log.droppable()
+            if victim is None or victim.last_at is None:
                 return
-            if self._droppable() is not victim:
+            if now - victim.last_at <= self.config.max_age:
                 return
-            self._drop(victim, f"older than max_age ({self.config.max_age:.0f}s)")
+            self._drop(f"older than max_age ({self.config.max_age:.0f}s)")
 
-    def _droppable(self) -> Optional[Segment]:
-        if not len(self.segments):
-            return None
-        oldest = self.segments.segments[0]
-        if oldest.writing:
-            return None
-        # The open segment, when it is the only one, goes too; the next
-        # write begins a new one.
-        if oldest is self.segments.active:
-            self.segments.seal_active()
-        return oldest
-
-    def _drop(self, segment: Segment, why: str) -> None:
-        dropped, size = segment.records, segment.bytes
-        segment.records = segment.bytes = 0
-        # Out of sight first, so that nothing reads or sends more of it.
-        self.segments.forget(segment)
-        self.forwarder.purge(segment)
-        self.counts.dropped += dropped
+    def _drop(self, why: str) -> bool:
+        dropped = self.log.drop_oldest()
+        if dropped is None:
+            return False
+        segment, records, size, out = dropped
+        self.forwarder.cancel(out)
+        self.counts.dropped += records
         self._log.warn(
             "spool {upstream}: {why}: dropped {records} record(s) ({size}) received "
             "from {first} to {last}",
-            upstream=self.name, why=why, records=dropped, size=human_size(size),
+            upstream=self.name, why=why, records=records, size=human_size(size),
             first=_when(segment.first_at), last=_when(segment.last_at),
         )
-        self.forwarder.delete(segment)
-        self._cursor_moved()
-        self.forwarder.pump()
+        self._delete(segment)
+        return True
 
     # -- the cursor --------------------------------------------------------------------
 
@@ -610,7 +650,7 @@ class SpoolUpstream:
             self._cursor_moved()
             return
         self._saving_cursor = True
-        saving = self._thread(self.directory.write_cursor, self.segments.cursor())
+        saving = self._thread(self.directory.write_cursor, self.log.cursor())
 
         def saved(result: Any) -> None:
             self._saving_cursor = False
@@ -646,37 +686,7 @@ class SpoolUpstream:
         self._adopting = None
 
     async def _adopt_orphans(self) -> None:
-        """
-        Take over the segments of sibling folders whose lock nobody holds:
-        workers that no longer run, and C{replay-*} folders.
-        """
-        for orphan in await self._thread(self.directory.siblings):
-            if not self.forwarder.running:
-                return
-            if not await self._thread(orphan.lock, False):
-                continue
-            try:
-                count = len(await self._thread(orphan.segments))
-                if not count:
-                    continue
-                first = self.segments.reserve(count)
-                scans = await self._thread(self.directory.adopt, orphan, first)
-                for scan in scans:
-                    self._add_scanned(scan, f"taken over from {orphan.name}")
-                records = sum(s.records for s in scans if s.salt is not None)
-                self._log.info(
-                    "spool {upstream}: took over {records} record(s) in {count} segment(s) "
-                    "from {orphan}, which no running worker owns",
-                    upstream=self.name, records=records, count=len(scans), orphan=orphan.path,
-                )
-                self._cursor_moved()
-                self.forwarder.pump()
-            finally:
-                await self._thread(orphan.unlock)
-                try:
-                    await self._thread(orphan.remove_if_spent)
-                except OSError:
-                    pass
+        await self.takeover.look(lambda: self.forwarder.running)
 
     # -- what it looks like ------------------------------------------------------------
 
@@ -684,15 +694,15 @@ class SpoolUpstream:
         """
         The size of the spool's segment files (what C{max_size} bounds).
         """
-        return self.segments.disk_bytes()
+        return self.log.disk_bytes()
 
     def gauges(self) -> dict[str, float]:
-        records, size = self.segments.totals()
-        oldest = self.forwarder.oldest_at()
+        records, size = self.log.totals()
+        oldest = self.log.oldest_at()
         return {
             "records": float(records),
             "bytes": float(size),
-            "disk_bytes": float(self.segments.disk_bytes()),
+            "disk_bytes": float(self.log.disk_bytes()),
             "oldest_age_seconds": (
                 0.0 if oldest is None else max(0.0, self._reactor.seconds() - oldest)
             ),
@@ -715,7 +725,7 @@ class SpoolUpstream:
                 return "full"
         if self.forwarder.waiting:
             return "retrying"
-        if self.forwarder.busy or self.segments.totals()[0]:
+        if self.forwarder.busy or self.log.totals()[0]:
             return "forwarding"
         return "idle"
 
@@ -736,7 +746,7 @@ class SpoolUpstream:
             "bytes": int(gauges["bytes"]),
             "disk_bytes": int(gauges["disk_bytes"]),
             "max_size": self.config.max_size,
-            "oldest_record": _when(self.forwarder.oldest_at()),
+            "oldest_record": _when(self.log.oldest_at()),
             "oldest_age_seconds": round(gauges["oldest_age_seconds"], 3),
             **attr.asdict(self.counts),
         }
