@@ -37,7 +37,8 @@ from sealgw.relay import (
 )
 from sealgw.signals.push import Push
 from sealgw.spool import SpoolUpstream
-from sealgw.spool._disk import DEAD_LETTERS, SpoolDirectory, worker_directory
+from sealgw.spool._dead import DEAD_LETTERS
+from sealgw.spool._disk import SpoolDirectory, worker_directory
 from sealgw.spool._format import RECORD_MAGIC, frame, seed, segment_header
 from sealgw.spool._metrics import spool_metrics
 from sealgw.spool._upstream import LOCK_ATTEMPTS, LOCK_RETRY, SPOOLED
@@ -503,16 +504,16 @@ class DiskTroubleTests(SpoolTestCase):
     def test_dead_letter_write_failure_is_tried_again(self) -> None:
         inner = MemoryUpstream("mimir", [UpstreamRejected(400, "bad")])
         spool = self.spool(inner, start=False)
-        real = spool.directory.dead_letter
+        real = spool.dead_letters.append
         calls: list[int] = []
 
-        def dead_letter(letter: Any) -> None:
+        def dead_letter(letter: Any) -> int:
             calls.append(1)
             if len(calls) == 1:
                 raise OSError(28, "No space left on device")
-            real(letter)
+            return real(letter)
 
-        spool.directory.dead_letter = dead_letter  # type: ignore[method-assign]
+        spool.dead_letters.append = dead_letter  # type: ignore[method-assign]
         self.successResultOf(spool.start())
         self.accepted(spool, push(1), push(2))
         self.assertEqual(spool.counts.dead_lettered, 0)

@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import IO, Any, Optional
 
 import attr
 
 from sealgw.relay._health import rfc3339
 from sealgw.signals.push import Push, PushFormatError
+from sealgw.spool._dead import (
+    DEAD_LETTERS,
+    FILE_MODE,
+    OLDER_DEAD_LETTERS,
+    count_lines,
+    lines,
+    open_locked,
+)
 from sealgw.spool._disk import (
     CURSOR,
-    DEAD_LETTERS,
+    FOLDER_MODE,
     LOCK,
     SpoolDirectory,
     fsync_directory,
@@ -31,11 +39,15 @@ from sealgw.spool._disk import (
 )
 from sealgw.spool._format import SEGMENT_HEADER_SIZE, new_salt
 
+#: A replay writes its re-queued pushes this many at a time.
+REPLAY_BATCH = 256
+
 
 def _is_spool_folder(path: str) -> bool:
     names = set(os.listdir(path))
     return bool(
-        names & {LOCK, CURSOR, DEAD_LETTERS} or SpoolDirectory(path).segments()
+        names & {LOCK, CURSOR, DEAD_LETTERS, OLDER_DEAD_LETTERS}
+        or SpoolDirectory(path).segments()
     )
 
 
@@ -56,20 +68,33 @@ def spool_folders(directory: str) -> tuple[str, list[SpoolDirectory]]:
     return directory, folders
 
 
-def _dead_letters(path: str) -> tuple[int, Optional[dict[str, Any]]]:
-    try:
-        with open(os.path.join(path, DEAD_LETTERS), "rb") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return 0, None
-    last = None
-    for line in reversed(lines):
+def _last_letter(path: str) -> Optional[dict[str, Any]]:
+    """
+    The last dead letter of the file C{path} that reads as one, read a
+    line at a time.
+    """
+    last: list[bytes] = []
+    for line in lines(path):
+        if line.strip():
+            last = [*last[-1:], line]
+    for line in reversed(last):
         try:
-            last = json.loads(line)
-            break
+            letter = json.loads(line)
         except ValueError:
             continue
-    return len(lines), last
+        if isinstance(letter, dict):
+            return letter
+    return None
+
+
+def _dead_letters(path: str) -> tuple[int, Optional[dict[str, Any]]]:
+    """
+    How many dead letters a folder holds, and the last one.
+    """
+    current = os.path.join(path, DEAD_LETTERS)
+    older = os.path.join(path, OLDER_DEAD_LETTERS)
+    count = count_lines(older) + count_lines(current)
+    return count, _last_letter(current) or _last_letter(older)
 
 
 def folder_stats(folder: SpoolDirectory, now: float) -> dict[str, Any]:
@@ -77,7 +102,7 @@ def folder_stats(folder: SpoolDirectory, now: float) -> dict[str, Any]:
     What a spool folder holds, read from its files.
     """
     cursor = folder.read_cursor()
-    records = size = disk = damaged = 0
+    records = size = disk = 0
     oldest: Optional[float] = None
     problems = []
     segments = folder.segments()
@@ -92,10 +117,11 @@ def folder_stats(folder: SpoolDirectory, now: float) -> dict[str, Any]:
             continue
         records += scan.records
         size += scan.bytes
-        damaged += len(scan.damage)
         problems.extend(f"segment {seq}: {d.why} at offset {d.offset}" for d in scan.damage)
         if scan.first_at is not None and (oldest is None or scan.first_at < oldest):
             oldest = scan.first_at
+    for name in folder.damaged():
+        problems.append(f"{name}: set aside as unreadable, never read")
     letters, last = _dead_letters(folder.path)
     return {
         "folder": folder.path,
@@ -106,7 +132,7 @@ def folder_stats(folder: SpoolDirectory, now: float) -> dict[str, Any]:
         "disk_bytes": disk,
         "oldest_record": None if oldest is None else rfc3339(oldest),
         "oldest_age_seconds": None if oldest is None else round(max(0.0, now - oldest), 3),
-        "damaged": damaged,
+        "damaged": len(problems),
         "problems": problems,
         "dead_letters": letters,
         "last_dead_letter": None
@@ -171,24 +197,62 @@ def stats(directory: str, out: IO[str], as_json: bool = False, now: Optional[flo
     return 0
 
 
-def _requeue(parent: str, origin: str, pushes: list[Push]) -> str:
+class _Requeue:
     """
-    Write C{pushes} as one segment in a new C{replay-*} folder beside the
-    workers' ones; a running gateway takes it over like the folder of a
-    worker that stopped.  Written under a hidden name and renamed when
-    whole, so that it is never taken over half-written.
+    Pushes written, a batch at a time, as one segment of a new C{replay-*}
+    folder beside the workers' ones; a running gateway takes it over like
+    the folder of a worker that stopped.  Written under a hidden name and
+    renamed when whole, so that it is never taken over half-written.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    name = f"replay-{stamp}-{origin}-{os.getpid()}"
-    hidden = os.path.join(parent, "." + name)
-    folder = SpoolDirectory(hidden)
-    os.makedirs(hidden)
-    folder.append(1, new_salt(), pushes, create=True)
-    folder.close_segment()
-    final = os.path.join(parent, name)
-    os.rename(hidden, final)
-    fsync_directory(parent)
-    return final
+
+    def __init__(self, parent: str, origin: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.parent = parent
+        self.name = f"replay-{stamp}-{origin}-{os.getpid()}"
+        self.hidden = os.path.join(parent, "." + self.name)
+        self.folder = SpoolDirectory(self.hidden)
+        self.salt = new_salt()
+        self.count = 0
+        self._batch: list[Push] = []
+
+    def add(self, push: Push) -> None:
+        self._batch.append(push)
+        if len(self._batch) >= REPLAY_BATCH:
+            self._flush(sync=False)
+
+    def _flush(self, sync: bool) -> None:
+        if not self._batch and not (sync and self.count):
+            return
+        if not self.count:
+            os.mkdir(self.hidden, FOLDER_MODE)
+        self.folder.append(1, self.salt, self._batch, create=not self.count, sync=sync)
+        self.count += len(self._batch)
+        self._batch = []
+
+    def finish(self) -> Optional[str]:
+        """
+        Make the folder whole (fsynced, renamed to its final name); its
+        path, or L{None} when nothing was re-queued.
+        """
+        self._flush(sync=True)
+        if not self.count:
+            return None
+        self.folder.close_segment()
+        fsync_directory(self.hidden)
+        final = os.path.join(self.parent, self.name)
+        os.rename(self.hidden, final)
+        fsync_directory(self.parent)
+        return final
+
+
+def _letters(fd: int, older: str) -> Iterator[bytes]:
+    """
+    A folder's dead letters, the older file's first, a line at a time.
+    """
+    yield from lines(older)
+    with os.fdopen(os.dup(fd), "rb") as f:
+        f.seek(0)
+        yield from lines(f)
 
 
 def replay_dead_letters(directory: str, out: IO[str], err: IO[str]) -> int:
@@ -196,46 +260,50 @@ def replay_dead_letters(directory: str, out: IO[str], err: IO[str]) -> int:
     Move every dead letter of a spool back into it, to be delivered again
     (after the data or the upstream was fixed).  Re-queued records count
     their age from now.  Each worker's dead letters are kept in
-    C{dead-letters.replayed-TIME.jsonl} beside the emptied file.
+    C{dead-letters.replayed-TIME.jsonl} (0600) beside the emptied files.
+    Read and written a line at a time: the dead letters are never all in
+    memory.
     """
     parent, folders = spool_folders(directory)
     total = 0
     for folder in folders:
-        path = os.path.join(folder.path, DEAD_LETTERS)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
+        current = os.path.join(folder.path, DEAD_LETTERS)
+        older = os.path.join(folder.path, OLDER_DEAD_LETTERS)
+        if not os.path.exists(current) and not os.path.exists(older):
             continue
+        # The gateway appends (and rotates) under the same lock.
+        fd = open_locked(current, os.O_RDWR | os.O_CREAT)
+        assert fd is not None
         try:
-            # The gateway appends under the same lock.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = b""
-            while chunk := os.read(fd, 1 << 20):
-                data += chunk
-            if not data:
-                continue
             now = time.time()
-            pushes = []
-            skipped = 0
-            for line in data.splitlines():
-                try:
-                    letter = json.loads(line)
-                    push = Push.from_bytes(base64.b64decode(letter["push"], validate=True))
-                except (ValueError, KeyError, TypeError, binascii.Error, PushFormatError):
-                    skipped += 1
-                    continue
-                pushes.append(attr.evolve(push, received_at=now))
+            requeue = _Requeue(parent, folder.name)
             kept = os.path.join(
                 folder.path,
                 f"dead-letters.replayed-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.jsonl",
             )
-            with open(kept, "ab") as f:
-                f.write(data)
+            skipped = copied = 0
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            with open(os.open(kept, flags, FILE_MODE), "wb") as f:
+                for line in _letters(fd, older):
+                    if not line.strip():
+                        continue
+                    f.write(line if line.endswith(b"\n") else line + b"\n")
+                    copied += 1
+                    try:
+                        letter = json.loads(line)
+                        push = Push.from_bytes(base64.b64decode(letter["push"], validate=True))
+                    except (ValueError, KeyError, TypeError, binascii.Error, PushFormatError):
+                        skipped += 1
+                        continue
+                    requeue.add(attr.evolve(push, received_at=now))
                 f.flush()
                 os.fsync(f.fileno())
-            if pushes:
-                where = _requeue(parent, folder.name, pushes)
-                out.write(f"{folder.path}: {len(pushes)} dead letter(s) re-queued in {where}\n")
+            if not copied:
+                os.remove(kept)
+                continue
+            where = requeue.finish()
+            if where is not None:
+                out.write(f"{folder.path}: {requeue.count} dead letter(s) re-queued in {where}\n")
             if skipped:
                 err.write(
                     f"{folder.path}: {skipped} dead letter(s) hold no readable push; "
@@ -243,7 +311,11 @@ def replay_dead_letters(directory: str, out: IO[str], err: IO[str]) -> int:
                 )
             os.ftruncate(fd, 0)
             os.fsync(fd)
-            total += len(pushes)
+            try:
+                os.remove(older)
+            except FileNotFoundError:
+                pass
+            total += requeue.count
         finally:
             os.close(fd)
     out.write(

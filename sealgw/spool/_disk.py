@@ -9,6 +9,8 @@ A folder holds::
     cursor.json               where delivery got to (rewritten, not fsynced)
     00000000000000000001.seg  segments, in the order they are drained
     dead-letters.jsonl        records the upstream refused, with why
+    dead-letters.1.jsonl      older ones (L{sealgw.spool._dead})
+    *.seg.damaged             segments set aside as unreadable
 
 A process that dies (even by SIGKILL) drops its lock with it, which is
 how a live gateway tells a spool of a worker that no longer runs from one
@@ -17,7 +19,6 @@ in use: it takes the lock and adopts the segments (L{SpoolDirectory.adopt}).
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import json
@@ -25,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import attr
 
@@ -45,7 +46,6 @@ from sealgw.spool._format import (
 
 LOCK = "lock"
 CURSOR = "cursor.json"
-DEAD_LETTERS = "dead-letters.jsonl"
 SEGMENT_SUFFIX = ".seg"
 #: A segment whose header is unreadable is renamed aside with this added,
 #: for someone to look at; it is never read or deleted by the gateway.
@@ -454,25 +454,6 @@ class SpoolDirectory:
         except FileNotFoundError:
             pass
 
-    # -- dead letters ------------------------------------------------------
-
-    def dead_letter(self, letter: dict[str, Any]) -> None:
-        """
-        Append one dead letter (a JSON object) and fsync it, under an
-        flock of the file so that C{sealgw spool replay-dead-letters} never
-        reads half of one.
-        """
-        line = (json.dumps(letter, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        fd = os.open(
-            os.path.join(self.path, DEAD_LETTERS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line)
-            self._fsync(fd)
-        finally:
-            os.close(fd)
-
     # -- spools of workers that no longer run -------------------------------
 
     def siblings(self) -> list[SpoolDirectory]:
@@ -530,28 +511,3 @@ class SpoolDirectory:
                 pass
         os.rmdir(self.path)
         return True
-
-
-def dead_letter_line(
-    upstream: str,
-    payload: bytes,
-    push: Optional[Push],
-    status: Optional[int],
-    reason: str,
-    at: str,
-) -> dict[str, Any]:
-    """
-    What a dead letter records: when, which upstream, the status and
-    reason it was refused with, whose data it was, and the record itself
-    (base64 of the serialised push) for C{replay-dead-letters}.
-    """
-    return {
-        "at": at,
-        "upstream": upstream,
-        "status": status,
-        "reason": reason,
-        "tenant": None if push is None else push.tenant,
-        "signal": None if push is None else push.signal,
-        "path": None if push is None else push.path,
-        "push": base64.b64encode(payload).decode("ascii"),
-    }

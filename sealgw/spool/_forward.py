@@ -8,7 +8,6 @@ what is done and what is deleted is the log's to decide
 
 from __future__ import annotations
 
-import os
 import random as _random
 from collections.abc import Callable
 from typing import Any, Optional
@@ -24,13 +23,8 @@ from sealgw.relay._health import rfc3339
 from sealgw.relay._interfaces import IUpstream, UpstreamRejected, UpstreamUnavailable
 from sealgw.relay._retry import RandomSource, backoff
 from sealgw.signals.push import Push
-from sealgw.spool._disk import (
-    DEAD_LETTERS,
-    SpoolDirectory,
-    dead_letter_line,
-    describe,
-    human_size,
-)
+from sealgw.spool._dead import DeadLetters, dead_letter_line
+from sealgw.spool._disk import describe, human_size
 from sealgw.spool._log import Spooled, SpoolLog
 from sealgw.spool._metrics import SpoolCounts
 
@@ -39,18 +33,18 @@ Thread = Callable[..., "Deferred[Any]"]
 
 
 def _write_dead_letter(
-    directory: SpoolDirectory,
+    dead_letters: DeadLetters,
     upstream: str,
     payload: Optional[bytes],
     push: Optional[Push],
     status: Optional[int],
     reason: str,
     at: str,
-) -> None:
+) -> int:
     if payload is None:
         assert push is not None
         payload = push.to_bytes()
-    directory.dead_letter(dead_letter_line(upstream, payload, push, status, reason, at))
+    return dead_letters.append(dead_letter_line(upstream, payload, push, status, reason, at))
 
 
 class Forwarder:
@@ -67,7 +61,7 @@ class Forwarder:
         name: str,
         inner: IUpstream,
         log: SpoolLog,
-        directory: SpoolDirectory,
+        dead_letters: DeadLetters,
         thread: Thread,
         reactor: Any,
         *,
@@ -79,7 +73,7 @@ class Forwarder:
         self.name = name
         self.inner = inner
         self.spool_log = log
-        self.directory = directory
+        self.dead_letters = dead_letters
         self._thread = thread
         self._reactor = reactor
         self._concurrency = concurrency
@@ -209,9 +203,9 @@ class Forwarder:
         push = record.push
         while True:
             try:
-                await self._thread(
+                dropped = await self._thread(
                     _write_dead_letter,
-                    self.directory,
+                    self.dead_letters,
                     self.name,
                     record.payload,
                     push,
@@ -229,6 +223,13 @@ class Forwarder:
                 )
                 await deferLater(self._reactor, max(1.0, self._retry.max_backoff), lambda: None)
         self._counts.dead_lettered += 1
+        if dropped:
+            self._counts.dead_letters_dropped += dropped
+            self._log.warn(
+                "spool {upstream}: dead letters past dead_letters_max_size ({size}): "
+                "dropped the {count} oldest",
+                upstream=self.name, size=human_size(self.dead_letters.max_size), count=dropped,
+            )
         self._log.warn(
             "spool {upstream}: {signal} for {tenant} refused ({status}: {reason}); "
             "moved to {path}",
@@ -237,5 +238,5 @@ class Forwarder:
             tenant=push.tenant if push is not None else "nobody",
             status=status if status is not None else "unreadable",
             reason=reason,
-            path=os.path.join(self.directory.path, DEAD_LETTERS),
+            path=self.dead_letters.current,
         )

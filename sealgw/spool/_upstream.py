@@ -30,6 +30,7 @@ from sealgw.relay._file import ThreadRunner
 from sealgw.relay._health import rfc3339
 from sealgw.relay._interfaces import Delivery, IUpstream, Push, UpstreamUnavailable
 from sealgw.relay._retry import RandomSource
+from sealgw.spool._dead import DeadLetters
 from sealgw.spool._disk import (
     Fsync,
     Recovered,
@@ -131,6 +132,7 @@ class SpoolUpstream:
         self.directory = SpoolDirectory(
             os.path.join(config.directory, worker_directory(worker)), fsync
         )
+        self.dead_letters = DeadLetters(self.directory.path, config.dead_letters_max_size, fsync)
         self._segment_size = segment_size or min(MAX_SEGMENT, max(1, config.max_size // 16))
         self.counts = SpoolCounts()
         self.log = SpoolLog(
@@ -147,7 +149,7 @@ class SpoolUpstream:
             self.name,
             inner,
             self.log,
-            self.directory,
+            self.dead_letters,
             self._thread,
             reactor,
             concurrency=config.concurrency,
