@@ -97,6 +97,31 @@ class TakeoverTests(SpoolTestCase):
         got = numbers(inner.delivered)
         self.assertEqual(got, [1, 2, 100, 101, 3])
 
+    def test_max_age_counts_from_the_takeover(self) -> None:
+        """
+        Records taken over that are older than max_age already do not
+        make the spool full at once: under C{refuse}, their age counts from
+        when this spool took them on.  If they still wait max_age later,
+        the spool is full.
+        """
+        inner = MemoryUpstream("mimir", [DOWN] * 1000)
+        spool = self.spool(inner, max_age=60.0, concurrency=1)
+        folder = SpoolDirectory(os.path.join(self.directory, "replay-old"))
+        os.makedirs(folder.path)
+        folder.append(1, new_salt(), [push(100, at=self.clock.seconds() - 3600)], create=True)
+        folder.close_segment()
+        self.settle(30, step=1.0)
+        self.assertFalse(os.path.exists(folder.path))
+        for n in range(5):
+            self.accepted(spool, push(n, at=self.clock.seconds()))
+            self.settle(10, step=1.0)
+        self.assertEqual(spool.counts.refused, 0)
+        self.settle(15, step=1.0)
+        self.failureResultOf(spool.deliver(push(9)), UpstreamUnavailable)
+        self.assertEqual(spool.state(), "full")
+        # The age shown is the records' own.
+        self.assertGreater(spool.gauges()["oldest_age_seconds"], 3600)
+
     def test_a_restarting_worker_is_left_alone(self) -> None:
         """
         A worker's folder is taken over only once it has been free for

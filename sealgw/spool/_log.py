@@ -56,6 +56,8 @@ class Segment:
     @ivar sealed: no more writes go to it.
     @ivar writing: group writes to it under way.
     @ivar last_read_at: the C{received_at} of the last record read from it.
+    @ivar joined_at: when this spool took it on: found at start-up or taken
+        over (0 for segments it wrote).
     @ivar reported: offsets of damage already logged.
     """
 
@@ -70,10 +72,11 @@ class Segment:
     last_read_at: Optional[float] = None
     sealed: bool = False
     writing: int = 0
+    joined_at: float = 0.0
     reported: set[int] = attr.field(factory=set)
 
     @classmethod
-    def scanned(cls, scan: SegmentScan) -> Segment:
+    def scanned(cls, scan: SegmentScan, joined_at: float = 0.0) -> Segment:
         """
         A segment found on disk: sealed, counted from its cursor on.
         """
@@ -88,6 +91,7 @@ class Segment:
             first_at=scan.first_at,
             last_at=scan.last_at,
             sealed=True,
+            joined_at=joined_at,
             reported={d.offset for d in scan.damage},
         )
 
@@ -237,19 +241,24 @@ class SpoolLog:
         """
         return len(self._buffer), self._buffered_bytes
 
-    def oldest_at(self) -> Optional[float]:
+    def oldest_at(self, held: bool = False) -> Optional[float]:
         """
         The C{received_at} of the oldest record not yet done (or a time no
-        later than it).
+        later than it); when C{held}, no earlier than when this spool took
+        it on (see L{Segment.joined_at}).
         """
         if self._pending:
-            return self._pending[0].received_at
+            record = self._pending[0]
+            return max(record.received_at, record.segment.joined_at if held else 0.0)
         for segment in self._segments:
             if segment.records <= 0:
                 continue
+            at = segment.first_at
             if segment.seq == self._read_seq and self._read_offset > segment.start:
-                return segment.last_read_at or segment.first_at
-            return segment.first_at
+                at = segment.last_read_at or segment.first_at
+            if held and at is not None:
+                at = max(at, segment.joined_at)
+            return at
         return None
 
     def cursor(self) -> Cursor:
@@ -267,7 +276,7 @@ class SpoolLog:
         for scan in sorted(scans, key=lambda s: s.seq):
             if scan.seq >= self.next_seq:
                 self.next_seq = scan.seq + 1
-            self._insert(Segment.scanned(scan))
+            self._insert(Segment.scanned(scan, self._clock.seconds()))
         self.next_seq = max(self.next_seq, next_seq)
         self._changed()
 
@@ -597,7 +606,7 @@ class SpoolLog:
         self._reservations.remove(reservation)
         for scan in sorted(scans, key=lambda s: s.seq):
             if scan.salt is not None:
-                self._insert(Segment.scanned(scan))
+                self._insert(Segment.scanned(scan, self._clock.seconds()))
         self._changed()
 
     def release(self, reservation: Reservation) -> None:

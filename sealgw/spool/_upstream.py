@@ -411,7 +411,9 @@ class SpoolUpstream:
                 "waiting for the upstream)"
             )
         if self.config.when_full == "refuse":
-            oldest = self.log.oldest_at()
+            # Counted from when this spool took a record on: records found
+            # at start-up or taken over have had no chance to go yet.
+            oldest = self.log.oldest_at(held=True)
             if oldest is not None and now - oldest > self.config.max_age:
                 return (
                     f"spool is full (its oldest record is {now - oldest:.0f}s old, "
