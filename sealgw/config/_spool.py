@@ -45,9 +45,12 @@ class SpoolConfig:
     @ivar takeover_after: how long the folder of a worker that does not
         run must stay free before another worker takes it over (longer
         than a worker's restart); C{replay-*} folders are taken at once.
-    @ivar drain_grace: on stop, how long the spool goes on delivering
-        what it holds before the process exits (while the upstream takes
-        it); what is left stays on disk for the next start.
+    @ivar drain_grace: on stop, once the gateway has answered its requests
+        in flight, how long the spool goes on delivering what it holds
+        before the process exits (while the upstream takes it); what is
+        left stays on disk for the next start.  A gateway with workers
+        kills a worker the gateway's own C{drain_grace} plus 5 s after
+        SIGTERM, which may cut a longer spool drain short (losing nothing).
     """
 
     directory: Path
@@ -60,4 +63,4 @@ class SpoolConfig:
     max_memory: Bytes = 64 * MiB
     dead_letters_max_size: Bytes = 64 * MiB
     takeover_after: Interval = 120.0
-    drain_grace: Interval = 10.0
+    drain_grace: Interval = 5.0
