@@ -36,12 +36,12 @@ from sealgw.relay import (
     build_upstreams,
 )
 from sealgw.signals.push import Push
-from sealgw.spool import SpoolUpstream
+from sealgw.spool import SPOOLED, SpoolUpstream
 from sealgw.spool._dead import DEAD_LETTERS
 from sealgw.spool._disk import SpoolDirectory, worker_directory
 from sealgw.spool._format import RECORD_MAGIC, frame, seed, segment_header
 from sealgw.spool._metrics import spool_metrics
-from sealgw.spool._upstream import LOCK_ATTEMPTS, LOCK_RETRY, SPOOLED
+from sealgw.spool._upstream import LOCK_ATTEMPTS, LOCK_RETRY
 from sealgw.testing import MemoryUpstream
 
 RETRY = RetryConfig(attempts=2, initial_backoff=0.1, max_backoff=1.0, deadline=5.0)

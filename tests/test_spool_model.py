@@ -236,9 +236,10 @@ class SpoolMachine(RuleBasedStateMachine):
         self.spool.forwarder.stop()
         if self.spool._housekeeping is not None and self.spool._housekeeping.running:
             self.spool._housekeeping.stop()
-        for timer in (self.spool._cursor_timer, self.spool._write_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.spool.writer.stop()
+        timer = self.spool._cursor_timer
+        if timer is not None and timer.active():
+            timer.cancel()
         self.spool.directory.unlock()
         self.crashed = True
         self._start()

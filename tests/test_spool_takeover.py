@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
 
 from sealgw.relay import UpstreamRejected, UpstreamUnavailable
+from sealgw.spool import SPOOLED
 from sealgw.spool._disk import SpoolDirectory
 from sealgw.spool._format import new_salt
-from sealgw.spool._upstream import SPOOLED
 from sealgw.testing import MemoryUpstream
 from tests.test_spool import DOWN, SpoolTestCase, numbers, push
 

@@ -12,7 +12,8 @@ L{sealgw.spool._cli}.  See C{docs/spool.rst}.
 
 from sealgw.spool._build import add_spools, spool_problems
 from sealgw.spool._metrics import SpoolCounts, SpoolMetrics, spool_metrics
-from sealgw.spool._upstream import SPOOLED, SpoolUpstream
+from sealgw.spool._upstream import SpoolUpstream
+from sealgw.spool._writer import SPOOLED
 
 __all__ = [
     "SPOOLED",

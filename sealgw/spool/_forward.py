@@ -89,8 +89,7 @@ class Forwarder:
 
     def start(self) -> None:
         self.running = True
-        self.spool_log.reading_enabled = True
-        self.pump()
+        self.spool_log.start()
 
     def stop(self) -> None:
         """
@@ -104,10 +103,6 @@ class Forwarder:
     @property
     def busy(self) -> bool:
         return bool(self._inflight or self.waiting)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._inflight)
 
     def pump(self) -> None:
         """

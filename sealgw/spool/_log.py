@@ -183,7 +183,7 @@ class SpoolLog:
         self._read_offset = 0
         self._reading: Optional[tuple[Segment, int]] = None
         self._retry_timer: Any = None
-        self.reading_enabled = False
+        self._reading_on = False
         # Read ahead, not yet handed out.
         self._buffer: deque[Spooled] = deque()
         self._buffered_bytes = 0
@@ -234,12 +234,6 @@ class SpoolLog:
 
     def disk_bytes(self) -> int:
         return sum(s.size for s in self._segments)
-
-    def buffered(self) -> tuple[int, int]:
-        """
-        Records read ahead and not yet handed out, and their body bytes.
-        """
-        return len(self._buffer), self._buffered_bytes
 
     def oldest_at(self, held: bool = False) -> Optional[float]:
         """
@@ -416,7 +410,7 @@ class SpoolLog:
             record = self._buffer.popleft()
             self._buffered_bytes -= record.body_size
             batch.append(record)
-        if len(self._buffer) < max(limit, 1) and self.reading_enabled:
+        if len(self._buffer) < max(limit, 1) and self._reading_on:
             self._read_more()
         return batch
 
@@ -476,11 +470,18 @@ class SpoolLog:
         self._retry_timer = None
         self._changed()
 
+    def start(self) -> None:
+        """
+        Read from disk when records are asked for (the spool is open).
+        """
+        self._reading_on = True
+        self._changed()
+
     def stop(self) -> None:
         """
         Read no more (the spool is closing).
         """
-        self.reading_enabled = False
+        self._reading_on = False
         if self._retry_timer is not None and self._retry_timer.active():
             self._retry_timer.cancel()
         self._retry_timer = None

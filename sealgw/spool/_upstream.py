@@ -40,15 +40,12 @@ from sealgw.spool._disk import (
     human_size,
     worker_directory,
 )
-from sealgw.spool._format import Damage, new_salt
+from sealgw.spool._format import Damage
 from sealgw.spool._forward import Forwarder
 from sealgw.spool._log import Segment, SpoolLog
 from sealgw.spool._metrics import SpoolCounts, SpoolMetrics
 from sealgw.spool._takeover import Takeover
-
-#: What a push's answer says once it is in the spool; the route answers
-#: its own success status whatever this is.
-SPOOLED = Delivery(status=202, body=b"", attempts=0)
+from sealgw.spool._writer import GroupWriter
 
 #: A push's size in the spool beyond its body (its JSON header and the
 #: record's), counted before it is written.
@@ -71,17 +68,6 @@ LOCK_ATTEMPTS = 20
 
 #: How often a stopping spool looks whether it is drained.
 DRAIN_CHECK = 0.05
-
-
-@attr.define(eq=False)
-class _Waiting:
-    """
-    A push waiting for its group's write and fsync.
-    """
-
-    push: Push
-    answer: Deferred[Delivery]
-    estimate: int
 
 
 @implementer(IUpstream)
@@ -145,6 +131,17 @@ class SpoolUpstream:
             read_records=max(64, 4 * config.concurrency),
             read_retry=max(1.0, retry.max_backoff),
         )
+        self.writer = GroupWriter(
+            self.name,
+            config,
+            self.log,
+            self.directory,
+            self._thread,
+            reactor,
+            segment_size=self._segment_size,
+            counts=self.counts,
+            unavailable=self._unavailable,
+        )
         self.forwarder = Forwarder(
             self.name,
             inner,
@@ -182,15 +179,6 @@ class SpoolUpstream:
         self._cursor_timer: Any = None
         self._saving_cursor = False
 
-        # Writing.
-        self._queue: list[_Waiting] = []
-        self._queued_bytes = 0
-        self._queue_since = 0.0
-        self._writing: Optional[list[_Waiting]] = None
-        self._writing_bytes = 0
-        self._write_timer: Any = None
-        self._write_error: Optional[str] = None
-        self._idle: list[Deferred[None]] = []
         self._full_estimate: Optional[int] = None
 
     def __repr__(self) -> str:
@@ -217,7 +205,7 @@ class SpoolUpstream:
         except Exception as e:
             self._failed = f"cannot open {self.directory.path}: {describe(e)}"
             self._log.critical("spool {upstream}: {why}", upstream=self.name, why=self._failed)
-            self._refuse_queue(self._unavailable(f"spool unavailable: {self._failed}"))
+            self.writer.refuse_all(self._unavailable(f"spool unavailable: {self._failed}"))
             return
         if self._closing:
             return
@@ -225,13 +213,14 @@ class SpoolUpstream:
             self._found(scan, "left by the previous run")
         self.log.recovered([s for s in recovered.segments if s.salt is not None], recovered.next_seq)
         self._ready = True
+        self.writer.ready = True
         records, size = self.log.totals()
         self._log.info(
             "spool {upstream}: {directory}: {records} record(s) ({size}) waiting from before",
             upstream=self.name, directory=self.directory.path, records=records,
             size=human_size(size),
         )
-        self._schedule_write()
+        self.writer.schedule()
         self.forwarder.start()
         self._housekeeping = LoopingCall(self._housekeep)
         self._housekeeping.clock = self._reactor
@@ -262,6 +251,7 @@ class SpoolUpstream:
 
     async def _close(self) -> None:
         self._closing = True
+        self.writer.closing = True
         # The gateway stops its worker threads right after asking the
         # upstreams to close (work already handed to them is finished
         # first); what closing still has to do goes to the reactor's own
@@ -277,19 +267,14 @@ class SpoolUpstream:
         if self._housekeeping is not None and self._housekeeping.running:
             self._housekeeping.stop()
         if self._ready:
-            while self._queue or self._writing is not None:
-                idle: Deferred[None] = Deferred()
-                self._idle.append(idle)
-                if self._writing is None:
-                    self._write()
-                await idle
+            await self.writer.flush()
             await self._drain()
         else:
-            self._refuse_queue(self._unavailable("the gateway is stopping"))
+            self.writer.refuse_all(self._unavailable("the gateway is stopping"))
         self.forwarder.stop()
-        for timer in (self._write_timer, self._cursor_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.writer.stop()
+        if self._cursor_timer is not None and self._cursor_timer.active():
+            self._cursor_timer.cancel()
         if self._adopting is not None:
             self._adopting.cancel()
         while self._ops:
@@ -370,35 +355,14 @@ class SpoolUpstream:
         if not push.received_at:
             push = attr.evolve(push, received_at=now)
         estimate = len(push.body) + ESTIMATED_OVERHEAD
-        refusal = self._memory_for(estimate) or self._room_for(estimate, now)
+        refusal = self.writer.memory_for(estimate) or self._room_for(estimate, now)
         if refusal is not None:
             self.counts.refused += 1
             return fail(refusal)
-        answer: Deferred[Delivery] = Deferred(lambda d: None)
-        if not self._queue:
-            self._queue_since = now
-        self._queue.append(_Waiting(push, answer, estimate))
-        self._queued_bytes += estimate
-        self._schedule_write()
-        return answer
-
-    def _memory_for(self, estimate: int) -> Optional[UpstreamUnavailable]:
-        """
-        A 503 when the pushes waiting for their write would take more than
-        C{max_memory} with this one: the disk is slower than the pushes
-        coming in (or the spool is not open yet), and memory is not the
-        place to wait.  A push alone in memory is always taken.
-        """
-        waiting = self._queued_bytes + self._writing_bytes
-        if not waiting or waiting + estimate <= self.config.max_memory:
-            return None
-        return self._unavailable(
-            f"spool is busy ({human_size(waiting)} of pushes already waiting to be written, "
-            f"max_memory is {human_size(self.config.max_memory)})"
-        )
+        return self.writer.add(push, estimate)
 
     def _used(self) -> int:
-        return self.log.disk_bytes() + self._queued_bytes + self._writing_bytes
+        return self.log.disk_bytes() + self.writer.waiting_bytes
 
     def _over(self, estimate: int, now: float) -> Optional[str]:
         """
@@ -424,7 +388,7 @@ class SpoolUpstream:
     def _room_for(self, estimate: int, now: float) -> Optional[UpstreamUnavailable]:
         why = self._over(estimate, now)
         if why is not None:
-            self._release_spent_active()
+            self.log.release_spent_active()
             if self.config.when_full == "drop_oldest":
                 self._drop_oldest(estimate)
             why = self._over(estimate, now)
@@ -455,114 +419,6 @@ class SpoolUpstream:
         down (the usual reason a spool fills).
         """
         return UpstreamUnavailable(503, why, retry_after=max(1.0, self._retry.max_backoff))
-
-    def _refuse_queue(self, error: UpstreamUnavailable) -> None:
-        queue, self._queue = self._queue, []
-        self._queued_bytes = 0
-        for waiting in queue:
-            if not waiting.answer.called:
-                waiting.answer.errback(error)
-
-    # -- writing -----------------------------------------------------------------
-
-    def _schedule_write(self) -> None:
-        if not self._ready or self._writing is not None or not self._queue:
-            return
-        if self.config.fsync == "batch" and not self._closing:
-            wait = self._queue_since + self.config.fsync_interval - self._reactor.seconds()
-            if wait > 0:
-                if self._write_timer is None:
-                    self._write_timer = self._reactor.callLater(wait, self._write_due)
-                return
-        self._write()
-
-    def _write_due(self) -> None:
-        self._write_timer = None
-        self._schedule_write()
-
-    def _write(self) -> None:
-        """
-        Write and fsync everything queued as one group.
-        """
-        if self._write_timer is not None:
-            if self._write_timer.active():
-                self._write_timer.cancel()
-            self._write_timer = None
-        group, self._queue = self._queue, []
-        if not group:
-            self._became_idle()
-            return
-        estimate = sum(w.estimate for w in group)
-        self._queued_bytes -= estimate
-        self._writing_bytes += estimate
-        self._writing = group
-        segment, create = self.log.segment_for_write(new_salt(), self._segment_size)
-        pushes = [w.push for w in group]
-        written = self._thread(self.directory.append, segment.seq, segment.salt, pushes, create)
-        written.addCallbacks(
-            self._written,
-            self._write_failed,
-            callbackArgs=(segment, group, estimate),
-            errbackArgs=(segment, group, estimate, create),
-        )
-
-    def _written(
-        self,
-        result: tuple[int, list[tuple[int, int]], float],
-        segment: Segment,
-        group: list[_Waiting],
-        estimate: int,
-    ) -> None:
-        size, spans, seconds = result
-        self.counts.writes += 1
-        self.counts.write_seconds += seconds
-        self._write_error = None
-        self._finish_write(estimate)
-        for waiting in group:
-            if not waiting.answer.called:
-                waiting.answer.callback(SPOOLED)
-        self.log.appended(segment, [w.push for w in group], spans, size)
-
-    def _write_failed(
-        self,
-        failure: Failure,
-        segment: Segment,
-        group: list[_Waiting],
-        estimate: int,
-        create: bool,
-    ) -> None:
-        # What happened to the file is unknown: nothing more goes there.
-        # Readers stop at the size known fsynced; a restart sees any rest
-        # as a torn record.
-        if self.log.write_failed(segment, create):
-            self._thread(self.directory.delete, segment.seq).addErrback(lambda _: None)
-        why = describe(failure.value)
-        self._write_error = why
-        if failure.check(OSError):
-            self._log.error(
-                "spool {upstream}: cannot write {path}: {why}",
-                upstream=self.name, path=self.directory.segment_path(segment.seq), why=why,
-            )
-        else:
-            self._log.failure("spool {upstream}: write failed", failure, upstream=self.name)
-        self._finish_write(estimate)
-        error = self._unavailable(f"spool: cannot write to disk: {why}")
-        for waiting in group:
-            if not waiting.answer.called:
-                waiting.answer.errback(error)
-
-    def _finish_write(self, estimate: int) -> None:
-        self._writing_bytes -= estimate
-        self._writing = None
-        if self._queue:
-            self._schedule_write()
-        else:
-            self._became_idle()
-
-    def _became_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for waiter in idle:
-            waiter.callback(None)
 
     # -- segments found on disk, and damage ----------------------------------------
 
@@ -608,9 +464,6 @@ class SpoolUpstream:
         )
 
     # -- a full spool ----------------------------------------------------------------
-
-    def _release_spent_active(self) -> None:
-        self.log.release_spent_active()
 
     def _drop_oldest(self, estimate: int) -> None:
         while self._used() + estimate > self.config.max_size:
@@ -756,12 +609,12 @@ class SpoolUpstream:
         }
         if self._failed is not None:
             spool["error"] = self._failed
-        elif self._write_error is not None:
-            spool["error"] = f"last write failed: {self._write_error}"
+        elif self.writer.error is not None:
+            spool["error"] = f"last write failed: {self.writer.error}"
         degraded = (
             report.get("status", "ok") != "ok"
             or state in ("full", "failed")
-            or self._write_error is not None
+            or self.writer.error is not None
         )
         report["status"] = "degraded" if degraded else "ok"
         report["spool"] = spool
