@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sealgw.signals.push import Push
 from sealgw.spool._disk import ReadRecord, SegmentScan
 from sealgw.spool._format import SEGMENT_HEADER_SIZE, Damage
-from sealgw.spool._log import Segment, SpoolLog, Spooled
+from sealgw.spool._log import Segment, Spooled, SpoolLog
 
 H = SEGMENT_HEADER_SIZE
 
