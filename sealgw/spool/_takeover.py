@@ -6,7 +6,8 @@ replay-dead-letters}.
 
 A folder whose lock is free is not yet gone: its worker may only be
 restarting (the supervisor waits up to 30 s between restarts of a worker
-that keeps failing, and a whole gateway's workers start one by one).  So a
+that keeps failing, and a starting gateway's workers do not all open
+their spools at the same moment).  So a
 worker's folder is taken over only once it has been seen free, and never
 held, for C{grace}; a C{replay-*} folder, which no worker ever owns, at
 once.
