@@ -158,11 +158,16 @@ class SpoolMachine(RuleBasedStateMachine):
         assert not os.path.exists(folder.path)
         self.order.extend(ns)
 
-    @rule(count=st.integers(1, 3), during=st.lists(st.integers(10, 300), min_size=1, max_size=3))
-    def take_over_while_writing(self, count: int, during: list[int]) -> None:
+    @rule(
+        count=st.integers(1, 3),
+        during=st.lists(st.integers(10, 300), min_size=1, max_size=3),
+        drop=st.booleans(),
+    )
+    def take_over_while_writing(self, count: int, during: list[int], drop: bool) -> None:
         """
         Pushes written while a folder is being taken over (its segments
-        being moved in, in a worker thread) come after it.
+        being moved in, in a worker thread) come after it; the oldest
+        segment may be dropped meanwhile.
         """
         assert self.spool is not None
         spool = self.spool
@@ -196,6 +201,10 @@ class SpoolMachine(RuleBasedStateMachine):
             self.next += 1
             spool.deliver(record(n, size)).addBoth(answers.append)
             written.append(n)
+            others()
+        if drop:
+            # The oldest segment dropped while the takeover is under way.
+            spool._drop("a test drops it")
             others()
         self.threads.held = False
         self.threads.run()
