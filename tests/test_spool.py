@@ -433,6 +433,20 @@ class ForwardTests(SpoolTestCase):
         self.settle(2)
         self.assertEqual(numbers(inner.delivered), [0, 1, 2])
 
+    def test_no_new_dispatch_while_backing_off_after_a_read(self) -> None:
+        """
+        Records read back together are still started one after the other:
+        the first one's failure holds the rest.
+        """
+        left = self.spool(MemoryUpstream("mimir", [DOWN] * 1000))
+        self.accepted(left, push(0), push(1), push(2))
+        self.successResultOf(left.close())
+        inner = MemoryUpstream("mimir", [DOWN])
+        self.spool(inner, concurrency=4)
+        self.assertEqual(numbers(inner.pushes), [0])
+        self.settle(2)
+        self.assertEqual(numbers(inner.delivered), [0, 1, 2])
+
     def test_rejected_record_is_dead_lettered_and_the_rest_flow(self) -> None:
         inner = MemoryUpstream(
             "mimir",

@@ -117,9 +117,16 @@ class Forwarder:
         try:
             while self.running:
                 self._again = False
-                room = 0 if self.waiting else self._concurrency - len(self._inflight)
-                for record in self.spool_log.next_batch(max(0, room)):
-                    self._dispatch(record)
+                # One at a time: a delivery that fails at once stops the
+                # next one from starting.
+                while not self.waiting and len(self._inflight) < self._concurrency:
+                    batch = self.spool_log.next_batch(1, ahead=self._concurrency)
+                    if not batch:
+                        break
+                    self._dispatch(batch[0])
+                else:
+                    # No room: still let the log read ahead.
+                    self.spool_log.next_batch(0, ahead=self._concurrency)
                 if not self._again:
                     break
         finally:

@@ -400,17 +400,17 @@ class SpoolLog:
             return True
         return segment.seq == self._read_seq and self._read_offset >= segment.size
 
-    def next_batch(self, limit: int) -> list[Spooled]:
+    def next_batch(self, limit: int, ahead: int = 1) -> list[Spooled]:
         """
-        Up to C{limit} records to deliver, in order; reads more ahead when
-        few are left.
+        Up to C{limit} records to deliver, in order; reads more from disk
+        when fewer than C{ahead} are left read ahead.
         """
         batch: list[Spooled] = []
         while self._buffer and len(batch) < limit:
             record = self._buffer.popleft()
             self._buffered_bytes -= record.body_size
             batch.append(record)
-        if len(self._buffer) < max(limit, 1) and self._reading_on:
+        if len(self._buffer) < max(limit, ahead, 1) and self._reading_on:
             self._read_more()
         return batch
 
