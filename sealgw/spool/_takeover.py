@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from sealgw.spool._disk import SegmentScan, SpoolDirectory, describe
@@ -109,6 +109,11 @@ class Takeover:
         reservation = self.spool_log.reserve(count)
         try:
             scans = await self._thread(self.directory.adopt, orphan, reservation.first)
+        except CancelledError:
+            # Stopping; what was moved in is found when the spool next
+            # starts.
+            self.spool_log.release(reservation)
+            raise
         except BaseException as e:
             # Segments moved in before the failure are found, in their
             # place, when this spool next starts; the reader goes on.
