@@ -10,6 +10,10 @@ Under load (C{--connections}) the figure is throughput; alone (one
 connection) it is the latency one push adds.  After the runs every spool
 must have drained: its forwarded count is compared with the pushes it
 answered.  Needs nginx and wrk, as bench/run.py does.
+
+With C{--storage}, the spool's storage alone instead: its segment format
+against stdlib sqlite3, CPU per push with real fsyncs (see
+bench/spool_storage.py).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import payloads, processes  # noqa: E402
+from bench import payloads, processes, spool_storage  # noqa: E402
 from bench.load import LoadError, Result, merge, preflight, run_wrk  # noqa: E402
 
 TARGETS = ("pass-through", "spool fsync=always", "spool fsync=batch")
@@ -53,6 +57,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "put it on the disk to measure")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    spool_storage.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -140,6 +145,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if args.storage:
+        with tempfile.TemporaryDirectory() as directory:
+            body = payloads.write_bodies(directory, (args.batch,))[args.batch]
+            args.rounds = max(args.rounds, 5)
+            return spool_storage.main(args, body)
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="sealgw-bench-spool-"))
     token = secrets.token_hex(16)

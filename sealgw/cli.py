@@ -6,7 +6,6 @@ C{version}.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import IO, Optional
@@ -40,30 +39,6 @@ def check_config(path: str, bearer_tokens_path: Optional[str], out: IO[str], err
         f"{len(config.upstreams)} upstream(s))\n"
     )
     return 0
-
-
-#: Files only a spool's worker folder holds (docs/spool.rst lists them),
-#: besides its segments (C{*.seg}).
-_SPOOL_FILES = frozenset({"lock", "cursor.json", "dead-letters.jsonl"})
-
-
-def _holds_a_spool(directory: str) -> bool:
-    """
-    Whether C{directory} is a spool's folder or one of its workers': it,
-    or a folder in it, holds a spool's files.  A folder that cannot be
-    read is left to the command, which says why.
-    """
-
-    def spool_files(path: str) -> bool:
-        return any(n in _SPOOL_FILES or n.endswith(".seg") for n in os.listdir(path))
-
-    try:
-        if spool_files(directory):
-            return True
-        folders = [os.path.join(directory, name) for name in os.listdir(directory)]
-        return any(os.path.isdir(f) and spool_files(f) for f in folders)
-    except OSError:
-        return True
 
 
 def run(args: Sequence[str]) -> int:
@@ -131,14 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command == "generate":
         return generator.run(ns)
     if ns.command == "spool":
-        if not _holds_a_spool(ns.directory):
-            sys.stderr.write(
-                f"sealgw spool {ns.action}: {ns.directory}: not a spool folder: neither it "
-                "nor a folder in it holds a spool's files; give an upstream's "
-                "spool.directory, or one worker's folder in it\n"
-            )
-            return 1
-        from sealgw.relay._spool_cli import spool_command
+        from sealgw.spool._cli import spool_command
 
         return spool_command(ns.action, ns.directory, ns.json, sys.stdout, sys.stderr)
     if ns.command == "hash-token":

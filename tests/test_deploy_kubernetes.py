@@ -4,7 +4,8 @@ kustomization's structure (what it names exists, patches target resources
 it has), each rendering with kustomize (C{kubectl kustomize}) validated
 against the Kubernetes API schemas (C{kubernetes-validate}, strict), the
 Deployment's production settings, the ServiceMonitor, the Azure sidecar,
-and the sealgw configurations they carry through C{sealgw check-config}.
+the spool's StatefulSet, and the sealgw configurations they carry through
+C{sealgw check-config}.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from tests.subprocesses import child_env
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUBE = os.path.join(ROOT, "deploy", "kubernetes")
 BASE = os.path.join(KUBE, "base")
-OVERLAYS = {name: os.path.join(KUBE, "overlays", name) for name in ("production", "azure-sidecar")}
+OVERLAYS = {
+    name: os.path.join(KUBE, "overlays", name) for name in ("production", "azure-sidecar", "spool")
+}
 COMPONENTS = {
     name: os.path.join(KUBE, "components", name) for name in ("servicemonitor", "azure-sidecar")
 }
@@ -331,6 +334,72 @@ class RenderTests(SynchronousTestCase):
             grace = pod["terminationGracePeriodSeconds"]
             self.assertLess(int(sealgw["drain_grace"].rstrip("s")) + 5, grace)
 
+    def test_spool_statefulset(self) -> None:
+        """
+        The spool overlay: a StatefulSet in place of the Deployment (and no
+        autoscaler), its pods locked down like the Deployment's, each with
+        its own claim mounted where every spool of the configuration is;
+        claims kept when pods are scaled away; a governing headless
+        Service; a grace period that holds the preStop pause, the drain
+        and the spools' own drain.
+        """
+        rendered = render(OVERLAYS["spool"])
+        kinds = [r["kind"] for r in rendered]
+        self.assertNotIn("Deployment", kinds)
+        self.assertNotIn("HorizontalPodAutoscaler", kinds)
+        statefulset = find(rendered, "StatefulSet", "sealgw")
+        spec = statefulset["spec"]
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        self.assertTrue(container["securityContext"]["readOnlyRootFilesystem"])
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertEqual(pod["securityContext"]["fsGroup"], pod["securityContext"]["runAsGroup"])
+        self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/ready")
+        (claim,) = spec["volumeClaimTemplates"]
+        self.assertEqual(claim["metadata"]["name"], "data")
+        self.assertEqual(claim["spec"]["accessModes"], ["ReadWriteOnce"])
+        self.assertNotIn("data", {v["name"] for v in pod["volumes"]})
+        self.assertEqual(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        )
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        sealgw = yaml.safe_load(find(rendered, "ConfigMap")["data"]["sealgw.yaml"])
+        spooled = {
+            name: upstream["spool"]
+            for name, upstream in sealgw["upstreams"].items()
+            if "spool" in upstream
+        }
+        pushed = {route["upstream"] for route in sealgw["push"].values()}
+        self.assertEqual(set(spooled), pushed)
+        for spool in spooled.values():
+            self.assertTrue(spool["directory"].startswith(mounts["data"] + "/"), spool)
+        # The claim holds every spool at its largest.
+        sizes = {"GiB": 1024**3, "MiB": 1024**2}
+
+        def size(text: str) -> int:
+            return int(text[:-3]) * sizes[text[-3:]]
+
+        self.assertLessEqual(
+            sum(size(s["max_size"]) + 64 * 1024**2 for s in spooled.values()),
+            size(claim["spec"]["resources"]["requests"]["storage"] + "B"),
+        )
+        # preStop pause + the gateway's drain + the longest spool drain.
+        spool_drain = max(int(s.get("drain_grace", "5s").rstrip("s")) for s in spooled.values())
+        self.assertLess(
+            5 + int(sealgw["drain_grace"].rstrip("s")) + spool_drain,
+            pod["terminationGracePeriodSeconds"],
+        )
+        service = find(rendered, "Service", spec["serviceName"])
+        self.assertEqual(service["spec"]["clusterIP"], "None")
+        labels = spec["template"]["metadata"]["labels"]
+        for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+            resource = find(rendered, kind)
+            selector = resource["spec"].get("selector") or resource["spec"]["podSelector"]
+            self.assertTrue(selector["matchLabels"].items() <= labels.items(), kind)
+        self.assertTrue(find(rendered, "Service", "sealgw")["spec"]["selector"].items()
+                        <= labels.items())
+
     def test_scaling_and_policies(self) -> None:
         """
         The HPA scales the Deployment, the PDB, Service and NetworkPolicy
@@ -486,6 +555,33 @@ class ConfigTests(SynchronousTestCase):
                 "--bearer-tokens-path",
                 tokens,
             ],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+
+    def test_spool_config(self) -> None:
+        """
+        The spool overlay's sealgw.yaml passes check-config, its spools in
+        a folder of the test's where the claim would be.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        secret = find(render(BASE), "Secret", "sealgw-tokens")
+        tokens = os.path.join(directory, "bearer-tokens.yaml")
+        with open(tokens, "w", encoding="utf-8") as f:
+            f.write(secret["stringData"]["bearer-tokens.yaml"])
+        with open(os.path.join(OVERLAYS["spool"], "sealgw.yaml"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("directory: /var/lib/sealgw/spool/", text)
+        config = os.path.join(directory, "sealgw.yaml")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(text.replace("/var/lib/sealgw/", directory + "/data/"))
+        result = subprocess.run(
+            [sys.executable, "-m", "sealgw", "check-config", config,
+             "--bearer-tokens-path", tokens],
             capture_output=True,
             text=True,
             env=child_env(),

@@ -156,6 +156,9 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("docs/push.rst", "cp -r sealgw tests setup.py setup.cfg pyproject.toml /tmp/asan/ && cd /tmp/asan"): (
         "a sanitizer build of the C extension in a copy of the tree: minutes, by hand"
     ),
+    ("docs/spool.rst", "kubectl apply -k deploy/kubernetes/overlays/spool"): (
+        "needs kubectl and a cluster; tests.test_deploy_kubernetes builds the overlay"
+    ),
     ("docs/deployment.rst", "kubectl kustomize deploy/kubernetes/overlays/production     # to look"): (
         "needs kubectl and a cluster; tests.test_deploy_kubernetes builds the overlays"
     ),

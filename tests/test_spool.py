@@ -30,17 +30,18 @@ from sealgw.relay import (
     Delivery,
     IUpstream,
     RelayMetrics,
-    SpoolUpstream,
     UpstreamRejected,
     UpstreamsService,
     UpstreamUnavailable,
     build_upstreams,
 )
-from sealgw.relay._spool import LOCK_ATTEMPTS, LOCK_RETRY, SPOOLED
-from sealgw.relay._spool_disk import DEAD_LETTERS, SpoolDirectory, worker_directory
-from sealgw.relay._spool_format import RECORD_MAGIC, frame, seed, segment_header
-from sealgw.relay._spool_metrics import spool_metrics
 from sealgw.signals.push import Push
+from sealgw.spool import SPOOLED, SpoolUpstream
+from sealgw.spool._dead import DEAD_LETTERS
+from sealgw.spool._disk import SpoolDirectory, worker_directory
+from sealgw.spool._format import RECORD_MAGIC, frame, seed, segment_header
+from sealgw.spool._metrics import spool_metrics
+from sealgw.spool._upstream import LOCK_ATTEMPTS, LOCK_RETRY
 from sealgw.testing import MemoryUpstream
 
 RETRY = RetryConfig(attempts=2, initial_backoff=0.1, max_backoff=1.0, deadline=5.0)
@@ -111,6 +112,9 @@ class SpoolTestCase(SynchronousTestCase):
         segment_size: Optional[int] = None,
         **settings: Any,
     ) -> SpoolUpstream:
+        # Closing a spool in these tests ends its deliveries at once, as
+        # before drain_grace; the drain is tested on its own.
+        settings.setdefault("drain_grace", 0.0)
         config = SpoolConfig(directory=self.directory, **settings)
         spool = SpoolUpstream(
             inner if inner is not None else MemoryUpstream("mimir"),
@@ -429,6 +433,20 @@ class ForwardTests(SpoolTestCase):
         self.settle(2)
         self.assertEqual(numbers(inner.delivered), [0, 1, 2])
 
+    def test_no_new_dispatch_while_backing_off_after_a_read(self) -> None:
+        """
+        Records read back together are still started one after the other:
+        the first one's failure holds the rest.
+        """
+        left = self.spool(MemoryUpstream("mimir", [DOWN] * 1000))
+        self.accepted(left, push(0), push(1), push(2))
+        self.successResultOf(left.close())
+        inner = MemoryUpstream("mimir", [DOWN])
+        self.spool(inner, concurrency=4)
+        self.assertEqual(numbers(inner.pushes), [0])
+        self.settle(2)
+        self.assertEqual(numbers(inner.delivered), [0, 1, 2])
+
     def test_rejected_record_is_dead_lettered_and_the_rest_flow(self) -> None:
         inner = MemoryUpstream(
             "mimir",
@@ -500,16 +518,16 @@ class DiskTroubleTests(SpoolTestCase):
     def test_dead_letter_write_failure_is_tried_again(self) -> None:
         inner = MemoryUpstream("mimir", [UpstreamRejected(400, "bad")])
         spool = self.spool(inner, start=False)
-        real = spool.directory.dead_letter
+        real = spool.dead_letters.append
         calls: list[int] = []
 
-        def dead_letter(letter: Any) -> None:
+        def dead_letter(letter: Any) -> int:
             calls.append(1)
             if len(calls) == 1:
                 raise OSError(28, "No space left on device")
-            real(letter)
+            return real(letter)
 
-        spool.directory.dead_letter = dead_letter  # type: ignore[method-assign]
+        spool.dead_letters.append = dead_letter  # type: ignore[method-assign]
         self.successResultOf(spool.start())
         self.accepted(spool, push(1), push(2))
         self.assertEqual(spool.counts.dead_lettered, 0)
@@ -747,6 +765,9 @@ class WorkerTests(SpoolTestCase):
         inner = MemoryUpstream("mimir")
         with capturedLogs() as events:
             spool = self.spool(inner, worker=0)
+            # Not while worker-1 may only be restarting.
+            self.assertEqual(inner.pushes, [])
+            self.clock.advance(spool.config.takeover_after)
         self.assertEqual(numbers(inner.delivered), [0, 1, 2, 3])
         self.assertEqual(self.segments("worker-1"), [])
         self.assertTrue(any("took over 4 record(s)" in formatEvent(e) for e in events))
@@ -774,7 +795,11 @@ class WorkerTests(SpoolTestCase):
         self.accepted(other, push(7))
         self.successResultOf(other.close())
         self.assertEqual(inner.pushes, [])
+        # Seen free at the next housekeeping, taken over once it has been
+        # free for takeover_after.
         self.clock.advance(30)
+        self.assertEqual(inner.pushes, [])
+        self.clock.advance(120)
         self.assertEqual(numbers(inner.delivered), [7])
 
 

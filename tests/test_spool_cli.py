@@ -8,14 +8,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import sys
 
 from twisted.internet.defer import Deferred
 
 from sealgw.cli import main
 from sealgw.relay import Delivery, UpstreamRejected
-from sealgw.relay._spool_cli import replay_dead_letters, spool_command, stats
-from sealgw.relay._spool_disk import DEAD_LETTERS
+from sealgw.spool import _cli
+from sealgw.spool._cli import replay_dead_letters, spool_command, stats
+from sealgw.spool._dead import DEAD_LETTERS, OLDER_DEAD_LETTERS
 from sealgw.testing import MemoryUpstream
 from tests.test_spool import DOWN, SpoolTestCase, numbers, push
 
@@ -60,6 +62,48 @@ class StatsTests(SpoolTestCase):
         self.assertIn("torn record", text)
         self.assertIn("dead letters: 1 (last: ", text)
         self.assertIn("400 bad label", text)
+        # The JSON says what the text says.
+        out = io.StringIO()
+        stats(self.directory, out, as_json=True)
+        (entry,) = json.loads(out.getvalue())
+        self.assertEqual(entry["damaged"], 1)
+        self.assertEqual(len(entry["problems"]), 1)
+
+    def test_stats_counts_every_kind_of_damage_alike(self) -> None:
+        """
+        A segment whose header is unreadable and one set aside earlier
+        count as damage in the text and the JSON alike.
+        """
+        spool = self.spool(MemoryUpstream("mimir", [DOWN] * 1000))
+        self.accepted(spool, push(1))
+        self.successResultOf(spool.close())
+        folder = os.path.join(self.directory, "worker-0")
+        with open(os.path.join(folder, f"{99:020d}.seg"), "wb") as f:
+            f.write(b"garbage")
+        with open(os.path.join(folder, f"{98:020d}.seg.damaged"), "wb") as f:
+            f.write(b"garbage")
+        out = io.StringIO()
+        stats(self.directory, out)
+        self.assertIn("damaged: 2 stretch(es)", out.getvalue())
+        self.assertIn("set aside as unreadable", out.getvalue())
+        out = io.StringIO()
+        stats(self.directory, out, as_json=True)
+        (entry,) = json.loads(out.getvalue())
+        self.assertEqual(entry["damaged"], 2)
+        self.assertEqual(entry["records"], 1)
+
+    def test_stats_counts_both_dead_letter_files(self) -> None:
+        inner = MemoryUpstream("mimir", [UpstreamRejected(400, f"bad {n}") for n in range(6)])
+        # Small enough that the letters are rotated into the older file.
+        spool = self.spool(inner, dead_letters_max_size=1500)
+        self.accepted(spool, *[push(n) for n in range(6)])
+        folder = os.path.join(self.directory, "worker-0")
+        self.assertTrue(os.path.exists(os.path.join(folder, OLDER_DEAD_LETTERS)))
+        out = io.StringIO()
+        stats(self.directory, out, as_json=True)
+        (entry,) = json.loads(out.getvalue())
+        self.assertEqual(entry["dead_letters"] + spool.counts.dead_letters_dropped, 6)
+        self.assertEqual(entry["last_dead_letter"]["reason"], "bad 5")
 
     def test_missing_directory(self) -> None:
         err = io.StringIO()
@@ -104,6 +148,36 @@ class ReplayTests(SpoolTestCase):
         self.assertEqual(numbers(inner.delivered), [3, 1, 2])
         self.assertEqual(inner.delivered[1].received_at > push(1).received_at, True)
         self.assertEqual([n for n in os.listdir(self.directory) if n.startswith("replay")], [])
+
+    def test_replay_reads_both_files_in_order_and_keeps_them_private(self) -> None:
+        """
+        The older dead-letter file is replayed first; the replay's copy and
+        folder are as private as the gateway's own files (0600, 0700).
+        """
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        inner = MemoryUpstream("mimir", [UpstreamRejected(400, "bad")] * 6)
+        spool = self.spool(inner, dead_letters_max_size=1500)
+        self.accepted(spool, *[push(n) for n in range(6)])
+        kept_letters = spool.counts.dead_lettered - spool.counts.dead_letters_dropped
+        folder = os.path.join(self.directory, "worker-0")
+        self.assertTrue(os.path.exists(os.path.join(folder, OLDER_DEAD_LETTERS)))
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(_cli, "REPLAY_BATCH", 2)
+        self.assertEqual(replay_dead_letters(self.directory, out, err), 0)
+        self.assertEqual(err.getvalue(), "")
+        self.assertFalse(os.path.exists(os.path.join(folder, OLDER_DEAD_LETTERS)))
+        (kept,) = [n for n in os.listdir(folder) if "replayed" in n]
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(folder, kept)).st_mode), 0o600)
+        (replay,) = [n for n in os.listdir(self.directory) if n.startswith("replay-")]
+        replay_path = os.path.join(self.directory, replay)
+        self.assertEqual(stat.S_IMODE(os.stat(replay_path).st_mode), 0o700)
+        for name in os.listdir(replay_path):
+            mode = stat.S_IMODE(os.stat(os.path.join(replay_path, name)).st_mode)
+            self.assertEqual(mode, 0o600, name)
+        self.clock.advance(30)
+        first = 6 - kept_letters
+        self.assertEqual(numbers(inner.delivered), list(range(first, 6)))
 
     def test_nothing_to_replay(self) -> None:
         self.spool()

@@ -2,8 +2,10 @@
 The spool in a running gateway (twistd, a real process): a real
 Prometheus stopped and started under steady pushes, and the gateway
 killed with SIGKILL mid-load and restarted, with a record torn on purpose.
-In both, every sample answered 2xx arrives (duplicates allowed).  And
-what a client sees over HTTP when the spool is full.
+In both, every sample answered 2xx arrives (duplicates allowed).  Dead
+letters replayed with C{sealgw spool replay-dead-letters} into a running
+gateway under steady pushes: every replayed record arrives, and no push
+is refused.  And what a client sees over HTTP when the spool is full.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from sealgw.relay._spool_format import RECORD_MAGIC
 from sealgw.signals import snappy_decompress
 from sealgw.signals.proto.remote_pb2 import WriteRequest
+from sealgw.spool._format import RECORD_MAGIC
 from tests.e2e_support import (
     REMOTE_WRITE_HEADERS,
     _Output,
@@ -40,7 +42,7 @@ from tests.e2e_support import (
     with_timeout,
     write_request,
 )
-from tests.subprocesses import Child, free_port, healthy, stop, twistd, wait_for
+from tests.subprocesses import Child, free_port, healthy, spawn, stop, twistd, wait_for
 
 TOKEN = "spool-token-0123456789"
 
@@ -60,14 +62,21 @@ class Receiver(Resource):
         self.samples: Counter[str] = Counter()
         self.garbage = 0
         self.pending: set[Any] = set()
+        #: Samples (by their C{n} label) answered 400, as over a limit.
+        self.refuse: set[str] = set()
 
     def render_POST(self, request: Request) -> Any:
         assert request.content is not None
         try:
             write = WriteRequest.FromString(snappy_decompress(request.content.read(), 1 << 26))
+            got = Counter[str]()
             for series in write.timeseries:
                 labels = {label.name: label.value for label in series.labels}
-                self.samples[labels["n"]] += len(series.samples)
+                got[labels["n"]] += len(series.samples)
+            if set(got) & self.refuse:
+                request.setResponseCode(400)
+                return b"series limit exceeded"
+            self.samples.update(got)
         except Exception:
             self.garbage += 1
             request.setResponseCode(400)
@@ -219,7 +228,7 @@ class SpoolGatewayTests(TestCase):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def config(self, upstream_url: str, path: str) -> str:
+    def config(self, upstream_url: str, path: str, spool: str = "") -> str:
         tokens = os.path.join(self.folder, "tokens.yaml")
         with open(tokens, "w") as f:
             f.write(f"- name: node-1\n  token: {TOKEN}\n")
@@ -238,6 +247,7 @@ class SpoolGatewayTests(TestCase):
                     spool:
                       directory: {self.spool}
                       fsync: always
+                      {spool}
                 push:
                   remote_write: {{upstream: prom, path: {path}}}
                 auth:
@@ -258,10 +268,11 @@ class SpoolGatewayTests(TestCase):
         await wait_for(lambda: Deferred.fromCoroutine(healthy(self.url)), timeout=60)
         return child
 
-    async def push(self, n: int) -> int:
-        body = remote_write_body(
-            write_request([({"__name__": "spool_e2e", "n": str(n)}, [(1.0, now_ms())])])
-        )
+    async def push(self, n: int, pad: int = 0) -> int:
+        labels = {"__name__": "spool_e2e", "n": str(n)}
+        if pad:
+            labels["pad"] = "x" * pad
+        body = remote_write_body(write_request([(labels, [(1.0, now_ms())])]))
         response = await self.http.post(
             self.url + "/api/v1/push",
             data=body,
@@ -362,3 +373,73 @@ class SpoolGatewayTests(TestCase):
         self.assertLessEqual(duplicates, len(acked))
         await stop(restarted)
         self.assertEqual(restarted.exit_code, 0)
+
+    async def test_replay_dead_letters_under_steady_pushes(self) -> None:
+        """
+        Pushes the upstream refused are dead-lettered; once it takes them,
+        C{sealgw spool replay-dead-letters} re-queues them into the running
+        gateway while clients push steadily: every replayed record
+        arrives, and no push is refused, for max_age and more after the
+        takeover (the lock-up of issue 19 answered 503 from then on).
+        """
+        receiver = Receiver()
+        # Enough, and large enough, that taking them over takes a while
+        # (the race needs a push written meanwhile).
+        replayed = 200
+        receiver.refuse = {str(n) for n in range(replayed)}
+        upstream = serve(self, receiver)
+        max_age = 4.0
+        child = await self.gateway(
+            self.config(upstream.url, "/api/v1/write", f"max_age: {max_age:g}s")
+        )
+        for n in range(replayed):
+            self.assertEqual(await self.push(n, pad=20_000), 204)
+
+        async def dead_lettered() -> Optional[bool]:
+            spool = (await self.health())["components"]["upstreams"]["prom"]["spool"]
+            return True if spool["dead_lettered"] == replayed else None
+
+        await wait_until(dead_lettered, what="the dead letters", timeout=30)
+        receiver.refuse.clear()
+
+        codes: Counter[int] = Counter()
+        acked: set[str] = set()
+        numbers = iter(range(1000, 1_000_000))
+        pushing = [True]
+
+        async def client() -> None:
+            while pushing[0]:
+                n = next(numbers)
+                code = await self.push(n)
+                codes[code] += 1
+                if code == 204:
+                    acked.add(str(n))
+                await deferLater(reactor, 0.01, lambda: None)
+
+        clients = [Deferred.fromCoroutine(client()) for _ in range(3)]
+        try:
+            replay = spawn(["-m", "sealgw", "spool", "replay-dead-letters", self.spool])
+            await replay.ended
+            self.assertEqual(replay.exit_code, 0, replay.err)
+            self.assertIn(f"{replayed} dead letter(s) re-queued".encode(), replay.out)
+
+            async def taken_over() -> Optional[bool]:
+                names = os.listdir(self.spool)
+                return None if any(n.startswith("replay-") for n in names) else True
+
+            # Housekeeping looks every 30 s.
+            await wait_until(taken_over, what="the replay taken over", timeout=45)
+            await deferLater(reactor, 2 * max_age, lambda: None)
+        finally:
+            pushing[0] = False
+            await DeferredList(clients)
+        self.assertEqual(set(codes), {204}, codes)
+        self.assertGreater(codes[204], 30)
+
+        async def arrived() -> Optional[bool]:
+            expected = acked | {str(n) for n in range(replayed)}
+            return True if expected <= set(receiver.samples) else None
+
+        await wait_until(arrived, what="every replayed and acknowledged sample", timeout=30)
+        await stop(child)
+        self.assertEqual(child.exit_code, 0)

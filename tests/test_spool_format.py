@@ -7,20 +7,17 @@ a body holding the bytes of a record never turns into one.
 
 from __future__ import annotations
 
+import json
 import os
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sealgw.relay._spool_disk import (
-    CURSOR,
-    DEAD_LETTERS,
-    Cursor,
-    SpoolDirectory,
-    dead_letter_line,
-)
-from sealgw.relay._spool_format import (
+from sealgw.signals.push import Push
+from sealgw.spool._dead import DEAD_LETTERS, OLDER_DEAD_LETTERS, DeadLetters, dead_letter_line
+from sealgw.spool._disk import CURSOR, Cursor, SpoolDirectory
+from sealgw.spool._format import (
     RECORD_OVERHEAD,
     SEGMENT_HEADER_SIZE,
     BytesSource,
@@ -33,7 +30,6 @@ from sealgw.relay._spool_format import (
     seed,
     segment_header,
 )
-from sealgw.signals.push import Push
 
 SALT = bytes(range(16))
 SEED = seed(SALT)
@@ -256,8 +252,32 @@ class DiskTests(SynchronousTestCase):
 
     def test_dead_letter(self) -> None:
         line = dead_letter_line("mimir", push(1).to_bytes(), push(1), 400, "bad", "now")
-        self.spool.dead_letter(line)
-        self.spool.dead_letter(line)
+        letters = DeadLetters(self.spool.path, 1 << 20, self.fsyncs.append)
+        self.assertEqual(letters.append(line), 0)
+        self.assertEqual(letters.append(line), 0)
         with open(os.path.join(self.spool.path, DEAD_LETTERS)) as f:
             self.assertEqual(len(f.readlines()), 2)
         self.assertEqual(len(self.fsyncs), 2)
+
+    def test_dead_letters_are_bounded(self) -> None:
+        """
+        The dead-letter files never take more than their bound: the older
+        file's letters are dropped, counted, when the current one is
+        rotated; the newest letters are always kept.
+        """
+        line = dead_letter_line("mimir", push(1).to_bytes(), push(1), 400, "bad", "now")
+        size = len(json.dumps(line, separators=(",", ":"), sort_keys=True)) + 1
+        letters = DeadLetters(self.spool.path, 10 * size, self.fsyncs.append)
+        dropped = [letters.append(dict(line, reason=str(n))) for n in range(23)]
+        # Five a file; the first rotation drops nothing, each next one five.
+        self.assertEqual(sum(dropped), 15)
+        self.assertEqual([n for n, d in enumerate(dropped) if d], [10, 15, 20])
+        self.assertLessEqual(letters.size(), 10 * size)
+        with open(os.path.join(self.spool.path, OLDER_DEAD_LETTERS)) as f:
+            older = [json.loads(x)["reason"] for x in f]
+        with open(os.path.join(self.spool.path, DEAD_LETTERS)) as f:
+            current = [json.loads(x)["reason"] for x in f]
+        self.assertEqual(older + current, [str(n) for n in range(15, 23)])
+        for name in (DEAD_LETTERS, OLDER_DEAD_LETTERS):
+            mode = os.stat(os.path.join(self.spool.path, name)).st_mode & 0o777
+            self.assertEqual(mode, 0o600)

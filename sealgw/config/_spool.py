@@ -10,9 +10,10 @@ from typing import Annotated
 
 import attr
 
-from sealgw.config._rules import Bytes, Count, OneOf, Path, Seconds
+from sealgw.config._rules import Bytes, Count, Interval, OneOf, Path, Seconds
 
-GiB = 1024 * 1024 * 1024
+MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 FSYNC_POLICIES = ("always", "batch")
 WHEN_FULL = ("refuse", "drop_oldest")
@@ -36,6 +37,20 @@ class SpoolConfig:
     @ivar when_full: C{refuse} (503 with C{Retry-After}) or C{drop_oldest}
         (the oldest records are deleted, counted and logged).
     @ivar concurrency: pushes being delivered upstream at once per spool.
+    @ivar max_memory: the most the pushes waiting for their write and
+        fsync may take in memory; past it a push is answered 503 (the disk
+        is slower than the pushes coming in).
+    @ivar dead_letters_max_size: the most the dead-letter files may take;
+        past it the oldest dead letters are dropped, counted and logged.
+    @ivar takeover_after: how long the folder of a worker that does not
+        run must stay free before another worker takes it over (longer
+        than a worker's restart); C{replay-*} folders are taken at once.
+    @ivar drain_grace: on stop, once the gateway has answered its requests
+        in flight, how long the spool goes on delivering what it holds
+        before the process exits (while the upstream takes it); what is
+        left stays on disk for the next start.  A gateway with workers
+        kills a worker the gateway's own C{drain_grace} plus 5 s after
+        SIGTERM, which may cut a longer spool drain short (losing nothing).
     """
 
     directory: Path
@@ -45,3 +60,7 @@ class SpoolConfig:
     fsync_interval: Seconds = 0.01
     when_full: Annotated[str, OneOf(WHEN_FULL)] = "refuse"
     concurrency: Count = 4
+    max_memory: Bytes = 64 * MiB
+    dead_letters_max_size: Bytes = 64 * MiB
+    takeover_after: Interval = 120.0
+    drain_grace: Interval = 5.0

@@ -21,7 +21,6 @@ from sealgw.relay._interfaces import (
 from sealgw.relay._metrics import NoMetrics, RelayMetrics
 from sealgw.relay._retry import backoff, next_retry, parse_retry_after
 from sealgw.relay._service import UpstreamsService, build_upstreams
-from sealgw.relay._spool import SpoolUpstream
 
 __all__ = [
     "Delivery",
@@ -33,7 +32,6 @@ __all__ = [
     "NoMetrics",
     "Push",
     "RelayMetrics",
-    "SpoolUpstream",
     "UpstreamRejected",
     "UpstreamUnavailable",
     "UpstreamsService",

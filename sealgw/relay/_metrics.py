@@ -26,7 +26,7 @@ class RelayMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        #: Where the spools' series go too (L{sealgw.relay._spool_metrics}).
+        #: Where the spools' series go too (L{sealgw.spool._metrics}).
         self.registry = registry
         self.duration = Histogram(
             "sealgw_upstream_request_duration_seconds",

@@ -18,8 +18,6 @@ from sealgw.credentials import ICredentials
 from sealgw.relay._file import FileUpstream, ThreadRunner
 from sealgw.relay._http import HTTPUpstream
 from sealgw.relay._interfaces import IRelayMetrics, IUpstream
-from sealgw.relay._spool_build import add_spools, spool_problems
-from sealgw.relay._spool_metrics import spool_metrics
 
 
 class UpstreamsService(Service, Mapping[str, IUpstream]):
@@ -114,6 +112,10 @@ def build_upstreams(
     @raise ConfigError: listing every upstream that cannot be built and
         why (an unreadable or empty C{ca_file}, an unknown kind).
     """
+    # The spool wraps relay upstreams (it depends on this package), so it
+    # is imported here rather than when this module is.
+    from sealgw.spool import add_spools, spool_metrics, spool_problems
+
     upstreams: dict[str, IUpstream] = {}
     problems: list[str] = []
     for name, config in configs.items():

@@ -1,12 +1,12 @@
 """
 A durable spool in front of an upstream: a push is answered 2xx once it
-is on disk (fsynced), and a forwarder (L{sealgw.relay._spool_forward})
-delivers it upstream afterwards, in order, through outages, restarts and
-crashes, at least once.  See C{docs/spool.rst}.
+is on disk (fsynced), and a forwarder (L{sealgw.spool._forward}) delivers
+it upstream afterwards, in order, through outages, restarts and crashes,
+at least once.  See C{docs/spool.rst}.
 
-The reactor thread keeps the spool's state (L{Segments}); every read,
-write, fsync and delete runs in the gateway's worker threads through
-L{SpoolDirectory}.
+The reactor thread keeps the spool's state in one owner, L{SpoolLog};
+every read, write, fsync and delete runs in the gateway's worker threads
+through L{SpoolDirectory}.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from sealgw.relay._file import ThreadRunner
 from sealgw.relay._health import rfc3339
 from sealgw.relay._interfaces import Delivery, IUpstream, Push, UpstreamUnavailable
 from sealgw.relay._retry import RandomSource
-from sealgw.relay._spool_disk import (
+from sealgw.spool._dead import DeadLetters
+from sealgw.spool._disk import (
     Fsync,
     Recovered,
     SegmentScan,
@@ -39,14 +40,12 @@ from sealgw.relay._spool_disk import (
     human_size,
     worker_directory,
 )
-from sealgw.relay._spool_format import Damage, new_salt
-from sealgw.relay._spool_forward import Forwarder
-from sealgw.relay._spool_metrics import SpoolCounts, SpoolMetrics
-from sealgw.relay._spool_segments import Segment, Segments
-
-#: What a push's answer says once it is in the spool; the route answers
-#: its own success status whatever this is.
-SPOOLED = Delivery(status=202, body=b"", attempts=0)
+from sealgw.spool._format import Damage
+from sealgw.spool._forward import Forwarder
+from sealgw.spool._log import Segment, SpoolLog
+from sealgw.spool._metrics import SpoolCounts, SpoolMetrics
+from sealgw.spool._takeover import Takeover
+from sealgw.spool._writer import GroupWriter
 
 #: A push's size in the spool beyond its body (its JSON header and the
 #: record's), counted before it is written.
@@ -67,16 +66,8 @@ MAX_SEGMENT = 64 * 1024 * 1024
 LOCK_RETRY = 0.5
 LOCK_ATTEMPTS = 20
 
-
-@attr.define(eq=False)
-class _Waiting:
-    """
-    A push waiting for its group's write and fsync.
-    """
-
-    push: Push
-    answer: Deferred[Delivery]
-    estimate: int
+#: How often a stopping spool looks whether it is drained.
+DRAIN_CHECK = 0.05
 
 
 @implementer(IUpstream)
@@ -127,22 +118,50 @@ class SpoolUpstream:
         self.directory = SpoolDirectory(
             os.path.join(config.directory, worker_directory(worker)), fsync
         )
+        self.dead_letters = DeadLetters(self.directory.path, config.dead_letters_max_size, fsync)
         self._segment_size = segment_size or min(MAX_SEGMENT, max(1, config.max_size // 16))
         self.counts = SpoolCounts()
-        self.segments = Segments()
+        self.log = SpoolLog(
+            read=lambda *args: self._thread(self.directory.read, *args),
+            delete=self._delete,
+            moved=self._cursor_moved,
+            damaged=self._report,
+            unreadable=self._unreadable,
+            clock=reactor,
+            read_records=max(64, 4 * config.concurrency),
+            read_retry=max(1.0, retry.max_backoff),
+        )
+        self.writer = GroupWriter(
+            self.name,
+            config,
+            self.log,
+            self.directory,
+            self._thread,
+            reactor,
+            segment_size=self._segment_size,
+            counts=self.counts,
+            unavailable=self._unavailable,
+        )
         self.forwarder = Forwarder(
             self.name,
             inner,
-            self.segments,
-            self.directory,
+            self.log,
+            self.dead_letters,
             self._thread,
             reactor,
             concurrency=config.concurrency,
             counts=self.counts,
-            moved=self._cursor_moved,
-            report=self._report,
             retry=retry,
             random=random,
+        )
+        self.takeover = Takeover(
+            self.name,
+            self.directory,
+            self.log,
+            self._thread,
+            reactor,
+            grace=config.takeover_after,
+            found=self._found,
         )
         if metrics is not None:
             metrics.add(self)
@@ -160,15 +179,6 @@ class SpoolUpstream:
         self._cursor_timer: Any = None
         self._saving_cursor = False
 
-        # Writing.
-        self._queue: list[_Waiting] = []
-        self._queued_bytes = 0
-        self._queue_since = 0.0
-        self._writing: Optional[list[_Waiting]] = None
-        self._writing_bytes = 0
-        self._write_timer: Any = None
-        self._write_error: Optional[str] = None
-        self._idle: list[Deferred[None]] = []
         self._full_estimate: Optional[int] = None
 
     def __repr__(self) -> str:
@@ -195,21 +205,22 @@ class SpoolUpstream:
         except Exception as e:
             self._failed = f"cannot open {self.directory.path}: {describe(e)}"
             self._log.critical("spool {upstream}: {why}", upstream=self.name, why=self._failed)
-            self._refuse_queue(self._unavailable(f"spool unavailable: {self._failed}"))
+            self.writer.refuse_all(self._unavailable(f"spool unavailable: {self._failed}"))
             return
         if self._closing:
             return
         for scan in recovered.segments:
-            self._add_scanned(scan, "left by the previous run")
-        self.segments.next_seq = max(self.segments.next_seq, recovered.next_seq)
+            self._found(scan, "left by the previous run")
+        self.log.recovered([s for s in recovered.segments if s.salt is not None], recovered.next_seq)
         self._ready = True
-        records, size = self.segments.totals()
+        self.writer.ready = True
+        records, size = self.log.totals()
         self._log.info(
             "spool {upstream}: {directory}: {records} record(s) ({size}) waiting from before",
             upstream=self.name, directory=self.directory.path, records=records,
             size=human_size(size),
         )
-        self._schedule_write()
+        self.writer.schedule()
         self.forwarder.start()
         self._housekeeping = LoopingCall(self._housekeep)
         self._housekeeping.clock = self._reactor
@@ -240,6 +251,7 @@ class SpoolUpstream:
 
     async def _close(self) -> None:
         self._closing = True
+        self.writer.closing = True
         # The gateway stops its worker threads right after asking the
         # upstreams to close (work already handed to them is finished
         # first); what closing still has to do goes to the reactor's own
@@ -255,25 +267,21 @@ class SpoolUpstream:
         if self._housekeeping is not None and self._housekeeping.running:
             self._housekeeping.stop()
         if self._ready:
-            while self._queue or self._writing is not None:
-                idle: Deferred[None] = Deferred()
-                self._idle.append(idle)
-                if self._writing is None:
-                    self._write()
-                await idle
+            await self.writer.flush()
+            await self._drain()
         else:
-            self._refuse_queue(self._unavailable("the gateway is stopping"))
+            self.writer.refuse_all(self._unavailable("the gateway is stopping"))
         self.forwarder.stop()
-        for timer in (self._write_timer, self._cursor_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.writer.stop()
+        if self._cursor_timer is not None and self._cursor_timer.active():
+            self._cursor_timer.cancel()
         if self._adopting is not None:
             self._adopting.cancel()
         while self._ops:
             await DeferredList(list(self._ops), consumeErrors=True)
         if self._locked:
             try:
-                await self._thread(self.directory.write_cursor, self.segments.cursor())
+                await self._thread(self.directory.write_cursor, self.log.cursor())
             except Exception as e:
                 self._log.warn(
                     "spool {upstream}: cursor not saved: {why}", upstream=self.name,
@@ -282,6 +290,33 @@ class SpoolUpstream:
             await self._thread(self.directory.unlock)
             self._locked = False
         await self.inner.close()
+
+    async def _drain(self) -> None:
+        """
+        Go on delivering for up to C{drain_grace}, until the spool is empty
+        or the upstream turns a delivery away (then waiting is no use);
+        what is left stays on disk for the next start.
+        """
+        deadline = self._reactor.seconds() + self.config.drain_grace
+        if self.config.drain_grace <= 0 or not self.log.totals()[0]:
+            return
+        records, size = self.log.totals()
+        self._log.info(
+            "spool {upstream}: stopping: delivering the {records} record(s) ({size}) waiting, "
+            "for up to {grace:.0f}s",
+            upstream=self.name, records=records, size=human_size(size),
+            grace=self.config.drain_grace,
+        )
+        while self._reactor.seconds() < deadline:
+            if not self.log.totals()[0] or self.forwarder.waiting or not self.forwarder.running:
+                break
+            await deferLater(self._reactor, DRAIN_CHECK, lambda: None)
+        records, size = self.log.totals()
+        if records:
+            self._log.info(
+                "spool {upstream}: {records} record(s) ({size}) left for the next start",
+                upstream=self.name, records=records, size=human_size(size),
+            )
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """
@@ -320,20 +355,14 @@ class SpoolUpstream:
         if not push.received_at:
             push = attr.evolve(push, received_at=now)
         estimate = len(push.body) + ESTIMATED_OVERHEAD
-        refusal = self._room_for(estimate, now)
+        refusal = self.writer.memory_for(estimate) or self._room_for(estimate, now)
         if refusal is not None:
             self.counts.refused += 1
             return fail(refusal)
-        answer: Deferred[Delivery] = Deferred(lambda d: None)
-        if not self._queue:
-            self._queue_since = now
-        self._queue.append(_Waiting(push, answer, estimate))
-        self._queued_bytes += estimate
-        self._schedule_write()
-        return answer
+        return self.writer.add(push, estimate)
 
     def _used(self) -> int:
-        return self.segments.disk_bytes() + self._queued_bytes + self._writing_bytes
+        return self.log.disk_bytes() + self.writer.waiting_bytes
 
     def _over(self, estimate: int, now: float) -> Optional[str]:
         """
@@ -346,7 +375,9 @@ class SpoolUpstream:
                 "waiting for the upstream)"
             )
         if self.config.when_full == "refuse":
-            oldest = self.forwarder.oldest_at()
+            # Counted from when this spool took a record on: records found
+            # at start-up or taken over have had no chance to go yet.
+            oldest = self.log.oldest_at(held=True)
             if oldest is not None and now - oldest > self.config.max_age:
                 return (
                     f"spool is full (its oldest record is {now - oldest:.0f}s old, "
@@ -357,7 +388,7 @@ class SpoolUpstream:
     def _room_for(self, estimate: int, now: float) -> Optional[UpstreamUnavailable]:
         why = self._over(estimate, now)
         if why is not None:
-            self._release_spent_active()
+            self.log.release_spent_active()
             if self.config.when_full == "drop_oldest":
                 self._drop_oldest(estimate)
             why = self._over(estimate, now)
@@ -389,147 +420,39 @@ class SpoolUpstream:
         """
         return UpstreamUnavailable(503, why, retry_after=max(1.0, self._retry.max_backoff))
 
-    def _refuse_queue(self, error: UpstreamUnavailable) -> None:
-        queue, self._queue = self._queue, []
-        self._queued_bytes = 0
-        for waiting in queue:
-            if not waiting.answer.called:
-                waiting.answer.errback(error)
-
-    # -- writing -----------------------------------------------------------------
-
-    def _schedule_write(self) -> None:
-        if not self._ready or self._writing is not None or not self._queue:
-            return
-        if self.config.fsync == "batch" and not self._closing:
-            wait = self._queue_since + self.config.fsync_interval - self._reactor.seconds()
-            if wait > 0:
-                if self._write_timer is None:
-                    self._write_timer = self._reactor.callLater(wait, self._write_due)
-                return
-        self._write()
-
-    def _write_due(self) -> None:
-        self._write_timer = None
-        self._schedule_write()
-
-    def _write(self) -> None:
-        """
-        Write and fsync everything queued as one group.
-        """
-        if self._write_timer is not None:
-            if self._write_timer.active():
-                self._write_timer.cancel()
-            self._write_timer = None
-        group, self._queue = self._queue, []
-        if not group:
-            self._became_idle()
-            return
-        estimate = sum(w.estimate for w in group)
-        self._queued_bytes -= estimate
-        self._writing_bytes += estimate
-        self._writing = group
-        segment = self.segments.active
-        create = segment is None or segment.size >= self._segment_size
-        if create:
-            segment = self.segments.open(new_salt())
-        assert segment is not None
-        segment.writing += 1
-        pushes = [w.push for w in group]
-        written = self._thread(self.directory.append, segment.seq, segment.salt, pushes, create)
-        written.addCallbacks(
-            self._written,
-            self._write_failed,
-            callbackArgs=(segment, group, estimate),
-            errbackArgs=(segment, group, estimate, create),
-        )
-
-    def _written(
-        self,
-        result: tuple[int, list[tuple[int, int]], float],
-        segment: Segment,
-        group: list[_Waiting],
-        estimate: int,
-    ) -> None:
-        size, spans, seconds = result
-        self.counts.writes += 1
-        self.counts.write_seconds += seconds
-        self._write_error = None
-        segment.size = size
-        segment.writing -= 1
-        for waiting, (offset, end) in zip(group, spans, strict=True):
-            segment.records += 1
-            segment.bytes += end - offset
-            if segment.first_at is None:
-                segment.first_at = waiting.push.received_at
-            segment.last_at = waiting.push.received_at
-        self.forwarder.written(segment, [w.push for w in group], spans)
-        self._finish_write(estimate)
-        for waiting in group:
-            if not waiting.answer.called:
-                waiting.answer.callback(SPOOLED)
-        self.forwarder.pump()
-
-    def _write_failed(
-        self,
-        failure: Failure,
-        segment: Segment,
-        group: list[_Waiting],
-        estimate: int,
-        create: bool,
-    ) -> None:
-        segment.writing -= 1
-        # What happened to the file is unknown: nothing more goes there.
-        # Readers stop at the size known fsynced; a restart sees any rest
-        # as a torn record.
-        segment.sealed = True
-        if segment is self.segments.active:
-            self.segments.active = None
-        if create and segment.size == 0:
-            self.segments.forget(segment)
-            self._thread(self.directory.delete, segment.seq).addErrback(lambda _: None)
-        why = describe(failure.value)
-        self._write_error = why
-        if failure.check(OSError):
-            self._log.error(
-                "spool {upstream}: cannot write {path}: {why}",
-                upstream=self.name, path=self.directory.segment_path(segment.seq), why=why,
-            )
-        else:
-            self._log.failure("spool {upstream}: write failed", failure, upstream=self.name)
-        self._finish_write(estimate)
-        error = self._unavailable(f"spool: cannot write to disk: {why}")
-        for waiting in group:
-            if not waiting.answer.called:
-                waiting.answer.errback(error)
-
-    def _finish_write(self, estimate: int) -> None:
-        self._writing_bytes -= estimate
-        self._writing = None
-        if self._queue:
-            self._schedule_write()
-        else:
-            self._became_idle()
-
-    def _became_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for waiter in idle:
-            waiter.callback(None)
-
     # -- segments found on disk, and damage ----------------------------------------
 
-    def _add_scanned(self, scan: SegmentScan, whence: str) -> None:
+    def _found(self, scan: SegmentScan, whence: str) -> None:
+        """
+        Report what a scan of a segment found wrong.
+        """
         for damage in scan.damage:
             self._report(scan.seq, damage)
         if scan.salt is None:
             self.counts.torn += 1
             self._log.warn(
-                "spool {upstream}: segment {seq} {whence} is unreadable ({why}) and was "
-                "removed; it held nothing that was answered",
+                "spool {upstream}: segment {seq} {whence} is unreadable ({why}); renamed "
+                "aside to {path}, it held nothing that was answered",
                 upstream=self.name, seq=scan.seq, whence=whence, why=scan.problem,
+                path=self.directory.damaged_path(scan.seq),
             )
-            return
-        self.segments.add(Segment.scanned(scan))
+
+    def _unreadable(self, seq: int, error: Optional[BaseException]) -> None:
+        self._log.error(
+            "spool {upstream}: cannot read segment {seq}: {why}; trying again",
+            upstream=self.name, seq=seq, why=describe(error),
+        )
+
+    def _delete(self, segment: Segment) -> None:
+        self._thread(self.directory.delete, segment.seq).addErrback(
+            self._delete_failed, segment.seq
+        )
+
+    def _delete_failed(self, failure: Failure, seq: int) -> None:
+        self._log.error(
+            "spool {upstream}: cannot delete segment {seq}: {why}",
+            upstream=self.name, seq=seq, why=describe(failure.value),
+        )
 
     def _report(self, seq: int, damage: Damage) -> None:
         self.counts.torn += 1
@@ -542,61 +465,35 @@ class SpoolUpstream:
 
     # -- a full spool ----------------------------------------------------------------
 
-    def _release_spent_active(self) -> None:
-        """
-        Close the open segment when everything in it is delivered, so that
-        it can be deleted (a full spool must be able to drain to empty).
-        """
-        active = self.segments.active
-        if active is not None and active.writing == 0 and active.records == 0:
-            self.segments.seal_active()
-            self.segments.advance()
-            self.forwarder.collect()
-
     def _drop_oldest(self, estimate: int) -> None:
         while self._used() + estimate > self.config.max_size:
-            victim = self._droppable()
-            if victim is None:
+            if not self._drop("the spool is full"):
                 return
-            self._drop(victim, "the spool is full")
 
     def _drop_expired(self, now: float) -> None:
-        while len(self.segments):
-            victim = self.segments.segments[0]
-            if victim.last_at is None or now - victim.last_at <= self.config.max_age:
+        while True:
+            victim = self.log.droppable()
+            if victim is None or victim.last_at is None:
                 return
-            if self._droppable() is not victim:
+            if now - victim.last_at <= self.config.max_age:
                 return
-            self._drop(victim, f"older than max_age ({self.config.max_age:.0f}s)")
+            self._drop(f"older than max_age ({self.config.max_age:.0f}s)")
 
-    def _droppable(self) -> Optional[Segment]:
-        if not len(self.segments):
-            return None
-        oldest = self.segments.segments[0]
-        if oldest.writing:
-            return None
-        # The open segment, when it is the only one, goes too; the next
-        # write begins a new one.
-        if oldest is self.segments.active:
-            self.segments.seal_active()
-        return oldest
-
-    def _drop(self, segment: Segment, why: str) -> None:
-        dropped, size = segment.records, segment.bytes
-        segment.records = segment.bytes = 0
-        # Out of sight first, so that nothing reads or sends more of it.
-        self.segments.forget(segment)
-        self.forwarder.purge(segment)
-        self.counts.dropped += dropped
+    def _drop(self, why: str) -> bool:
+        dropped = self.log.drop_oldest()
+        if dropped is None:
+            return False
+        segment, records, size, out = dropped
+        self.forwarder.cancel(out)
+        self.counts.dropped += records
         self._log.warn(
             "spool {upstream}: {why}: dropped {records} record(s) ({size}) received "
             "from {first} to {last}",
-            upstream=self.name, why=why, records=dropped, size=human_size(size),
+            upstream=self.name, why=why, records=records, size=human_size(size),
             first=_when(segment.first_at), last=_when(segment.last_at),
         )
-        self.forwarder.delete(segment)
-        self._cursor_moved()
-        self.forwarder.pump()
+        self._delete(segment)
+        return True
 
     # -- the cursor --------------------------------------------------------------------
 
@@ -610,7 +507,7 @@ class SpoolUpstream:
             self._cursor_moved()
             return
         self._saving_cursor = True
-        saving = self._thread(self.directory.write_cursor, self.segments.cursor())
+        saving = self._thread(self.directory.write_cursor, self.log.cursor())
 
         def saved(result: Any) -> None:
             self._saving_cursor = False
@@ -646,37 +543,7 @@ class SpoolUpstream:
         self._adopting = None
 
     async def _adopt_orphans(self) -> None:
-        """
-        Take over the segments of sibling folders whose lock nobody holds:
-        workers that no longer run, and C{replay-*} folders.
-        """
-        for orphan in await self._thread(self.directory.siblings):
-            if not self.forwarder.running:
-                return
-            if not await self._thread(orphan.lock, False):
-                continue
-            try:
-                count = len(await self._thread(orphan.segments))
-                if not count:
-                    continue
-                first = self.segments.reserve(count)
-                scans = await self._thread(self.directory.adopt, orphan, first)
-                for scan in scans:
-                    self._add_scanned(scan, f"taken over from {orphan.name}")
-                records = sum(s.records for s in scans if s.salt is not None)
-                self._log.info(
-                    "spool {upstream}: took over {records} record(s) in {count} segment(s) "
-                    "from {orphan}, which no running worker owns",
-                    upstream=self.name, records=records, count=len(scans), orphan=orphan.path,
-                )
-                self._cursor_moved()
-                self.forwarder.pump()
-            finally:
-                await self._thread(orphan.unlock)
-                try:
-                    await self._thread(orphan.remove_if_spent)
-                except OSError:
-                    pass
+        await self.takeover.look(lambda: self.forwarder.running)
 
     # -- what it looks like ------------------------------------------------------------
 
@@ -684,15 +551,15 @@ class SpoolUpstream:
         """
         The size of the spool's segment files (what C{max_size} bounds).
         """
-        return self.segments.disk_bytes()
+        return self.log.disk_bytes()
 
     def gauges(self) -> dict[str, float]:
-        records, size = self.segments.totals()
-        oldest = self.forwarder.oldest_at()
+        records, size = self.log.totals()
+        oldest = self.log.oldest_at()
         return {
             "records": float(records),
             "bytes": float(size),
-            "disk_bytes": float(self.segments.disk_bytes()),
+            "disk_bytes": float(self.log.disk_bytes()),
             "oldest_age_seconds": (
                 0.0 if oldest is None else max(0.0, self._reactor.seconds() - oldest)
             ),
@@ -715,7 +582,7 @@ class SpoolUpstream:
                 return "full"
         if self.forwarder.waiting:
             return "retrying"
-        if self.forwarder.busy or self.segments.totals()[0]:
+        if self.forwarder.busy or self.log.totals()[0]:
             return "forwarding"
         return "idle"
 
@@ -736,18 +603,18 @@ class SpoolUpstream:
             "bytes": int(gauges["bytes"]),
             "disk_bytes": int(gauges["disk_bytes"]),
             "max_size": self.config.max_size,
-            "oldest_record": _when(self.forwarder.oldest_at()),
+            "oldest_record": _when(self.log.oldest_at()),
             "oldest_age_seconds": round(gauges["oldest_age_seconds"], 3),
             **attr.asdict(self.counts),
         }
         if self._failed is not None:
             spool["error"] = self._failed
-        elif self._write_error is not None:
-            spool["error"] = f"last write failed: {self._write_error}"
+        elif self.writer.error is not None:
+            spool["error"] = f"last write failed: {self.writer.error}"
         degraded = (
             report.get("status", "ok") != "ok"
             or state in ("full", "failed")
-            or self._write_error is not None
+            or self.writer.error is not None
         )
         report["status"] = "degraded" if degraded else "ok"
         report["spool"] = spool

@@ -25,6 +25,8 @@ class SpoolCounts:
         ran out (the relay's retries are C{sealgw_upstream_retries_total}).
     @ivar dead_lettered: records the upstream refused (4xx), or that did
         not read back as a push, moved to the dead-letter file.
+    @ivar dead_letters_dropped: the oldest dead letters dropped to keep
+        the dead-letter files within C{dead_letters_max_size}.
     @ivar dropped: records deleted undelivered by C{when_full: drop_oldest}.
     @ivar refused: pushes answered 503 because the spool was full.
     @ivar torn: damaged stretches found (a record torn by a crash) and
@@ -36,6 +38,7 @@ class SpoolCounts:
     forwarded: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    dead_letters_dropped: int = 0
     dropped: int = 0
     refused: int = 0
     torn: int = 0
@@ -64,6 +67,11 @@ _COUNTERS = [
         "dead_lettered",
         "sealgw_spool_dead_lettered",
         "Spooled records moved to the dead-letter file (upstream 4xx, or unreadable).",
+    ),
+    (
+        "dead_letters_dropped",
+        "sealgw_spool_dead_letters_dropped",
+        "Oldest dead letters dropped to keep within dead_letters_max_size.",
     ),
     ("dropped", "sealgw_spool_dropped_records", "Records dropped by when_full: drop_oldest."),
     ("refused", "sealgw_spool_refused", "Pushes answered 503 because the spool was full."),

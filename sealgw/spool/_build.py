@@ -13,8 +13,8 @@ from sealgw.config import RetryConfig, UpstreamConfig
 from sealgw.config._spool import SpoolConfig
 from sealgw.relay._file import ThreadRunner
 from sealgw.relay._interfaces import IUpstream
-from sealgw.relay._spool import SpoolUpstream
-from sealgw.relay._spool_metrics import SpoolMetrics
+from sealgw.spool._metrics import SpoolMetrics
+from sealgw.spool._upstream import SpoolUpstream
 
 
 def _nearest_existing(path: str) -> str:

@@ -9,6 +9,8 @@ A folder holds::
     cursor.json               where delivery got to (rewritten, not fsynced)
     00000000000000000001.seg  segments, in the order they are drained
     dead-letters.jsonl        records the upstream refused, with why
+    dead-letters.1.jsonl      older ones (L{sealgw.spool._dead})
+    *.seg.damaged             segments set aside as unreadable
 
 A process that dies (even by SIGKILL) drops its lock with it, which is
 how a live gateway tells a spool of a worker that no longer runs from one
@@ -17,7 +19,6 @@ in use: it takes the lock and adopts the segments (L{SpoolDirectory.adopt}).
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import json
@@ -25,11 +26,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import attr
 
-from sealgw.relay._spool_format import (
+from sealgw.signals.push import Push, PushFormatError
+from sealgw.spool._format import (
     SEGMENT_HEADER_SIZE,
     Damage,
     FileSource,
@@ -41,12 +43,17 @@ from sealgw.relay._spool_format import (
     seed,
     segment_header,
 )
-from sealgw.signals.push import Push, PushFormatError
 
 LOCK = "lock"
 CURSOR = "cursor.json"
-DEAD_LETTERS = "dead-letters.jsonl"
 SEGMENT_SUFFIX = ".seg"
+#: A segment whose header is unreadable is renamed aside with this added,
+#: for someone to look at; it is never read or deleted by the gateway.
+DAMAGED_SUFFIX = ".damaged"
+
+#: Folders the spool creates are the gateway's alone; files are 0600.
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
 
 #: Blocking fsync; tests pass one that counts.
 Fsync = Callable[[int], None]
@@ -166,6 +173,17 @@ def read_push(payload: bytes) -> tuple[Optional[Push], Optional[str]]:
         return None, str(e)
 
 
+def make_folder(path: str) -> None:
+    """
+    Create C{path} 0700, as the spool's folders are, and its parent (the
+    spool's configured directory) too when it is missing.
+    """
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, mode=FOLDER_MODE, exist_ok=True)
+    os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+
+
 def fsync_directory(path: str, fsync: Fsync = os.fsync) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -200,8 +218,8 @@ class SpoolDirectory:
         Take the folder's lock (creating the folder), waiting for it when
         C{wait}; C{False} when another process holds it and not C{wait}.
         """
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        make_folder(self.path)
+        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -258,7 +276,8 @@ class SpoolDirectory:
         """
         path = os.path.join(self.path, CURSOR)
         temporary = path + ".new"
-        with open(temporary, "w", encoding="ascii") as f:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with open(fd, "w", encoding="ascii") as f:
             json.dump(
                 {
                     "next_seq": cursor.next_seq,
@@ -272,6 +291,25 @@ class SpoolDirectory:
 
     def segment_path(self, seq: int) -> str:
         return os.path.join(self.path, segment_name(seq))
+
+    def damaged_path(self, seq: int) -> str:
+        return self.segment_path(seq) + DAMAGED_SUFFIX
+
+    def damaged(self) -> list[str]:
+        """
+        The names of the segments renamed aside as unreadable.
+        """
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(SEGMENT_SUFFIX + DAMAGED_SUFFIX))
+
+    def set_aside(self, seq: int) -> None:
+        """
+        Rename an unreadable segment aside (never delete what may be data).
+        """
+        os.replace(self.segment_path(seq), self.damaged_path(seq))
 
     def segments(self) -> list[int]:
         """
@@ -316,15 +354,15 @@ class SpoolDirectory:
         """
         Scan every segment from the cursor on, for a gateway that has just
         taken the lock.  Segments whose header is unreadable (torn as they
-        were created, so holding nothing that was answered) are reported
-        and deleted.
+        were created, so most likely holding nothing that was answered)
+        are renamed aside (L{DAMAGED_SUFFIX}), for someone to look at.
         """
         cursor = self.read_cursor()
         scans = []
         for seq in self.segments():
             scan = self.scan(seq, cursor.starts.get(seq, SEGMENT_HEADER_SIZE))
             if scan.salt is None:
-                os.remove(self.segment_path(seq))
+                self.set_aside(seq)
             scans.append(scan)
         highest = max((s.seq for s in scans), default=0)
         return Recovered(max(cursor.next_seq, highest + 1), scans)
@@ -346,7 +384,7 @@ class SpoolDirectory:
             if create or self._open_seq != seq:
                 self._close_locked()
                 flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
-                self._open_fd = os.open(self.segment_path(seq), flags, 0o600)
+                self._open_fd = os.open(self.segment_path(seq), flags, FILE_MODE)
                 self._open_seq = seq
             fd = self._open_fd
             assert fd is not None
@@ -416,25 +454,6 @@ class SpoolDirectory:
         except FileNotFoundError:
             pass
 
-    # -- dead letters ------------------------------------------------------
-
-    def dead_letter(self, letter: dict[str, Any]) -> None:
-        """
-        Append one dead letter (a JSON object) and fsync it, under an
-        flock of the file so that C{sealgw spool replay-dead-letters} never
-        reads half of one.
-        """
-        line = (json.dumps(letter, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        fd = os.open(
-            os.path.join(self.path, DEAD_LETTERS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line)
-            self._fsync(fd)
-        finally:
-            os.close(fd)
-
     # -- spools of workers that no longer run -------------------------------
 
     def siblings(self) -> list[SpoolDirectory]:
@@ -467,7 +486,7 @@ class SpoolDirectory:
             os.rename(orphan.segment_path(seq), self.segment_path(new))
             scan = self.scan(new, cursor.starts.get(seq, SEGMENT_HEADER_SIZE))
             if scan.salt is None:
-                os.remove(self.segment_path(new))
+                self.set_aside(new)
             scans.append(scan)
         fsync_directory(self.path, self._fsync)
         fsync_directory(orphan.path, self._fsync)
@@ -492,28 +511,3 @@ class SpoolDirectory:
                 pass
         os.rmdir(self.path)
         return True
-
-
-def dead_letter_line(
-    upstream: str,
-    payload: bytes,
-    push: Optional[Push],
-    status: Optional[int],
-    reason: str,
-    at: str,
-) -> dict[str, Any]:
-    """
-    What a dead letter records: when, which upstream, the status and
-    reason it was refused with, whose data it was, and the record itself
-    (base64 of the serialised push) for C{replay-dead-letters}.
-    """
-    return {
-        "at": at,
-        "upstream": upstream,
-        "status": status,
-        "reason": reason,
-        "tenant": None if push is None else push.tenant,
-        "signal": None if push is None else push.signal,
-        "path": None if push is None else push.path,
-        "push": base64.b64encode(payload).decode("ascii"),
-    }
