@@ -206,7 +206,7 @@ class TailSession:
         self._upstream: Optional[ITailEnd] = None
         self._client_open = False
         self._upstream_open = False
-        self._started = 0.0
+        self._started: Optional[float] = None
         self._idle: Optional[IDelayedCall] = None
         self._deadline: Optional[IDelayedCall] = None
         self._ended = False
@@ -352,6 +352,6 @@ class TailSession:
             return
         self._ended = True
         self._cancel_timers()
-        if self._started:
+        if self._started is not None:
             self.outcome.seconds = self._clock.seconds() - self._started
         self._on_end(self.outcome)

@@ -195,6 +195,18 @@ class ClientTailProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self.factory.session.client_opened(_End(self))
 
+    def onMessageFrameBegin(self, length: int) -> None:
+        # The protocol's own message limit bounds what the gateway sends
+        # (Loki's batches of lines); what a client sends has a smaller one.
+        super().onMessageFrameBegin(length)
+        limit = self.factory.max_client_message_bytes
+        if not self.failedByMe and self.message_data_total_length > limit:
+            self._max_message_size_exceeded(
+                self.message_data_total_length,
+                limit,
+                f"a client message on a tail may be at most {limit} bytes",
+            )
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.session.from_client(payload, isBinary)
 
@@ -212,8 +224,9 @@ class ClientTailFactory(WebSocketServerFactory):
     def __init__(self, session: TailSession, limits: TailLimits, reactor: Any) -> None:
         super().__init__(server="sealgw", reactor=reactor)
         self.session = session
+        self.max_client_message_bytes = limits.max_client_message_bytes
         self.setProtocolOptions(
-            maxMessagePayloadSize=limits.max_client_message_bytes,
+            maxMessagePayloadSize=limits.max_message_bytes,
             maxFramePayloadSize=limits.max_client_message_bytes,
             openHandshakeTimeout=0,
             closeHandshakeTimeout=_CLOSE_HANDSHAKE_TIMEOUT,
