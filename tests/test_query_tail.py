@@ -301,8 +301,9 @@ class TailEndToEndTests(TestCase):
         for c in self.clients:
             await c.done
         # The gateway's side of each tail closes its upstream in turn.
-        for tail in self.tails:
-            await wait_until(lambda: tail.open_tails.total() == 0, "every tail to end")
+        await wait_until(
+            lambda: all(t.open_tails.total() == 0 for t in self.tails), "every tail to end"
+        )
         await wait_until(lambda: all(p.state == p.STATE_CLOSED for p in self.loki.opened),
                          "Loki's side to close")
         await deferLater(reactor, 0, lambda: None)
