@@ -20,6 +20,23 @@ from twisted.web.server import NOT_DONE_YET
 #: The one WebSocket version there is (RFC 6455).
 WEBSOCKET_VERSION = b"13"
 
+#: The request headers the protocol taking the connection over is given:
+#: those of a WebSocket handshake.  The route has judged the rest (the
+#: client's credentials above all), and a library that logs the head it
+#: reads must not find them there.
+HANDSHAKE_HEADERS = frozenset(
+    {
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+    }
+)
+
 
 def _tokens(request: Any, name: bytes) -> set[bytes]:
     tokens: set[bytes] = set()
@@ -123,7 +140,8 @@ def take_over(request: Any, protocol: Protocol) -> Any:
     transport.resumeProducing()
     head = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
     for name, values in request.requestHeaders.getAllRawHeaders():
-        head.append(name + b": " + b", ".join(values) + b"\r\n")
+        if name.lower() in HANDSHAKE_HEADERS:
+            head.append(name + b": " + b", ".join(values) + b"\r\n")
     head.append(b"\r\n")
     protocol.dataReceived(b"".join(head))
     return transport
