@@ -11,9 +11,11 @@ from typing import Any, Optional
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
 from sealgw.query import ITailEnd, OpenTails, ReadRefused, TailLimits, TailOutcome, TailSession
+from sealgw.web._upgrade import websocket_problem
 
 
 @implementer(ITailEnd)
@@ -166,3 +168,55 @@ class OpenTailsTests(SynchronousTestCase):
         self.assertEqual(tails.count("a"), 1)
         tails.open("a")
         self.assertEqual(tails.total(), 3)
+
+
+class WebSocketProblemTests(SynchronousTestCase):
+    """
+    The upgrade request is judged before anything is opened for it.
+    """
+
+    def request(self, **headers: str) -> Any:
+        request = DummyRequest([b"loki", b"api", b"v1", b"tail"])
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        base = {
+            "Upgrade": "websocket",
+            "Connection": "keep-alive, Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        base.update(headers)
+        for name, value in base.items():
+            if value:
+                request.requestHeaders.setRawHeaders(name, [value.encode("ascii")])
+        return request
+
+    def test_valid(self) -> None:
+        self.assertIsNone(websocket_problem(self.request()))
+
+    def test_problems(self) -> None:
+        for headers, status, words in [
+            ({"Upgrade": ""}, 426, "Upgrade: websocket"),
+            ({"Upgrade": "h2c"}, 426, "Upgrade: websocket"),
+            ({"Connection": "keep-alive"}, 400, "Connection: Upgrade"),
+            ({"Sec-WebSocket-Version": "8"}, 426, "version 13"),
+            ({"Sec-WebSocket-Version": ""}, 426, "version 13"),
+            ({"Sec-WebSocket-Key": ""}, 400, "Sec-WebSocket-Key"),
+            ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400, "Sec-WebSocket-Key"),
+            ({"Sec-WebSocket-Key": "not base64!"}, 400, "Sec-WebSocket-Key"),
+        ]:
+            problem = websocket_problem(self.request(**headers))
+            assert problem is not None, headers
+            self.assertEqual(problem[0], status, headers)
+            self.assertIn(words, problem[1], headers)
+        problem = websocket_problem(self.request(Upgrade=""))
+        assert problem is not None
+        self.assertEqual(problem[2], {"Upgrade": "websocket", "Connection": "Upgrade"})
+
+    def test_method_and_version(self) -> None:
+        post = self.request()
+        post.method = b"POST"
+        self.assertEqual(websocket_problem(post)[0], 400)  # type: ignore[index]
+        old = self.request()
+        old.clientproto = b"HTTP/1.0"
+        self.assertEqual(websocket_problem(old)[0], 400)  # type: ignore[index]

@@ -36,7 +36,7 @@ from sealgw.query import QuerySettings, ReadUpstream, TailLimits, TailUpstream
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite
 from sealgw.web.query import QueryRoutes
 from tests.certs import CertificateAuthority
-from tests.e2e_support import reactor
+from tests.e2e_support import raw_http, reactor, status_of
 from tests.subprocesses import free_port
 from tests.test_query_e2e import GatewayToken
 from tests.test_query_support import PAIR, SOLO, write_config
@@ -466,3 +466,22 @@ class TailEndToEndTests(TestCase):
         await wait_until(lambda: connections[0].lost, "the upstream dropped")
         await wait_until(lambda: self.tail.open_tails.total() == 0, "the tail released")
         await wait_until(lambda: self.site.in_flight == 0, "the request to end")
+
+    async def test_plain_get(self) -> None:
+        """
+        A GET that is no upgrade is told to upgrade (426), once the gate
+        has let it in (401 before that); nothing reaches Loki.
+        """
+        head = (
+            b"GET /loki/api/v1/tail?query=%7Bjob%3D%22a%22%7D HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nConnection: close\r\n"
+        )
+        raw = await raw_http(
+            self.gateway, head + f"Authorization: Bearer {SOLO}\r\n\r\n".encode("ascii")
+        )
+        self.assertEqual(status_of(raw), 426)
+        self.assertIn(b"\r\nUpgrade: websocket\r\n", raw)
+        self.assertIn(b"Upgrade: websocket and Connection: Upgrade", raw)
+        raw = await raw_http(self.gateway, head + b"\r\n")
+        self.assertEqual(status_of(raw), 401)
+        self.assertEqual(self.loki.requests, [])

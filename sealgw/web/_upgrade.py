@@ -54,6 +54,8 @@ def websocket_problem(request: IRequest) -> Optional[tuple[int, str, dict[str, s
     req: Any = request
     if req.method != b"GET":
         return 400, "a WebSocket is opened with GET", {}
+    if req.clientproto != b"HTTP/1.1":
+        return 400, "a WebSocket is opened with an HTTP/1.1 request", {}
     if b"websocket" not in _tokens(req, b"upgrade"):
         return (
             426,

@@ -204,7 +204,9 @@ class QueryRoutes:
         C{query.loki.tail}, not by the read limits.
         """
         tail = upstream.tail
-        if tail is None:
+        if tail is None or upstream.tenant_label is not None:
+            # No store that keeps tenants apart by label can hold a tail to
+            # one (the loader refuses such a Loki upstream).
             return answer_error(request, 501, TAIL_NOT_PROXIED)
         problem = websocket_problem(request)
         if problem is not None:
