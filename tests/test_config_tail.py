@@ -5,6 +5,8 @@ it refuses, and how the read path takes them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -12,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.config import ConfigError, TailConfig, read
 from sealgw.query import build_reads
+from tests.subprocesses import child_env
 
 LISTENERS = [{"endpoint": "tcp:0:interface=127.0.0.1"}]
 UPSTREAMS = {"loki": {"url": "https://loki.internal:3100", "headers": {"X-Static": "yes"}}}
@@ -86,3 +89,34 @@ class TailConfigTests(SynchronousTestCase):
         self.assertEqual(loki.tail.policy.static, ((b"X-Static", b"yes"),))
         assert reads.settings.tempo is not None
         self.assertIsNone(reads.settings.tempo.tail)
+
+
+_LOADS = """
+import sys
+from twisted.internet.task import Clock
+from sealgw.config import read
+from sealgw.query import build_reads
+import sealgw.web.query
+query = {QUERY}
+config = read({{"listeners": [{{"endpoint": "tcp:0"}}],
+               "upstreams": {{"loki": {{"url": "http://loki:3100"}}}}, "query": query}})
+build_reads(config, Clock())
+print("autobahn" in sys.modules)
+"""
+
+
+class LoadedWhereNeededTests(SynchronousTestCase):
+    """
+    autobahn is loaded at start-up by a gateway that serves Loki reads,
+    and not at all by one that does not.
+    """
+
+    def loads(self, query: dict[str, Any]) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", _LOADS.format(QUERY=repr(query))],
+            capture_output=True, text=True, check=True, timeout=60, env=child_env(),
+        ).stdout.strip()
+
+    def test_only_with_loki_reads(self) -> None:
+        self.assertEqual(self.loads({"tempo": {"upstream": "loki"}}), "False")
+        self.assertEqual(self.loads({"loki": {"upstream": "loki"}}), "True")

@@ -72,7 +72,6 @@ from sealgw.query._settings import (
 )
 from sealgw.query._tail import ITailEnd, OpenTails, TailLimits, TailOutcome, TailSession
 from sealgw.query._tail_upstream import TailUpstream
-from sealgw.query._tail_websocket import ClientTailFactory
 
 __all__ = [
     "build_reads",
@@ -90,7 +89,6 @@ __all__ = [
     "READ_APIS",
     "READ_ROUTES",
     "CappedConsumer",
-    "ClientTailFactory",
     "ITailEnd",
     "OpenTails",
     "TailLimits",

@@ -232,6 +232,11 @@ def build_tail(
     @raise OSError: when the upstream's C{ca_file} cannot be read.
     @raise ValueError: when it holds no usable certificate.
     """
+    # The WebSocket library, loaded now rather than on the first tail (its
+    # import takes a few hundred milliseconds and 5 MiB): only gateways
+    # that serve Loki reads pay for it, and never on a request's path.
+    import sealgw.query._tail_websocket  # noqa: F401
+
     trust_root = load_trust_root(upstream.ca_file) if upstream.ca_file is not None else None
     limits = TailLimits(
         max_duration=read.tail.max_duration,

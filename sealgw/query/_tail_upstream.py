@@ -21,14 +21,11 @@ from sealgw.credentials import ICredentials
 from sealgw.http import CredentialsUnavailable, HeaderPolicy, bounded, describe, https_policy
 from sealgw.query._outcome import ReadRefused, failure_refusal, read_verdict, refusal
 from sealgw.query._tail import OpenTails, TailLimits, TailSession
-from sealgw.query._tail_websocket import (
-    TailHandshakeFailed,
-    UpstreamTailFactory,
-    UpstreamTailProtocol,
-)
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
+
+    from sealgw.query._tail_websocket import UpstreamTailFactory, UpstreamTailProtocol
 
 _log = Logger()
 
@@ -94,6 +91,14 @@ class TailUpstream:
             an answer that is not a WebSocket, 503 when it cannot be
             reached or the credentials are not there, 504 when it is slow.
         """
+        # Loaded at start-up by build_tail, where Loki reads are on: a
+        # gateway that serves none never loads autobahn.
+        from sealgw.query._tail_websocket import (
+            TailHandshakeFailed,
+            UpstreamTailFactory,
+            UpstreamTailProtocol,
+        )
+
         try:
             authorization = await self._authorization()
             composed = self.policy.compose(headers, None, None, tenant, authorization)
@@ -157,7 +162,10 @@ def _header_dict(headers: Headers) -> dict[str, str]:
     return out
 
 
-def _handshake_refusal(error: TailHandshakeFailed) -> ReadRefused:
+def _handshake_refusal(error: Any) -> ReadRefused:
+    """
+    What the client hears for a L{sealgw.query._tail_websocket.TailHandshakeFailed}.
+    """
     status = error.status
     if status is None:
         _log.warn("read_loki_tail: the loki upstream's handshake failed: {why}", why=str(error))

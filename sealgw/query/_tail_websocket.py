@@ -135,6 +135,11 @@ class UpstreamTailProtocol(WebSocketClientProtocol):
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
+        if self.opened.called:
+            # Given up on (timed out, or the client left) in the same
+            # moment the handshake came: nobody will read this tail.
+            self.dropConnection(abort=True)
+            return
         self._is_open = True
         session = self.factory.session
         session.upstream_opened(_End(self))

@@ -20,7 +20,6 @@ from zope.interface import implementer
 
 from sealgw.auth import Admission, AuthError, Gate, listener_identity
 from sealgw.query import (
-    ClientTailFactory,
     IDownstream,
     NotCanonical,
     QuerySettings,
@@ -110,7 +109,8 @@ class QueryRoutes:
     429 by the identity's read limits), then the query string and form
     body (400, 413, 415), then, for a store that keeps tenants apart by
     label, every selector is held to the tenant (400, or 404 for a read
-    no label can narrow); then the upstream answers.
+    no label can narrow); then the upstream answers.  The Loki tail (a
+    WebSocket) goes its own way after the gate: see L{_tail}.
     """
 
     app = Klein()
@@ -246,6 +246,9 @@ class QueryRoutes:
         except BaseException:
             release()
             raise
+        # Loaded with the Loki upstream's tail settings (build_tail).
+        from sealgw.query._tail_websocket import ClientTailFactory
+
         factory = ClientTailFactory(session, tail.limits, tail.reactor)
         protocol: Any = factory.buildProtocol(req.getClientAddress())
 
