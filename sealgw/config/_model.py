@@ -355,6 +355,35 @@ class ReadRouteConfig:
 
 
 @attr.frozen
+class TailConfig:
+    """
+    Loki live tails (C{/loki/api/v1/tail}, a WebSocket held open for as
+    long as Grafana's "Live" view is): the bounds that keep one identity's
+    forgotten browser tabs from holding connections for ever.
+
+    @ivar max_duration: how long one tail may stay open; then it is closed
+        (1000, the reason says why) and Grafana may open another.
+    @ivar idle_timeout: how long a tail may pass no message either way
+        before it is closed.
+    @ivar max_per_identity: tails one identity may hold open at once, per
+        gateway process; one more is answered 429 before the upgrade.
+    """
+
+    max_duration: Seconds = 3600.0
+    idle_timeout: Seconds = 600.0
+    max_per_identity: Count = 4
+
+
+@attr.frozen
+class LokiReadConfig(ReadRouteConfig):
+    """
+    Where Loki reads go, and the bounds on its live tails.
+    """
+
+    tail: TailConfig = TailConfig()
+
+
+@attr.frozen
 class PromQLConfig:
     """
     PromQL held to a tenant's label (upstreams with C{tenancy: {label}}):
@@ -391,7 +420,7 @@ class QueryConfig:
     """
 
     prometheus: Optional[ReadRouteConfig] = None
-    loki: Optional[ReadRouteConfig] = None
+    loki: Optional[LokiReadConfig] = None
     tempo: Optional[ReadRouteConfig] = None
     max_form_bytes: Bytes = 1 * MiB
     promql: PromQLConfig = PromQLConfig()

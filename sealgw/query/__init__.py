@@ -14,7 +14,9 @@ upstreams with the tenant the gate decided.
     by a label on every selector (L{sealgw.tenancy.enforce_query}), by
     way of a L{LabelEnforcer}: the query's bounds, a cache of rewrites,
     and a L{ParserPool} of child processes for the queries that could
-    stall the reactor.
+    stall the reactor;
+  - L{TailSession}: a Loki live tail, the client's WebSocket joined to
+    one L{TailUpstream} opens to Loki, under L{TailLimits}.
 
 The tenant decision is the gate's (L{sealgw.auth.Gate.admit} with
 C{federation=True}): one tenant the identity may use, or C{a|b} only with
@@ -68,6 +70,8 @@ from sealgw.query._settings import (
     ReadUpstream,
     build_reads,
 )
+from sealgw.query._tail import ITailEnd, OpenTails, TailLimits, TailOutcome, TailSession
+from sealgw.query._tail_upstream import TailUpstream
 
 __all__ = [
     "build_reads",
@@ -85,6 +89,12 @@ __all__ = [
     "READ_APIS",
     "READ_ROUTES",
     "CappedConsumer",
+    "ITailEnd",
+    "OpenTails",
+    "TailLimits",
+    "TailOutcome",
+    "TailSession",
+    "TailUpstream",
     "IDownstream",
     "InlineParser",
     "IPromQLParser",

@@ -14,18 +14,29 @@ from prometheus_client import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 
-from sealgw.config import Config, ConfigError, HTTPUpstreamConfig, PromQLConfig, ReadRouteConfig
-from sealgw.credentials import ICredentials
+from sealgw.config import (
+    Config,
+    ConfigError,
+    HTTPUpstreamConfig,
+    LokiReadConfig,
+    PromQLConfig,
+    ReadRouteConfig,
+)
+from sealgw.credentials import ICredentials, credentials_for
 from sealgw.http import (
+    HeaderPolicy,
     HTTPClient,
     IHTTPClient,
     SlotLimits,
     UpstreamSlots,
     join_url,
+    load_trust_root,
     slot_metrics,
 )
 from sealgw.query._enforcer import LabelEnforcer
 from sealgw.query._pool import InlineParser, IPromQLParser, ParserPool
+from sealgw.query._tail import TailLimits
+from sealgw.query._tail_upstream import TailUpstream
 from sealgw.tenancy import PromQLBounds
 
 MiB = 1024 * 1024
@@ -72,6 +83,8 @@ class ReadUpstream:
         the gateway's bounds, cache and parser processes
         (L{build_reads}); by default every query is parsed inline, which
         only tests should do.
+    @ivar tail: for Loki, where its live tails go (a WebSocket each);
+        L{None} elsewhere, and where tails are not relayed (501).
     """
 
     client: IHTTPClient
@@ -81,6 +94,7 @@ class ReadUpstream:
     tenant_label: Optional[str] = None
     slots: Optional[UpstreamSlots] = attr.field(default=None, eq=False)
     enforcer: LabelEnforcer = attr.field(factory=lambda: LabelEnforcer(InlineParser()))
+    tail: Optional[TailUpstream] = attr.field(default=None, eq=False)
 
     def url_for(self, path: str, query: str) -> str:
         """
@@ -204,6 +218,43 @@ def build_enforcer(config: PromQLConfig, reactor: Any) -> LabelEnforcer:
     return LabelEnforcer(pool, bounds, config.cache_entries, config.cache_bytes)
 
 
+def build_tail(
+    read: LokiReadConfig,
+    upstream: HTTPUpstreamConfig,
+    reactor: Any,
+    tenant_header: str,
+    credentials: Optional[ICredentials] = None,
+) -> TailUpstream:
+    """
+    Where Loki's live tails go: the upstream of C{read}, with its TLS
+    trust, static headers and credentials, and C{read.tail}'s bounds.
+
+    @raise OSError: when the upstream's C{ca_file} cannot be read.
+    @raise ValueError: when it holds no usable certificate.
+    """
+    # The WebSocket library, loaded now rather than on the first tail (its
+    # import takes a few hundred milliseconds and 5 MiB): only gateways
+    # that serve Loki reads pay for it, and never on a request's path.
+    import sealgw.query._tail_websocket  # noqa: F401
+
+    trust_root = load_trust_root(upstream.ca_file) if upstream.ca_file is not None else None
+    limits = TailLimits(
+        max_duration=read.tail.max_duration,
+        idle_timeout=read.tail.idle_timeout,
+        max_per_identity=read.tail.max_per_identity,
+        max_message_bytes=read.max_response_bytes,
+    )
+    return TailUpstream(
+        reactor=reactor,
+        limits=limits,
+        policy=HeaderPolicy.build(upstream.headers, tenant_header),
+        credentials=credentials if credentials is not None else credentials_for(upstream),
+        connect_timeout=upstream.timeouts.connect,
+        handshake_timeout=read.timeout,
+        trust_root=trust_root,
+    )
+
+
 def build_reads(
     config: Config,
     reactor: Any,
@@ -249,6 +300,12 @@ def build_reads(
                 credentials=(credentials or {}).get(read.upstream),
                 in_flight=upstream.in_flight.reads,
             )
+            tail = None
+            if isinstance(read, LokiReadConfig):
+                tail = build_tail(
+                    read, upstream, reactor, config.tenancy.header,
+                    (credentials or {}).get(read.upstream),
+                )
         except (OSError, ValueError) as e:
             problems.append(f"query.{api}.upstream: {read.upstream}: {e}")
             return None
@@ -261,6 +318,7 @@ def build_reads(
             tenant_label=upstream.tenancy.label,
             slots=slots[read.upstream],
             enforcer=enforcer,
+            tail=tail,
         )
 
     settings = QuerySettings(

@@ -10,6 +10,8 @@ from http import HTTPStatus
 from typing import Any, Optional
 
 import attr
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
@@ -113,6 +115,7 @@ class GatewayRequest(Request):
 
     body_too_large: bool = False
     answered_early: bool = False
+    upgraded: bool = False
     body_received: int = 0
     started: float = 0.0
 
@@ -185,6 +188,17 @@ class GatewayRequest(Request):
         # Like Twisted's own count: body bytes, not the status line and headers.
         self.sentLength = len(answer.partition(b"\r\n\r\n")[2])
         self.loseConnection()
+
+    def upgrade_ended(self, bytes_in: int, bytes_out: int) -> None:
+        """
+        The connection this request upgraded (a WebSocket, see
+        L{sealgw.web._upgrade}) is closed: the request ends now, with its
+        101 and the bytes that passed each way, in its access line.
+        """
+        self.upgraded = True
+        self.body_received += bytes_in
+        self.sentLength = bytes_out
+        self.connectionLost(Failure(ConnectionDone("the upgraded connection is closed")))
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_received += len(data)

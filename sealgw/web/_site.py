@@ -79,6 +79,9 @@ class GatewaySite(Site):
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._channels: weakref.WeakSet[HTTPChannel] = weakref.WeakSet()
+        # Connections a route took from their channel (WebSockets): a
+        # drain must end them itself.
+        self._upgraded: set[Any] = set()
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -102,7 +105,9 @@ class GatewaySite(Site):
     def _request_finished(self, result: Optional[Failure], request: GatewayRequest) -> None:
         self.in_flight -= 1
         self.metrics.in_flight.dec()
-        aborted = isinstance(result, Failure) and not request.answered_early
+        aborted = isinstance(result, Failure) and not (
+            request.answered_early or request.upgraded
+        )
         status = CLIENT_CLOSED if aborted else int(request.code)
         self._record(
             # A connection lost before the request line's body was complete
@@ -193,12 +198,25 @@ class GatewaySite(Site):
                 peer=peer,
             )
 
+    def upgraded(self, connection: Any) -> None:
+        """
+        Hold C{connection}, taken from its channel by a route, until
+        L{upgrade_done}: a drain asks it to go (its C{going_away}), and
+        cuts it (its C{abort}) when the grace is over.
+        """
+        self._upgraded.add(connection)
+
+    def upgrade_done(self, connection: Any) -> None:
+        self._upgraded.discard(connection)
+
     def begin_drain(self) -> None:
         """
         Stop keeping connections alive: idle ones are closed now, busy ones
-        after their current answer.
+        after their current answer, upgraded ones are asked to go.
         """
         self.draining = True
+        for connection in list(self._upgraded):
+            connection.going_away()
         for channel in list(self._channels):
             channel.persistent = False
             if not getattr(channel, "requests", None):
@@ -223,6 +241,8 @@ class GatewaySite(Site):
             transport: Any = channel.transport
             if transport is not None:
                 transport.abortConnection()
+        for connection in list(self._upgraded):
+            connection.abort()
 
 
 def _peer(address: Any) -> str:

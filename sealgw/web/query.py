@@ -18,13 +18,16 @@ from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from zope.interface import implementer
 
-from sealgw.auth import AuthError, Gate, listener_identity
+from sealgw.auth import Admission, AuthError, Gate, listener_identity
 from sealgw.query import (
     IDownstream,
     NotCanonical,
     QuerySettings,
     ReadRefused,
     ReadRequest,
+    ReadUpstream,
+    TailOutcome,
+    TailSession,
     form_body,
     forwarded_headers,
     klein_rules,
@@ -35,13 +38,12 @@ from sealgw.query import (
 )
 from sealgw.web._errors import answer_error, answer_routing_error
 from sealgw.web._request import body_of, body_size, header_text, record_of
+from sealgw.web._upgrade import Upgrade, websocket_problem
 
-#: What C{/loki/api/v1/tail} answers.  It is a WebSocket; relaying one
-#: would mean a second protocol stack (autobahn) and connections held for
-#: hours outside every limit the gateway keeps, for one Grafana feature.
+#: What C{/loki/api/v1/tail} answers when the Loki upstream has no tail
+#: connector (read settings built by hand).
 TAIL_NOT_PROXIED = (
-    "/loki/api/v1/tail is a WebSocket, which sealgw does not proxy: live tailing is "
-    "not available through this gateway; poll /loki/api/v1/query_range instead"
+    "/loki/api/v1/tail is not relayed by this gateway; poll /loki/api/v1/query_range instead"
 )
 
 
@@ -107,7 +109,8 @@ class QueryRoutes:
     429 by the identity's read limits), then the query string and form
     body (400, 413, 415), then, for a store that keeps tenants apart by
     label, every selector is held to the tenant (400, or 404 for a read
-    no label can narrow); then the upstream answers.
+    no label can narrow); then the upstream answers.  The Loki tail (a
+    WebSocket) goes its own way after the gate: see L{_tail}.
     """
 
     app = Klein()
@@ -156,7 +159,7 @@ class QueryRoutes:
         record.tenant = admission.tenant
         try:
             if route.websocket:
-                return answer_error(request, 501, TAIL_NOT_PROXIED)
+                return await self._tail(request, match.path, upstream, admission)
             method = req.method.decode("ascii")
             if body is None and method == "POST":
                 raise ReadRefused(413, "the form body is larger than the gateway takes")
@@ -189,6 +192,78 @@ class QueryRoutes:
         finally:
             admission.release()
 
+    async def _tail(
+        self, request: IRequest, path: str, upstream: ReadUpstream, admission: Admission
+    ) -> Any:
+        """
+        A Loki live tail: after the gate, the upgrade is judged (400,
+        426), the identity's open tails counted (429), and the upstream's
+        WebSocket opened (its refusal answered as a read's); only then is
+        the client's connection upgraded and joined to it.  The read's
+        admission ends with the upgrade: an open tail is bounded by
+        C{query.loki.tail}, not by the read limits.
+        """
+        tail = upstream.tail
+        if tail is None or upstream.tenant_label is not None:
+            # No store that keeps tenants apart by label can hold a tail to
+            # one (the loader refuses such a Loki upstream).
+            return answer_error(request, 501, TAIL_NOT_PROXIED)
+        problem = websocket_problem(request)
+        if problem is not None:
+            status, message, headers = problem
+            return answer_error(request, status, message, headers)
+        req: Any = request
+        identity = admission.identity.name
+        release = tail.open_tails.open(identity)
+        record = record_of(request)
+        site: Any = getattr(req.channel, "site", None)
+        held: list[_HeldTail] = []
+
+        def ended(outcome: TailOutcome) -> None:
+            release()
+            self.log.info(
+                "{route}: tail of {identity} as {tenant} ended by {ended_by} ({code}) after "
+                "{seconds:.1f}s, {to_client}B to the client",
+                route=record.route, identity=identity, tenant=admission.tenant,
+                ended_by=outcome.ended_by, code=outcome.code, seconds=outcome.seconds,
+                to_client=outcome.to_client,
+            )
+            for connection in held:
+                if site is not None:
+                    site.upgrade_done(connection)
+            ending = getattr(request, "upgrade_ended", None)
+            if ending is not None:
+                ending(outcome.from_client, outcome.to_client)
+
+        session = TailSession(tail.reactor, tail.limits, ended, record.route)
+        try:
+            await tail.connect(
+                upstream.url_for(path, query_string(req.uri)),
+                admission.tenant,
+                forwarded_headers(req.requestHeaders),
+                session,
+            )
+        except BaseException:
+            release()
+            raise
+        # Loaded with the Loki upstream's tail settings (build_tail).
+        from sealgw.query._tail_websocket import ClientTailFactory
+
+        factory = ClientTailFactory(session, tail.limits, tail.reactor)
+        protocol: Any = factory.buildProtocol(req.getClientAddress())
+
+        def gone() -> None:
+            # The client left while the upstream was being opened.
+            session.client_closed(1006, "the client went away before the upgrade")
+
+        def upgraded(transport: Any) -> None:
+            connection = _HeldTail(session, transport)
+            held.append(connection)
+            if site is not None:
+                site.upgraded(connection)
+
+        return Upgrade(protocol, gone, upgraded)
+
     # Klein tries handlers in the order they are defined: this one must
     # come before the catch-all, or a wrong method would be a 500.
     @app.handle_errors(HTTPException)
@@ -214,6 +289,22 @@ for _rule, _route in klein_rules():
         _rule, methods=list(_route.methods), endpoint=f"{_route.label} {_rule}"
     )(QueryRoutes.read)
 del _rule, _route
+
+
+class _HeldTail:
+    """
+    An open tail as its site holds it, for a drain.
+    """
+
+    def __init__(self, session: TailSession, transport: Any) -> None:
+        self._session = session
+        self._transport = transport
+
+    def going_away(self) -> None:
+        self._session.going_away()
+
+    def abort(self) -> None:
+        self._transport.abortConnection()
 
 
 class ReadAndPushRoutes(Resource):
