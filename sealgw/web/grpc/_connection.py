@@ -29,6 +29,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -185,7 +186,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         if self.calls:
             # Waiting on an upstream is not idleness.
-            self.resetTimeout()
+            self.setTimeout(self.site.idle_timeout)
             return
         self.go_away()
         self.transport.loseConnection()
@@ -198,11 +199,17 @@ class GrpcConnection(Protocol, TimeoutMixin):
         if self.closing or self._lost:
             return
         self.closing = True
-        try:
-            self.h2.close_connection(error_code=ErrorCodes.NO_ERROR)
-        except H2Error:
-            return
+        # Written by hand: h2's own close_connection would close the
+        # connection's state at once, and the calls still open could not
+        # be answered.  New calls are refused (see _request) until the
+        # client, told, stops opening them.
         self._flush()
+        goaway = GoAwayFrame(
+            stream_id=0,
+            last_stream_id=self.h2.highest_inbound_stream_id,
+            error_code=ErrorCodes.NO_ERROR,
+        )
+        self.transport.write(goaway.serialize())
         self._close_if_done()
 
     def abort(self) -> None:
