@@ -124,7 +124,14 @@ class GrpcConnection(Protocol, TimeoutMixin):
         self.closing = False
         self._seen_request = False
         self._lost = False
-        config = H2Configuration(client_side=False, header_encoding=None)
+        # What is sent is built here, lowercase and valid: h2 need not
+        # check it again; what arrives is checked.
+        config = H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = H2Connection(config=config)
         self.h2.local_settings = Settings(
             client=False,
@@ -138,6 +145,17 @@ class GrpcConnection(Protocol, TimeoutMixin):
     # -- the connection ---------------------------------------------------
 
     def connectionMade(self) -> None:
+        # An answer is written as one piece, often right after a small
+        # WINDOW_UPDATE: with Nagle's algorithm it would wait for the
+        # client's delayed ACK of that (up to 40 ms a call), as grpcio's
+        # own transports know.  TLS and the connection limit wrap the TCP
+        # transport and pass the call on.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if callable(no_delay):
+            try:
+                no_delay(True)
+            except OSError:
+                pass  # not TCP (a unix socket)
         # TimeoutMixin's timers, on the site's reactor (a Clock in tests).
         self.callLater = self.site.reactor.callLater  # type: ignore[method-assign]
         # The first call's headers must come within the header timeout;
