@@ -10,7 +10,8 @@ import textwrap
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sealgw.config import ConfigError, load
+from sealgw.config import ConfigError, ListenerConfig, load
+from sealgw.daemon._summary import Bound, start_summary
 
 BASE = """
 listeners:
@@ -69,4 +70,24 @@ class ListenerProtocolTests(SynchronousTestCase):
         self.assertEqual(
             self.problems(text),
             ["admin.protocol: the admin listener serves HTTP only (/health, /ready, /metrics)"],
+        )
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_grpc_listener_named(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "sealgw.yaml")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(BASE))
+        loaded = load(path)
+        bound = [
+            Bound("listeners[0]", loaded.listeners[0], "127.0.0.1:8080"),
+            Bound("listeners[1]", ListenerConfig("tcp:4317", protocol="otlp-grpc"), "0.0.0.0:4317"),
+        ]
+        summary = start_summary(loaded, bound).splitlines()
+        self.assertEqual(
+            summary[1],
+            "  listening: http://127.0.0.1:8080 (listeners[0]); "
+            "http://0.0.0.0:4317 (listeners[1], every interface, OTLP over gRPC only)",
         )

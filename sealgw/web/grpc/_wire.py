@@ -27,9 +27,10 @@ PREFIX = 5
 #: suffixes name the message codec).
 CONTENT_TYPE = b"application/grpc"
 
-#: What C{grpc-encoding} may name: the message compressions gRPC defines
-#: that sealgw reads (gzip and deflate are HTTP's, L{decode_body}'s).
-ENCODINGS = ("identity", "gzip", "deflate")
+#: What C{grpc-encoding} may name: gRPC's own gzip and deflate, and the
+#: zstd the Collector's C{otlp} exporter offers (all the same formats as
+#: HTTP's, undone by L{sealgw.signals.compression.decode_body}).
+ENCODINGS = ("identity", "gzip", "deflate", "zstd")
 
 
 class Code(enum.IntEnum):
