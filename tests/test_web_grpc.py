@@ -11,6 +11,7 @@ import base64
 import os
 from typing import Any, Optional
 
+import zstandard
 from google.rpc import error_details_pb2, status_pb2
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -65,6 +66,12 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(unframe(b"\x01\x00\x00\x00\x02xy", "gzip"), (b"xy", "gzip"))
         self.assertEqual(unframe(frame(b""), None), (b"", None))
 
+    def test_zstd_message(self) -> None:
+        """
+        The Collector's C{compression: zstd} names its encoding so.
+        """
+        self.assertEqual(unframe(b"\x01\x00\x00\x00\x01z", " ZSTD"), (b"z", "zstd"))
+
     def test_unframe_refusals(self) -> None:
         cases = [
             (b"", None, "grpc: the request holds no message"),
@@ -75,7 +82,8 @@ class WireTests(SynchronousTestCase):
             (
                 b"\x01\x00\x00\x00\x00",
                 "snappy",
-                "grpc: grpc-encoding 'snappy' is not supported (use one of identity, gzip, deflate)",
+                "grpc: grpc-encoding 'snappy' is not supported "
+                "(use one of identity, gzip, deflate, zstd)",
             ),
         ]
         for body, encoding, message in cases:
@@ -277,6 +285,17 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(push.body, spans("checkout"))
         self.assertEqual(self.requests("200"), 1)
         self.assertEqual(self.site.in_flight, 0)
+
+    def test_zstd(self) -> None:
+        body = zstandard.ZstdCompressor().compress(spans("zstd"))
+        client = Client(self.site)
+        stream = client.open(
+            metadata=(("authorization", "Bearer tok-a-0123456789"), ("grpc-encoding", "zstd"))
+        )
+        client.send(stream, b"\x01" + len(body).to_bytes(4, "big") + body)
+        self.assertEqual(client.answer(stream)["status"], b"0")
+        [push] = self.upstream.delivered
+        self.assertEqual((push.body, push.content_encoding), (spans("zstd"), None))
 
     def test_refused(self) -> None:
         client = Client(self.site)
