@@ -30,8 +30,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource as OTelResource
 from opentelemetry.sdk.trace.export import SpanExportResult
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.web.server import NOT_DONE_YET
 
 from tests.certs import CertificateAuthority
 from tests.e2e_support import (
@@ -474,3 +477,49 @@ class GrpcTLSTests(TestCase):
         self.assertEqual(result, SpanExportResult.SUCCESS)
         [received] = self.upstream.received
         self.assertEqual(received.header("X-Scope-OrgID"), "team-c")
+
+
+class GrpcDrainTests(TestCase):
+    """
+    A drain with a real grpcio client: the call in flight when SIGTERM's
+    drain begins is answered, then the gateway stops.
+    """
+
+    timeout = TEST_TIMEOUT
+
+    async def test_call_in_flight_answered(self) -> None:
+        held: list[Any] = []
+
+        def hold(request: Any) -> Any:
+            held.append(request)
+            return NOT_DONE_YET
+
+        upstream = ScriptedUpstream(hold)
+        server = serve(self, upstream)
+        gateway = await start_gateway(
+            self,
+            {
+                "listeners": [
+                    {"endpoint": LOOPBACK, "ops": True},
+                    {"endpoint": LOOPBACK, "protocol": "otlp-grpc"},
+                ],
+                "upstreams": {"tempo": {"url": server.url}},
+                "push": ROUTES,
+                "drain_grace": "10s",
+            },
+            TOKENS,
+        )
+        self.target = f"127.0.0.1:{gateway.service.listeners[1].port.getHost().port}"
+        call = GrpcGatewayCase.call(self, GrpcGatewayCase.spans_message(self))  # type: ignore[arg-type]
+        await upstream.arrived()
+        stopped = gateway.service.stopService()
+        # The drain waits for the call.
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertFalse(stopped.called)
+        [request] = held
+        request.setResponseCode(200)
+        request.write(ExportTraceServiceResponse().SerializeToString())
+        request.finish()
+        code, _, _ = await call
+        self.assertEqual(code, grpc.StatusCode.OK)
+        await stopped

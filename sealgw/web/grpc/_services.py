@@ -53,9 +53,6 @@ class OTLPServices:
     def __init__(self, push: PushRoutes) -> None:
         self.push = push
 
-    def config_of(self, signal: str) -> object:
-        return getattr(self.push.config.push, f"otlp_{signal}")
-
     async def export(self, signal: str, call: PushCall, grpc_encoding: Optional[str]) -> Answer:
         """
         Relay one C{Export} of C{signal}; C{call.body} is the request's
