@@ -397,14 +397,17 @@ class ConnectionTests(SynchronousTestCase):
         """
         client = Client(self.site)
         auth = (("authorization", "Bearer tok-a-0123456789"),)
-        streams = [client.open(metadata=auth) for _ in range(MAX_BUFFERED_BODIES + 1)]
-        for stream in streams:
-            client.send(stream, b"\x00" * (MAX_BODY - 100), end=False)
+        streams = []
+        for _ in range(MAX_BUFFERED_BODIES + 1):
+            streams.append(client.open(metadata=auth))
+            client.send(streams[-1], b"\x00" * (MAX_BODY - 500), end=False)
         last = client.answer(streams[-1])
         self.assertEqual(last["status"], b"8")
         self.assertIn(b"google.rpc.retryinfo-bin", last["headers"])
         self.assertEqual([client.answer(s)["status"] for s in streams[:-1]], [None] * MAX_BUFFERED_BODIES)
-        self.assertEqual(client.server.buffered, MAX_BUFFERED_BODIES * (MAX_BODY - 100))
+        held = sum(client.server.calls[s].held for s in streams[:-1])
+        self.assertEqual(client.server.buffered, held)
+        self.assertGreater(held, MAX_BUFFERED_BODIES * (MAX_BODY - 500))
 
     def test_small_client_window(self) -> None:
         """
@@ -430,6 +433,39 @@ class ConnectionTests(SynchronousTestCase):
         self.assertFalse(client.transport.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(client.transport.disconnecting)
+
+    def test_unfinished_calls_do_not_hold_the_connection(self) -> None:
+        """
+        Calls opened and never finished are not work the gateway is
+        doing: the idle timeout closes their connection all the same.
+        """
+        client = Client(self.site)
+        stream = client.open(metadata=(("authorization", "Bearer tok-a-0123456789"),))
+        client.send(stream, b"\x00\x00", end=False)
+        self.assertEqual(self.site.in_flight, 1)
+        self.clock.advance(61)
+        self.assertTrue(client.transport.disconnecting)
+        client.server.connectionLost(None)
+        self.assertEqual(self.site.in_flight, 0)
+        self.assertEqual(client.server.buffered, 0)
+
+    def test_heads_count_against_the_bound(self) -> None:
+        """
+        Heads alone, calls opened and never finished, fill the
+        connection's bound like bodies: past it a call is refused.
+        """
+        client = Client(self.site)
+        padding = (("x-padding", "p" * 2000),)
+        streams = []
+        for _ in range(MAX_BUFFERED_BODIES * MAX_BODY // 2000 + 2):
+            streams.append(client.open(metadata=padding))
+            client.pump()
+        statuses = [client.answer(s)["status"] for s in streams]
+        self.assertEqual(statuses[0], None)
+        self.assertEqual(statuses[-1], b"8")
+        self.assertLessEqual(
+            client.server.buffered, MAX_BUFFERED_BODIES * MAX_BODY + 2100
+        )
 
     def test_idle_timeout_not_while_working(self) -> None:
         hanging: Deferred[Delivery] = Deferred()

@@ -202,10 +202,12 @@ class GrpcConnection(Protocol, TimeoutMixin):
         self.site.connection_closed(self)
 
     def timeoutConnection(self) -> None:
-        if self.calls:
+        if any(call.ended and not call.answered for call in self.calls.values()):
             # Waiting on an upstream is not idleness.
             self.setTimeout(self.site.idle_timeout)
             return
+        # Silent, or holding calls open that it does not finish sending:
+        # those are dropped with the connection.
         self.go_away()
         self.transport.loseConnection()
 
@@ -273,9 +275,16 @@ class GrpcConnection(Protocol, TimeoutMixin):
         )
         self.calls[stream_id] = call
         self.site.call_started()
+        # A call's metadata counts against the connection's bound with
+        # the bodies: a hundred calls opened and never finished would
+        # otherwise hold a hundred heads.
+        call.held = sum(len(name) + len(value) + 32 for name, value in raw)
+        self.buffered += call.held
         content_type = headers.getRawHeaders(b"content-type", [b""])[0]
         if self.closing:
             self._refuse(call, Code.UNAVAILABLE, "the gateway is shutting down", 503, 1)
+        elif self.buffered > self.site.max_body * MAX_BUFFERED_BODIES:
+            self._refuse_busy(call)
         elif method != b"POST" or not content_type.startswith(CONTENT_TYPE):
             # Not gRPC: HTTP's own answer, as the gRPC spec asks.
             status = 405 if method != b"POST" else 415
@@ -306,17 +315,20 @@ class GrpcConnection(Protocol, TimeoutMixin):
             )
             return
         if self.buffered + len(data) > self.site.max_body * MAX_BUFFERED_BODIES:
-            self._refuse(
-                call,
-                Code.RESOURCE_EXHAUSTED,
-                "too many large calls at once on this connection; retry shortly",
-                429,
-                1,
-            )
+            self._refuse_busy(call)
             return
         call.body.append(data)
         call.held += len(data)
         self.buffered += len(data)
+
+    def _refuse_busy(self, call: _Call) -> None:
+        self._refuse(
+            call,
+            Code.RESOURCE_EXHAUSTED,
+            "too many large calls at once on this connection; retry shortly",
+            429,
+            1,
+        )
 
     def _ended(self, stream_id: int) -> None:
         call = self.calls.get(stream_id)
