@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-import attr
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -37,7 +36,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from sealgw.web._request import RequestRecord
+from sealgw.web.grpc._call import Call, CallPeer
 from sealgw.web.grpc._services import METHODS, Answer
 from sealgw.web.grpc._wire import CONTENT_TYPE, ENCODINGS, PREFIX, Code, trailers
 from sealgw.web.push import PushCall
@@ -62,51 +61,6 @@ WINDOW = 1024 * 1024
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode("ascii")
 
 
-@attr.define(eq=False)
-class _Call:
-    """
-    One call on the connection, from its headers to its answer.
-    """
-
-    stream_id: int
-    signal: Optional[str]
-    headers: Headers
-    started: float
-    method: bytes
-    path: bytes
-    body: list[bytes] = attr.Factory(list)
-    received: int = 0
-    # Body bytes counted against the connection's bound until the call
-    # is over (while it is decoded and relayed too).
-    held: int = 0
-    status: int = 200
-    # Whether the client has sent all of the call (its END_STREAM).
-    ended: bool = False
-    # Set once the call is answered (or refused early): data still
-    # arriving for it is dropped.
-    answered: bool = False
-    deferred: Optional[Deferred[Answer]] = None
-    # An answer waiting for the client's flow-control window.
-    pending: Optional[tuple[bytes, list[tuple[bytes, bytes]]]] = None
-    record: RequestRecord = attr.Factory(RequestRecord)
-    bytes_out: int = 0
-
-
-@attr.frozen
-class _Peer:
-    """
-    The call as the gate sees a request: its metadata as headers, and the
-    connection for its client certificate.
-    """
-
-    requestHeaders: Headers
-    channel: Any
-
-    def getClientAddress(self) -> Any:
-        transport = getattr(self.channel, "transport", None)
-        return transport.getPeer() if transport is not None else None
-
-
 class GrpcConnection(Protocol, TimeoutMixin):
     """
     HTTP/2 carrying gRPC calls, server side.
@@ -119,7 +73,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
 
     def __init__(self, site: GrpcSite) -> None:
         self.site = site
-        self.calls: dict[int, _Call] = {}
+        self.calls: dict[int, Call] = {}
         self.buffered = 0
         self.closing = False
         self._seen_request = False
@@ -265,7 +219,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
         path = pseudo.get(b":path", b"")
         method = pseudo.get(b":method", b"")
         signal = METHODS.get(path.decode("latin-1"))
-        call = _Call(
+        call = Call(
             stream_id=stream_id,
             signal=signal,
             headers=headers,
@@ -321,7 +275,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
         call.held += len(data)
         self.buffered += len(data)
 
-    def _refuse_busy(self, call: _Call) -> None:
+    def _refuse_busy(self, call: Call) -> None:
         self._refuse(
             call,
             Code.RESOURCE_EXHAUSTED,
@@ -341,12 +295,12 @@ class GrpcConnection(Protocol, TimeoutMixin):
         call.body = []
         encoding = call.headers.getRawHeaders(b"grpc-encoding", [None])[0]
         push_call = PushCall(
-            peer=_Peer(call.headers, self),
+            peer=CallPeer(call.headers, self),
             record=call.record,
             body=body,
             body_size=call.received,
             content_type="application/x-protobuf",
-            client_ip=self.site.client_address.of(_Peer(call.headers, self)),
+            client_ip=self.site.client_address.of(CallPeer(call.headers, self)),
             listener_identity=self.site.listener_identity,
         )
         d = Deferred.fromCoroutine(
@@ -364,7 +318,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
         if call is not None:
             self._forget(call, status=None)
 
-    def _answer(self, answer: Answer, call: _Call) -> None:
+    def _answer(self, answer: Answer, call: Call) -> None:
         call.deferred = None
         if self._lost or self.calls.get(call.stream_id) is not call:
             return
@@ -382,7 +336,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
         self._flush()
         self._close_if_done()
 
-    def _failed(self, failure: Failure, call: _Call) -> None:
+    def _failed(self, failure: Failure, call: Call) -> None:
         call.deferred = None
         if failure.check(CancelledError):
             return
@@ -395,7 +349,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
 
     def _refuse(
         self,
-        call: _Call,
+        call: Call,
         code: Code,
         message: str,
         status: int,
@@ -416,7 +370,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
 
     def _send(
         self,
-        call: _Call,
+        call: Call,
         headers: list[tuple[bytes, bytes]],
         message: Optional[bytes],
         trailing: list[tuple[bytes, bytes]],
@@ -471,11 +425,11 @@ class GrpcConnection(Protocol, TimeoutMixin):
             call.pending = None
             self._done(call, call.status)
 
-    def _done(self, call: _Call, status: int) -> None:
+    def _done(self, call: Call, status: int) -> None:
         self.calls.pop(call.stream_id, None)
         self.site.call_finished(call, status, self._peer())
 
-    def _forget(self, call: _Call, status: Optional[int]) -> None:
+    def _forget(self, call: Call, status: Optional[int]) -> None:
         """
         A call that ends unanswered (reset by the client, or its
         connection lost): its work is cancelled, upstream included.
@@ -487,7 +441,7 @@ class GrpcConnection(Protocol, TimeoutMixin):
             d.cancel()
         self.site.call_finished(call, status, self._peer())
 
-    def _release(self, call: _Call) -> None:
+    def _release(self, call: Call) -> None:
         self.buffered -= call.held
         call.held = 0
         call.body = []

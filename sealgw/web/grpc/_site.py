@@ -22,7 +22,7 @@ from sealgw.web.grpc._services import OTLPServices
 from sealgw.web.push import PushRoutes
 
 if TYPE_CHECKING:
-    from sealgw.web.grpc._connection import _Call
+    from sealgw.web.grpc._call import Call
 
 
 class GrpcSite(Factory):
@@ -82,7 +82,7 @@ class GrpcSite(Factory):
         self.in_flight += 1
         self.metrics.in_flight.inc()
 
-    def call_finished(self, call: _Call, status: Optional[int], peer: str) -> None:
+    def call_finished(self, call: Call, status: Optional[int], peer: str) -> None:
         """
         One call over: answered with C{status} (its HTTP equivalent), or
         unanswered (L{None}: the client reset it or went away).
