@@ -294,13 +294,14 @@ class GrpcConnection(Protocol, TimeoutMixin):
         body = b"".join(call.body)
         call.body = []
         encoding = call.headers.getRawHeaders(b"grpc-encoding", [None])[0]
+        peer = CallPeer(call.headers, self)
         push_call = PushCall(
-            peer=CallPeer(call.headers, self),
+            peer=peer,
             record=call.record,
             body=body,
             body_size=call.received,
             content_type="application/x-protobuf",
-            client_ip=self.site.client_address.of(CallPeer(call.headers, self)),
+            client_ip=self.site.client_address.of(peer),
             listener_identity=self.site.listener_identity,
         )
         d = Deferred.fromCoroutine(
