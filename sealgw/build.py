@@ -33,6 +33,7 @@ from sealgw.query import build_reads
 from sealgw.relay import FileUpstream, RelayMetrics, build_upstreams
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
 from sealgw.web._metrics import daemon_registry
+from sealgw.web.grpc import GrpcSite
 from sealgw.web.push import PushRoutes
 from sealgw.web.query import QueryRoutes, ReadAndPushRoutes
 
@@ -108,7 +109,7 @@ def build_gateway(
     ops_resource = OpsRoutes(health, metrics, scrape).app.resource()
 
     roots: dict[str, GatewayRoot] = {}
-    sites: list[GatewaySite] = []
+    sites: list[GatewaySite | GrpcSite] = []
 
     def site_for(kind: str, lc: ListenerConfig) -> GatewaySite:
         # One site per listener, for the listener's own limits; listeners
@@ -129,11 +130,25 @@ def build_gateway(
         sites.append(site)
         return site
 
+    def grpc_site(lc: ListenerConfig) -> GrpcSite:
+        site = GrpcSite(
+            push,
+            reactor,
+            metrics,
+            max_body=config.limits.max_body,
+            access_log=config.log.access,
+            listener=lc,
+        )
+        sites.append(site)
+        return site
+
     listeners = [
         prepare_listener(
             reactor,
             lc,
-            site_for("push+ops" if lc.ops else "push", lc),
+            grpc_site(lc)
+            if lc.protocol == "otlp-grpc"
+            else site_for("push+ops" if lc.ops else "push", lc),
             f"listeners[{i}]",
             check_only,
             metrics,

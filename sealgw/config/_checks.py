@@ -50,8 +50,14 @@ def check(cls: type, *reads: str) -> Callable[[Callable[[Any], Iterator[Invalid]
     return register
 
 
-@check(ListenerConfig, "endpoint", "tls", "auth", "identity")
+@check(ListenerConfig, "endpoint", "tls", "auth", "identity", "ops", "protocol")
 def _listener(listener: ListenerConfig) -> Iterator[Invalid]:
+    if listener.protocol == "otlp-grpc" and listener.ops:
+        yield Invalid(
+            "an otlp-grpc listener serves only the OTLP gRPC services: put /health, /ready "
+            "and /metrics on an http listener or the admin listener",
+            at=["ops"],
+        )
     if listener.endpoint.startswith("ssl:") and listener.tls is None:
         yield Invalid("an ssl: endpoint needs a tls section with certificate and key", at=["tls"])
     if listener.auth == "none":

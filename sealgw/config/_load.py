@@ -18,6 +18,7 @@ from sealgw.config._model import (
     FileUpstreamConfig,
     HTTPUpstreamConfig,
     LabelActions,
+    ListenerConfig,
     PushConfig,
     QueryConfig,
     ReadRouteConfig,
@@ -141,6 +142,9 @@ def _across_sections(
 ) -> Iterator[tuple[str, str]]:
     if not sections.get("listeners", ()):
         yield "listeners", "at least one listener is required"
+    admin = sections.get("admin")
+    if isinstance(admin, ListenerConfig) and admin.protocol != "http":
+        yield "admin.protocol", "the admin listener serves HTTP only (/health, /ready, /metrics)"
     push = sections.get("push", PushConfig())
     upstreams = data.get("upstreams") or {}
     if push is FAILED or not isinstance(upstreams, Mapping):

@@ -111,6 +111,10 @@ class ListenerConfig:
         C{identity}, with no credentials asked (the Azure sidecar's
         C{localhost:8080}); only on loopback addresses and unix sockets.
     @ivar identity: the identity of requests on an C{auth: none} listener.
+    @ivar protocol: C{http} serves every HTTP route (OTLP/HTTP among
+        them); C{otlp-grpc} serves the OTLP gRPC services only (the
+        Collector's and the SDKs' default, on 4317), into the same
+        C{push.otlp_*} routes.
     """
 
     endpoint: Annotated[str, Endpoint()]
@@ -122,6 +126,7 @@ class ListenerConfig:
     idle_timeout: Seconds = 120.0
     auth: Annotated[str, OneOf(("required", "none"))] = "required"
     identity: Optional[str] = None
+    protocol: Annotated[str, OneOf(("http", "otlp-grpc"))] = "http"
 
 
 @attr.frozen

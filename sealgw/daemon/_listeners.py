@@ -91,7 +91,12 @@ def prepare_listener(
     where_to: Any = endpoint
     if where_to is None and not (check_only and listener.endpoint.startswith("systemd:")):
         where_to = parse_endpoint(reactor, listener, where)
-    tls = ServerTLS(listener.tls) if listener.tls is not None else None
+    tls = None
+    if listener.tls is not None:
+        # gRPC clients insist on HTTP/2 chosen by ALPN; HTTP listeners
+        # speak HTTP/1.1 only and offer nothing.
+        alpn = (b"h2",) if listener.protocol == "otlp-grpc" else ()
+        tls = ServerTLS(listener.tls, alpn=alpn)
     if tls is not None:
         factory = TLSMemoryBIOFactory(tls, False, factory)
     factory = ConnectionLimit(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -19,6 +19,9 @@ from twisted.python.failure import Failure
 
 from sealgw.daemon._listeners import Listener
 from sealgw.web._site import GatewaySite
+
+if TYPE_CHECKING:
+    from sealgw.web.grpc import GrpcSite
 
 
 class CannotListen(SystemExit):
@@ -59,7 +62,7 @@ class GatewayService(MultiService):
         self,
         reactor: Any,
         listeners: Iterable[Listener],
-        sites: Iterable[GatewaySite],
+        sites: Iterable[GatewaySite | GrpcSite],
         drain_grace: float,
         reload: Callable[[], None] = lambda: None,
         log_observer: Optional[ILogObserver] = None,

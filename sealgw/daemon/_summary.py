@@ -75,6 +75,8 @@ def _listener(bound: Bound) -> str:
     parts = [bound.where]
     if scheme and bound.address.rpartition(":")[0].strip("[]") in _EVERY_INTERFACE:
         parts.append("every interface")
+    if bound.config.protocol == "otlp-grpc":
+        parts.append("OTLP over gRPC only")
     if bound.where == "admin":
         parts.append("health, readiness and metrics only")
     elif bound.config.ops:

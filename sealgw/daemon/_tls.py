@@ -47,7 +47,7 @@ def _certificates(path: str, what: str) -> list[ssl.Certificate]:
         raise ConfigError([f"{path}: {what} is not a valid PEM certificate"]) from None
 
 
-def server_tls_options(tls: TLSConfig) -> ssl.CertificateOptions:
+def server_tls_options(tls: TLSConfig, alpn: tuple[bytes, ...] = ()) -> ssl.CertificateOptions:
     """
     Build the OpenSSL settings for one listener from its files.
 
@@ -71,6 +71,8 @@ def server_tls_options(tls: TLSConfig) -> ssl.CertificateOptions:
             raiseMinimumTo=_VERSIONS[tls.min_version],
             acceptableCiphers=ciphers,
         )
+        if alpn:
+            options_kwargs["acceptableProtocols"] = list(alpn)
         if tls.client_certificates != "none" and tls.client_ca is not None:
             cas = _certificates(tls.client_ca, "the client CA")
             options_kwargs.update(
@@ -132,16 +134,19 @@ class ServerTLS:
 
     log = Logger()
 
-    def __init__(self, config: TLSConfig) -> None:
+    def __init__(self, config: TLSConfig, alpn: tuple[bytes, ...] = ()) -> None:
         """
+        @param alpn: the application protocols offered, C{h2} on a gRPC
+            listener.
         @raise ConfigError: when the files cannot be used at start-up.
         """
         self.config = config
+        self.alpn = alpn
         self._paths = tuple(p for p in (config.certificate, config.key, config.client_ca) if p)
         # Taken before reading: a file replaced while being read then looks
         # changed at the next check, and is read again.
         self._last_seen = self._signatures()
-        self._options = server_tls_options(config)
+        self._options = server_tls_options(config, alpn)
         self.certificate = _leaf(self._options)
         """The leaf certificate new connections are offered."""
         self.last_error: Optional[str] = None
@@ -163,7 +168,7 @@ class ServerTLS:
         """
         seen = self._signatures()
         try:
-            options = server_tls_options(self.config)
+            options = server_tls_options(self.config, self.alpn)
         except ConfigError as e:
             self._last_seen = seen
             self.failed_reloads += 1

@@ -341,17 +341,27 @@ def loki_pushes(body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
     ]
 
 
+#: The C{Content-Encoding}s OTLP/HTTP takes: what the OpenTelemetry SDKs
+#: and the Collector send.
+OTLP_ENCODINGS = ("identity", "gzip", "deflate", "zstd")
+
+
 def otlp_pushes(signal: str, body: bytes, facts: RequestFacts, *, limit: int) -> list[Push]:
     """
     An OTLP/HTTP export of C{signal} (C{traces}, C{metrics}, C{logs}):
     protobuf is relayed as it came, JSON re-encoded as protobuf (what
     every OTLP receiver reads).
     """
-    raw = decode_body(body, facts.content_encoding, limit, allowed=("identity", "gzip"))
+    raw = decode_body(body, facts.content_encoding, limit, allowed=OTLP_ENCODINGS)
     message = otlp.decode(signal, raw, facts.content_type)
     essence, _ = parse_media_type(facts.content_type)
-    if essence == PROTOBUF:
-        upstream_body, upstream_encoding = body, relayed_encoding(facts.content_encoding)
+    encoding = relayed_encoding(facts.content_encoding)
+    if essence == PROTOBUF and encoding in (None, "gzip"):
+        upstream_body, upstream_encoding = body, encoding
+    elif essence == PROTOBUF:
+        # Not every OTLP receiver reads deflate or zstd (Mimir and Loki
+        # read gzip only): such a body goes on decoded.
+        upstream_body, upstream_encoding = raw, None
     else:
         upstream_body, upstream_encoding = otlp.encode_protobuf(message), None
     return [

@@ -42,6 +42,7 @@ __all__ = [
     "encode_protobuf",
     "encode_response",
     "item_count",
+    "partial_success",
     "to_json",
     "to_records",
 ]
@@ -285,3 +286,23 @@ def encode_response(
         body = json.dumps(json_format.MessageToDict(response), separators=(",", ":"))
         return body.encode("utf-8"), JSON
     return response.SerializeToString(), PROTOBUF
+
+
+def partial_success(signal: str, body: bytes) -> tuple[int, str]:
+    """
+    The C{partial_success} of an upstream's protobuf
+    C{Export*ServiceResponse}: how many items it rejected and its message.
+    A body that is not such a response says nothing was rejected: the
+    upstream answered 2xx, and some receivers answer with no body at all.
+    """
+    _check_signal(signal)
+    response = _RESPONSES[signal]()
+    try:
+        response.ParseFromString(body)
+    except ProtobufDecodeError:
+        return 0, ""
+    if not response.HasField("partial_success"):
+        return 0, ""
+    rejected = int(getattr(response.partial_success, _REJECTED_FIELD[signal]))
+    message = str(response.partial_success.error_message)[:_MESSAGE_MAX * 5]
+    return max(0, rejected), message

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
+import attr
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
@@ -29,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
-from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
+from sealgw.relay import Delivery, DeliveryFailed, IUpstream, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
@@ -42,7 +43,7 @@ from sealgw.web._dispatch import ExactPathResource
 from sealgw.web._errors import answer_error, answer_routing_error
 from sealgw.web._metrics import GatewayMetrics
 from sealgw.web._refusals import SampleRefusals
-from sealgw.web._request import body_of, body_size, header_text, record_of
+from sealgw.web._request import RequestRecord, body_of, body_size, header_text, record_of
 
 #: Bodies this large (as sent) are decoded and checked in a worker thread,
 #: so that one huge push does not hold up every other request on the
@@ -141,26 +142,43 @@ class PushRoutes:
             max_series_per_push=config.max_series_per_push,
         )
 
+    def call_of(self, request: IRequest) -> PushCall:
+        """
+        What the shared push path needs of an HTTP request, read here on
+        the reactor thread: codecs may run in a worker and never see the
+        request itself.
+        """
+        return PushCall(
+            peer=request,
+            record=record_of(request),
+            body=body_of(request),
+            body_size=body_size(request),
+            content_type=header_text(request, b"content-type"),
+            content_encoding=header_text(request, b"content-encoding"),
+            content_length_sent=request.getHeader(b"content-length") is not None,
+            remote_write_version=header_text(request, b"x-prometheus-remote-write-version"),
+            client_ip=self.client_address.of(request),
+            listener_identity=listener_identity(request),
+        )
+
     def _facts(
         self,
-        request: IRequest,
+        call: PushCall,
         admission: Admission,
         received_at: float,
         tenant_label: Optional[str] = None,
     ) -> RequestFacts:
         """
-        Everything a codec may know of the request, read here on the
-        reactor thread: codecs may run in a worker and never see the
-        request itself.
+        Everything a codec may know of the push.
         """
         return RequestFacts(
-            content_type=header_text(request, b"content-type"),
-            content_encoding=header_text(request, b"content-encoding"),
-            content_length_sent=request.getHeader(b"content-length") is not None,
-            remote_write_version=header_text(request, b"x-prometheus-remote-write-version"),
+            content_type=call.content_type,
+            content_encoding=call.content_encoding,
+            content_length_sent=call.content_length_sent,
+            remote_write_version=call.remote_write_version,
             tenant=admission.tenant,
             identity=admission.identity.name,
-            client_ip=self.client_address.of(request),
+            client_ip=call.client_ip,
             received_at=received_at,
             tenant_label=tenant_label,
             samples=self._sample_limits(admission.identity),
@@ -176,46 +194,58 @@ class PushRoutes:
         refuse: Callable[[IRequest, int, str, Mapping[str, str]], bytes] = answer_error,
     ) -> bytes:
         """
-        Every push route: admit, check the body, build the pushes, relay
-        them in order, answer.
+        Every HTTP push route: the shared path (L{relay}), answered.
 
-        @param build: turns the request body into pushes; raises
-            L{PayloadError} for a body that cannot be accepted.  It runs
-            before anything is relayed, so a bad body is never half-sent,
-            and, for large bodies, in a worker thread.  Series it left out
-            for a sample limit are answered 400 once the rest is accepted
-            (an upstream's failure wins: the client retries).
         @param answer: the success answer.
         @param refuse: how this route says no (OTLP's differs).
         """
-        record = record_of(request)
+        outcome = await self.relay(self.call_of(request), route, config, build)
+        if isinstance(outcome, Refused):
+            return refuse(request, outcome.status, outcome.message, outcome.headers)
+        return answer(request)
+
+    async def relay(
+        self,
+        call: PushCall,
+        route: str,
+        config: Optional[RouteConfig],
+        build: Build,
+    ) -> Accepted | Refused:
+        """
+        Every push, whatever carried it (HTTP, gRPC): admit, check the
+        body, build the pushes, relay them in order.
+
+        @param build: turns the body into pushes; raises L{PayloadError}
+            for a body that cannot be accepted.  It runs before anything
+            is relayed, so a bad body is never half-sent, and, for large
+            bodies, in a worker thread.  Series it left out for a sample
+            limit are refused with 400 once the rest is accepted (an
+            upstream's failure wins: the client retries).
+        @return: the upstream's answers, or what to refuse with.
+        """
+        record = call.record
         record.route = route
         received_at = self.reactor.seconds()
         if config is None:
-            return refuse(request, 404, f"{route} is not enabled on this gateway", {})
+            return Refused(404, f"{route} is not enabled on this gateway")
         try:
             admission = await self.gate.admit(
-                request,
+                call.peer,
                 route=route,
-                body_size=body_size(request),
-                listener_identity=listener_identity(request),
+                body_size=call.body_size,
+                listener_identity=call.listener_identity,
             )
         except AuthError as e:
-            return refuse(request, e.status, e.message, e.headers)
+            return Refused(e.status, e.message, e.headers)
         record.identity = admission.identity.name
         record.tenant = admission.tenant
         try:
-            body = body_of(request)
+            body = call.body
             if body is None:
-                return refuse(
-                    request,
-                    413,
-                    f"body is larger than the limit of {self.config.limits.max_body} bytes",
-                    {},
+                return Refused(
+                    413, f"body is larger than the limit of {self.config.limits.max_body} bytes"
                 )
-            facts = self._facts(
-                request, admission, received_at, self._tenant_label(config.upstream)
-            )
+            facts = self._facts(call, admission, received_at, self._tenant_label(config.upstream))
             try:
                 if len(body) >= DECODE_IN_THREAD:
                     accepted = _raise_refusal(
@@ -225,17 +255,18 @@ class PushRoutes:
                     accepted = build(body, facts)
             except LimitExceeded as e:
                 self.refusals.push_refused(route, facts.identity or "", admission.tenant, e)
-                return refuse(request, e.status, e.message, {})
+                return Refused(e.status, e.message)
             except PayloadError as e:
-                return refuse(request, e.status, e.message, {})
+                return Refused(e.status, e.message)
             if accepted.refused is not None:
                 self.refusals.series_refused(
                     route, facts.identity or "", admission.tenant, accepted.refused
                 )
             upstream = self.upstreams[config.upstream]
+            deliveries = []
             for push in accepted.pushes:
                 try:
-                    await upstream.deliver(push.at_path(config.path))
+                    deliveries.append(await upstream.deliver(push.at_path(config.path)))
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -245,10 +276,10 @@ class PushRoutes:
                         if isinstance(e, UpstreamRejected)
                         else "upstream unavailable"
                     )
-                    return refuse(request, e.status, f"{what}: {e.reason}", headers)
+                    return Refused(e.status, f"{what}: {e.reason}", headers)
             if accepted.refused is not None:
-                return refuse(request, 400, accepted.refused.message, {})
-            return answer(request)
+                return Refused(400, accepted.refused.message)
+            return Accepted(deliveries)
         finally:
             admission.release()
 
@@ -379,21 +410,33 @@ class PushRoutes:
         return self._otlp(request, "logs", self.config.push.otlp_logs)
 
     def _otlp(self, request: IRequest, signal: str, config: Optional[RouteConfig]) -> Any:
+        return Deferred.fromCoroutine(self._otlp_push(request, signal, config))
+
+    async def _otlp_push(
+        self, request: IRequest, signal: str, config: Optional[RouteConfig]
+    ) -> bytes:
+        """
+        OTLP/HTTP: the shared path, answered with an C{Export*ServiceResponse}
+        (the upstream's C{partial_success} passed on) or a
+        C{google.rpc.Status}, in the request's encoding.
+        """
         content_type = header_text(request, b"content-type")
-        build = _whole(functools.partial(intake.otlp_pushes, signal, limit=self.limit))
+        outcome = await self.relay(
+            self.call_of(request), f"otlp_{signal}", config, self.otlp_build(signal)
+        )
+        if isinstance(outcome, Refused):
+            return _otlp_status(request, content_type, outcome.status, outcome.message, outcome.headers)
+        rejected, message = otlp_partial_success(signal, outcome)
+        body, ctype = otlp.encode_response(signal, content_type, rejected, message)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", ctype.encode("ascii"))
+        return body
 
-        def answer(request: IRequest) -> bytes:
-            body, ctype = otlp.encode_response(signal, content_type)
-            request.setResponseCode(200)
-            request.setHeader(b"content-type", ctype.encode("ascii"))
-            return body
-
-        def refuse(
-            request: IRequest, status: int, message: str, headers: Mapping[str, str]
-        ) -> bytes:
-            return _otlp_status(request, content_type, status, message, headers)
-
-        return self._push(request, f"otlp_{signal}", config, build, answer, refuse)
+    def otlp_build(self, signal: str) -> Build:
+        """
+        How an OTLP export of C{signal} becomes pushes, whatever carried it.
+        """
+        return _whole(functools.partial(intake.otlp_pushes, signal, limit=self.limit))
 
     # Klein tries handlers in the order they are defined: this one must
     # come before the catch-all, or an unknown path would be a 500.
@@ -419,6 +462,82 @@ def _grouping_path(request: IRequest) -> str:
     """
     path: bytes = request.path
     return path.decode("utf-8", "surrogateescape")
+
+
+@attr.frozen
+class PushCall:
+    """
+    One push as its transport (an HTTP request, a gRPC call) hands it to
+    the shared path: read off the transport on the reactor thread, so that
+    nothing past this point knows how it came.
+
+    @ivar peer: what the gate reads the credentials and the tenant from:
+        C{requestHeaders} (Twisted's L{Headers}), and, for client
+        certificates, C{channel.transport}.
+    @ivar record: what the access line and the metrics will say of it.
+    @ivar body: the body as sent, L{None} when it was over C{max_body} and
+        not kept.
+    @ivar body_size: the body bytes received, kept or not.
+    @ivar listener_identity: set when the listener has C{auth: none}.
+    """
+
+    peer: Any
+    record: RequestRecord
+    body: Optional[bytes]
+    body_size: int
+    content_type: Optional[str] = None
+    content_encoding: Optional[str] = None
+    content_length_sent: bool = True
+    remote_write_version: Optional[str] = None
+    client_ip: Optional[str] = None
+    listener_identity: Optional[str] = None
+
+
+@attr.frozen
+class Accepted:
+    """
+    Every push of a call arrived; C{deliveries} are the upstream's
+    answers, in order.
+    """
+
+    deliveries: list[Delivery]
+
+
+@attr.frozen
+class Refused:
+    """
+    A call refused, by the gateway or by the upstream: the HTTP status
+    that says so, a message for the client, and headers to send with it
+    (C{Retry-After}, C{WWW-Authenticate}).
+    """
+
+    status: int
+    message: str
+    headers: Mapping[str, str] = attr.field(factory=dict)
+
+    @property
+    def retry_after(self) -> Optional[int]:
+        value = self.headers.get("Retry-After")
+        return int(value) if value is not None and value.isdigit() else None
+
+
+def otlp_partial_success(signal: str, outcome: Accepted) -> tuple[int, str]:
+    """
+    What the upstream's C{Export*ServiceResponse} said was rejected, summed
+    over the deliveries: the count and the messages.  An answer that is
+    not such a response (a spool's, a file's, a truncated one) says
+    nothing was.
+    """
+    rejected = 0
+    messages = []
+    for delivery in outcome.deliveries:
+        if not delivery.body or delivery.body_truncated:
+            continue
+        count, message = otlp.partial_success(signal, delivery.body)
+        rejected += count
+        if message:
+            messages.append(message)
+    return rejected, "; ".join(messages)
 
 
 def _refusal_as_value(build: Build, body: bytes, facts: RequestFacts) -> Intake | PayloadError:
