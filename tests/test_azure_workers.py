@@ -7,6 +7,7 @@ pushes with the token it was handed last.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -148,7 +149,7 @@ class TokensWithWorkersTests(TestCase):
 
         # One request per token, one token per refresh, never two at once.
         self.assertEqual(len(self.entra.forms), len(self.entra.issued))
-        gaps = [b - a for a, b in zip(self.entra.times, self.entra.times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(self.entra.times)]
         self.assertTrue(gaps and all(gap >= 2.5 for gap in gaps), gaps)
 
         # The refreshers' series, counted once for the daemon.
