@@ -21,13 +21,10 @@ class TokenRelay:
     (C{credentials}) run as a service of the main process.
     """
 
-    def __init__(self, credentials: OutboundCredentials, supervisor: Supervisor) -> None:
-        self.credentials = credentials
-        self.refreshers = {
-            name: credential
-            for name, credential in credentials.credentials.items()
-            if isinstance(credential, AzureADCredentials)
-        }
+    def __init__(
+        self, credentials: OutboundCredentials[AzureADCredentials], supervisor: Supervisor
+    ) -> None:
+        self.refreshers = credentials.credentials
         self.supervisor = supervisor
         for refresher in self.refreshers.values():
             refresher.observe(self._changed)

@@ -308,21 +308,12 @@ class RelayedCredentials(Service):
         }
 
 
-class RelayedTokens(OutboundCredentials):
+class RelayedTokens(OutboundCredentials[RelayedCredentials]):
     """
     A worker's issued credentials, by upstream name, all fed by the main
     process's messages (L{update}); also the collector of the refreshers'
     series, which only the main process can count.
     """
-
-    credentials: dict[str, RelayedCredentials]  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        credentials: Mapping[str, RelayedCredentials],
-        on_fatal: Optional[Callable[[str], None]] = None,
-    ) -> None:
-        super().__init__(credentials, on_fatal)
 
     def update(self, described: dict[str, Any]) -> None:
         """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Optional, Protocol, cast
+from typing import Any, Generic, Optional, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
@@ -52,7 +52,10 @@ class IssuedCredential(Protocol):
     def setServiceParent(self, parent: Any) -> Any: ...
 
 
-class OutboundCredentials(MultiService):
+C = TypeVar("C", bound=IssuedCredential)
+
+
+class OutboundCredentials(MultiService, Generic[C]):
     """
     The issued credentials of the upstreams that have them, by upstream
     name; each is a child service.
@@ -67,7 +70,7 @@ class OutboundCredentials(MultiService):
 
     def __init__(
         self,
-        credentials: Mapping[str, IssuedCredential],
+        credentials: Mapping[str, C],
         on_fatal: Optional[Callable[[str], None]] = None,
     ) -> None:
         super().__init__()
@@ -166,7 +169,7 @@ def build_credentials(
     registry: Optional[CollectorRegistry] = None,
     on_fatal: Optional[Callable[[str], None]] = None,
     environ: Optional[Mapping[str, str]] = None,
-) -> OutboundCredentials:
+) -> OutboundCredentials[AzureADCredentials]:
     """
     The credentials of every HTTP upstream with an C{azure_ad} section,
     each with a token client of its own.  Reads the environment and any
