@@ -177,3 +177,67 @@ class TokensWithWorkersTests(TestCase):
             self.assertNotIn(token.value.encode(), output)
         self.assertNotIn(SECRET.encode(), output)
         self.assertNotIn(b"Traceback", output)
+
+    async def test_failures_met_once(self) -> None:
+        """
+        An authority failing at start is asked by the main process alone,
+        one attempt at a time with backoff: the failures are logged and
+        counted once for the daemon, and the workers serve once the token
+        comes.
+        """
+        self.entra.refresh_in = None
+        self.entra.failing = 503
+        port = free_port()
+        path = write_config(self, {
+            "listeners": [{
+                "endpoint": f"tcp:{port}:interface=127.0.0.1",
+                "auth": "none",
+                "identity": "sidecar",
+                "ops": True,
+            }],
+            "upstreams": {
+                "azure": {"url": self.workspace_url, "azure_ad": secret_credentials(self.entra)},
+            },
+            "push": {"remote_write": {"upstream": "azure", "path": "/api/v1/write"}},
+            "log": {"format": "json"},
+            "drain_grace": "5s",
+            "workers": 2,
+        })
+        child = twistd("sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        url = f"http://127.0.0.1:{port}"
+
+        async def failed_twice() -> bool:
+            return len(self.entra.forms) >= 2
+
+        await wait_for(lambda: Deferred.fromCoroutine(failed_twice()))
+        self.entra.failing = None
+
+        async def ready() -> bool:
+            code, _ = await _get(url + "/ready")
+            return code == 200
+
+        await wait_for(lambda: Deferred.fromCoroutine(ready()))
+        failed = len(self.entra.forms) - len(self.entra.issued)
+        self.assertEqual(len(self.entra.issued), 1)
+        self.assertGreaterEqual(failed, 2)
+        # One attempt at a time, each after the last one's backoff.
+        gaps = [b - a for a, b in itertools.pairwise(self.entra.times)]
+        self.assertTrue(all(gap >= 0.5 for gap in gaps), gaps)
+
+        warnings = [
+            e for e in _events(child) if "no Entra ID token from" in e.get("message", "")
+        ]
+        self.assertEqual(len(warnings), failed)
+        self.assertTrue(all("worker" not in e for e in warnings), warnings)
+        code, metrics = await _get(url + "/metrics")
+        self.assertIn(
+            f'sealgw_outbound_token_refresh_failures_total{{upstream="azure"}} '
+            f"{float(failed)}".encode(),
+            metrics,
+        )
+        code, body = await _get(url + "/health")
+        credential = json.loads(body)["components"]["credentials"]["azure"]
+        self.assertEqual((credential["status"], credential["consecutive_failures"]), ("ok", 0))
+        await stop(child)
+        self.assertEqual(child.exit_code, 0)
