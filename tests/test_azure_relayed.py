@@ -10,10 +10,12 @@ the control channel's messages, which never log their content.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Optional, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -531,8 +533,6 @@ class RelayTests(SynchronousTestCase):
 
 class ControlChannelMessagesTests(SynchronousTestCase):
     def setUp(self) -> None:
-        import os
-
         self.os = os
         self.read, self.write = os.pipe()
         self.addCleanup(os.close, self.read)
@@ -606,3 +606,64 @@ class PrivateChannelTests(SynchronousTestCase):
         launcher.launch(0, cast(Any, None))
         [fds] = spawned
         self.assertEqual(fds[FROM_MAIN], "w")
+
+
+class WiringTests(SynchronousTestCase):
+    """
+    How the daemon is put together: with workers the main process holds
+    the refreshers and the relay, and a worker the relayed credentials;
+    with C{workers: 1} the gateway keeps its refreshers as before.
+    """
+
+    def config(self, workers: int) -> Any:
+        return read({
+            "listeners": [{"endpoint": "tcp:0:interface=127.0.0.1"}],
+            "upstreams": {"azure": {
+                "url": "https://workspace.example",
+                "azure_ad": {"source": "managed_identity"},
+            }},
+            "workers": workers,
+        })
+
+    def test_main_process_holds_the_refreshers(self) -> None:
+        from sealgw.build import build_daemon
+        from sealgw.daemon._workers import WorkersService
+
+        main = build_daemon(self.config(2), MemoryReactorClock(), install_signal_handlers=False)
+        assert isinstance(main, WorkersService)
+        credentials = main.getServiceNamed("credentials")
+        assert isinstance(credentials, OutboundCredentials)
+        [refresher] = credentials.credentials.values()
+        self.assertIsInstance(refresher, AzureADCredentials)
+        [greeting] = main.supervisor.greetings
+        message = json.loads(greeting())
+        self.assertEqual(message["kind"], OUTBOUND_TOKENS)
+        self.assertEqual(sorted(message["body"]), ["azure"])
+
+    def test_single_gateway_unchanged(self) -> None:
+        from sealgw.build import build_daemon
+
+        gateway = build_daemon(self.config(1), MemoryReactorClock(), install_signal_handlers=False)
+        credentials = gateway.getServiceNamed("credentials")
+        assert isinstance(credentials, OutboundCredentials)
+        self.assertNotIsInstance(credentials, RelayedTokens)
+        [refresher] = credentials.credentials.values()
+        self.assertIsInstance(refresher, AzureADCredentials)
+
+    def test_worker_relays(self) -> None:
+        from sealgw.build import build_gateway
+        from sealgw.daemon._handoff import InheritedSocket, WorkerSetup
+        from sealgw.daemon._view import DaemonView, Worker
+
+        metrics_dir = self.mktemp()
+        os.makedirs(metrics_dir)
+        setup = WorkerSetup(
+            self.config(2), 0, 2, (InheritedSocket("listeners[0]", 99, 2),), metrics_dir
+        )
+        gateway = build_gateway(
+            setup.config, MemoryReactorClock(), worker=Worker(setup, DaemonView(0, 1)),
+            install_signal_handlers=False, check_only=True,
+        )
+        credentials = gateway.getServiceNamed("credentials")
+        assert isinstance(credentials, RelayedTokens)
+        self.assertIsInstance(credentials.credentials["azure"], RelayedCredentials)
