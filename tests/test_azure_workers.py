@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import stat
 from typing import Any
 
 import treq
@@ -164,6 +166,14 @@ class TokensWithWorkersTests(TestCase):
             self.assertIn(
                 b'sealgw_outbound_token_refresh_failures_total{upstream="azure"} 0.0', metrics
             )
+
+        # The tokens crossed each worker's standard input: an anonymous
+        # pipe, not a socket or a file another process could open.
+        _, health = await _get(url + "/health")
+        pids = [w["pid"] for w in json.loads(health)["components"]["workers"]["workers"]]
+        self.assertEqual(len(pids), 2)
+        for pid in pids:
+            self.assertTrue(stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/0").st_mode))
 
         # Only the main process asked, and logged: no line from a worker.
         token_lines = [e for e in _events(child) if "Entra ID token" in e.get("message", "")]
