@@ -14,7 +14,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sealgw.auth import build_gate
 from sealgw.config import Config, ListenerConfig
-from sealgw.credentials.azure import build_credentials
+from sealgw.credentials.azure import (
+    OutboundCredentials,
+    RelayedTokens,
+    build_credentials,
+    build_relayed_credentials,
+)
 from sealgw.daemon import (
     DOWN,
     OK,
@@ -27,6 +32,7 @@ from sealgw.daemon._listeners import Listener
 from sealgw.daemon._memory import freeze_startup_objects, map_large_blocks
 from sealgw.daemon._supervisor import Supervisor
 from sealgw.daemon._threads import WorkerThreads
+from sealgw.daemon._tokens import TokenRelay
 from sealgw.daemon._view import Worker
 from sealgw.daemon._workers import NotServed, ProcessLauncher, WorkersService
 from sealgw.query import build_reads
@@ -76,10 +82,18 @@ def build_gateway(
     # the reactor's pool that name resolution uses.
     threads = WorkerThreads(reactor)
     # Issued tokens (Azure AD), one refresher per upstream shared by its
-    # push and read clients.
-    credentials = build_credentials(
-        config.upstreams, reactor, registry=metrics.registry, on_fatal=on_fatal
-    )
+    # push and read clients; in a worker, the tokens its main process's
+    # refreshers hand over.
+    credentials: OutboundCredentials
+    relayed: Optional[RelayedTokens] = None
+    if worker is not None:
+        credentials = relayed = build_relayed_credentials(
+            config.upstreams, reactor, registry=metrics.registry, on_fatal=on_fatal
+        )
+    else:
+        credentials = build_credentials(
+            config.upstreams, reactor, registry=metrics.registry, on_fatal=on_fatal
+        )
     upstreams = build_upstreams(
         config.upstreams,
         reactor,
@@ -104,7 +118,12 @@ def build_gateway(
     scrape = None
     if worker is not None:
         # Reading every worker's files is disk work: off the reactor thread.
-        exposition = daemon_registry(worker.setup.metrics_dir, [worker.view])
+        # The token series are the main process's word (its refreshers'),
+        # counted once, not summed over the workers.
+        exposition = daemon_registry(
+            worker.setup.metrics_dir,
+            [worker.view, relayed] if relayed is not None and len(relayed) else [worker.view],
+        )
         scrape = lambda: threads.run(generate_latest, exposition)  # noqa: E731
     ops_resource = OpsRoutes(health, metrics, scrape).app.resource()
 
@@ -252,7 +271,7 @@ def build_daemon(
     observer = None
     if log_output is not None:
         observer = make_observer(log_output, config.log.format, config.log.level)
-    return WorkersService(
+    main = WorkersService(
         reactor,
         # Only bound here: the workers accept, with TLS and limits of their own.
         [Listener(li.where, li.config, li.endpoint, NotServed()) for li in gateway.listeners],
@@ -262,6 +281,17 @@ def build_daemon(
         log_observer=observer,
         install_signal_handlers=install_signal_handlers,
     )
+    credentials = gateway.getServiceNamed("credentials")
+    assert isinstance(credentials, OutboundCredentials)
+    if len(credentials):
+        # The daemon's only refreshers: one token request per refresh,
+        # whatever the number of workers, each token handed to them all.
+        # A first token that cannot be had ends the daemon from here
+        # (on_fatal), as it ends a single gateway.
+        credentials.disownServiceParent()
+        credentials.setServiceParent(main)
+        TokenRelay(credentials, supervisor)
+    return main
 
 
 def _worst(components: dict[str, Any]) -> dict[str, Any]:

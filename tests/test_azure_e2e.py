@@ -293,10 +293,10 @@ class SidecarExampleTests(FakesMixin, TestCase):
 
     async def test_fail_fast_with_workers(self) -> None:
         """
-        With workers, the same: a worker that cannot get the first token
-        ends the daemon with status 1, its line naming the credential and
-        the main process's saying the daemon stops, rather than workers
-        restarted for ever behind a daemon that looks alive.
+        With workers, the same: the main process, which asks for the
+        daemon's tokens, is refused once and ends the daemon with status 1
+        in one line naming the credential, rather than workers restarted
+        for ever behind a daemon that looks alive; no worker asks too.
         """
         port = free_port()
         path = self.example_copy(port)
@@ -307,15 +307,19 @@ class SidecarExampleTests(FakesMixin, TestCase):
         code = await child.ended
         self.assertEqual(code, 1)
         output = (child.out + child.err).decode()
+        lines = [line for line in output.splitlines() if "cannot get" in line]
+        self.assertEqual(len(lines), 1, output)
+        [line] = lines
+        self.assertIn("#critical]", line)
         self.assertIn(
             f"cannot get an Entra ID token for upstream 'azure-prometheus': client secret "
             f"(tenant {TENANT}, client {CLIENT}",
-            output,
+            line,
         )
-        self.assertIn("cannot start with this configuration", output)
-        self.assertIn("the daemon stops", output)
+        self.assertNotIn("is serving", output)
         self.assertNotIn(WRONG_SECRET, output)
         self.assertNotIn("restarting it in", output)
+        self.assertEqual(len(self.entra.forms), 1)
 
     async def test_example_passes_check_config(self) -> None:
         """

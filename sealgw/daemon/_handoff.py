@@ -15,8 +15,10 @@ import attr
 
 from sealgw.config import Config
 
-#: The worker reads its L{WorkerSetup} here, then the daemon's state, a
-#: JSON object a line, for as long as the main process lives.
+#: The worker reads its L{WorkerSetup} here, then messages, a JSON object
+#: a line, for as long as the main process lives: the daemon's state
+#: (an object without C{kind}), and the kinds below.  The pipe is made by
+#: the main process for this worker alone.
 FROM_MAIN = 0
 #: The worker writes L{SERVING} here once it listens.
 TO_MAIN = 3
@@ -25,6 +27,11 @@ FIRST_SOCKET = 4
 
 #: What a worker says once every listener it adopted is accepting.
 SERVING = b"serving\n"
+
+#: A message of the outbound tokens the main process holds, by upstream
+#: (L{sealgw.credentials.azure.describe_for_workers}): sent to every worker
+#: on each token request answered, and to a worker right after its setup.
+OUTBOUND_TOKENS = "outbound_tokens"
 
 _LENGTH = struct.Struct("!Q")
 
@@ -106,3 +113,12 @@ def encode_state(state: dict[str, Any]) -> bytes:
     The daemon's state as the main process sends it to every worker.
     """
     return json.dumps(state, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def encode_message(kind: str, body: dict[str, Any]) -> bytes:
+    """
+    A message of C{kind} as the main process sends it to a worker: one
+    line, C{{"kind": ..., "body": ...}}.
+    """
+    line = json.dumps({"kind": kind, "body": body}, separators=(",", ":"))
+    return line.encode("utf-8") + b"\n"

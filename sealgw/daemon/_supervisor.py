@@ -178,6 +178,9 @@ class Supervisor(Service):
         self.crash_loops = 0
         self.stopping = False
         self._launched = False
+        #: Each called as a worker is launched, for a message it is sent
+        #: right after its setup (what it needs before it can serve).
+        self.greetings: list[Callable[[], bytes]] = []
 
     def start(self) -> None:
         """
@@ -204,6 +207,11 @@ class Supervisor(Service):
                 self._after_end(slot, "could not be started")
             return
         self.log.info("worker {index} started (pid {pid})", index=slot.index, pid=process.pid)
+        for greeting in self.greetings:
+            try:
+                process.send(greeting())
+            except Exception:
+                self.log.failure("greeting worker {index} failed", index=slot.index)
 
     def _serving(self, process: WorkerProcess) -> None:
         slot = self.slots[process.index]
@@ -359,6 +367,14 @@ class Supervisor(Service):
                 for slot in self.slots
             ],
         }
+
+    def tell_all(self, data: bytes) -> None:
+        """
+        Send C{data} (one message) to every worker running, those still
+        starting included: it follows their setup on the pipe.
+        """
+        for process in self._running():
+            process.send(data)
 
     def _broadcast(self) -> None:
         data = encode_state(self.status())

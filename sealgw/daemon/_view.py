@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 import attr
@@ -81,10 +81,14 @@ class DaemonView:
 @implementer(IReadDescriptor)
 class ControlChannel:
     """
-    Reads the main process's pipe: a JSON state a line, handed to
+    Reads the main process's pipe: a JSON object a line.  One with a
+    C{kind} goes to that kind's handler (L{sealgw.daemon._handoff}
+    names the kinds); one without is the daemon's state, handed to
     C{update}.  When the pipe closes the main process has gone (killed,
     or crashed) and C{orphaned} is called: a worker must not serve on
     without a supervisor.
+
+    A line is never logged: some carry tokens.
     """
 
     log = Logger()
@@ -94,10 +98,12 @@ class ControlChannel:
         fd: int,
         update: Callable[[dict[str, Any]], None],
         orphaned: Callable[[], None],
+        handlers: Optional[Mapping[str, Callable[[dict[str, Any]], None]]] = None,
     ) -> None:
         self._fd = fd
         self._update = update
         self._orphaned = orphaned
+        self._handlers = dict(handlers or {})
         self._buffer = b""
         os.set_blocking(fd, False)
 
@@ -121,15 +127,42 @@ class ControlChannel:
             return connection_done.CONNECTION_DONE
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines[-1:]:  # only the latest state matters
+        states = []
+        for line in lines:
             try:
-                state = json.loads(line)
+                message = json.loads(line)
             except ValueError:
-                self.log.error("unreadable state from the main process: {line!r}", line=line)
+                self.log.error(
+                    "unreadable line ({size} bytes) from the main process", size=len(line)
+                )
                 continue
-            if isinstance(state, dict):
-                self._update(state)
+            if not isinstance(message, dict):
+                continue
+            kind = message.get("kind")
+            if kind is None:
+                states.append(message)
+                continue
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            body = message.get("body")
+            if handler is None or not isinstance(body, dict):
+                self.log.error("unknown message from the main process: {kind!r}",
+                               kind=str(kind)[:64])
+                continue
+            self._dispatch(handler, body, kind)
+        if states:
+            self._update(states[-1])  # only the latest state matters
         return None
+
+    def _dispatch(
+        self, handler: Callable[[dict[str, Any]], None], body: dict[str, Any], kind: str
+    ) -> None:
+        # A handler's failure must not end the channel: the reactor would
+        # drop this reader and the worker would be deaf to its main process.
+        try:
+            handler(body)
+        except Exception:
+            self.log.failure("handling a {kind} message from the main process failed",
+                             kind=kind)
 
     def connectionLost(self, reason: Failure) -> None:
         # The end of the pipe (not the reactor letting go of every reader

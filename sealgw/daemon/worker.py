@@ -19,7 +19,13 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger, globalLogBeginner
 
-from sealgw.daemon._handoff import FROM_MAIN, SERVING, TO_MAIN, read_setup
+from sealgw.daemon._handoff import (
+    FROM_MAIN,
+    OUTBOUND_TOKENS,
+    SERVING,
+    TO_MAIN,
+    read_setup,
+)
 from sealgw.daemon._logging import WorkerTag, make_observer
 from sealgw.daemon._service import CannotListen
 from sealgw.daemon._view import ControlChannel, DaemonView, Worker
@@ -72,11 +78,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         # since (a token file, a certificate) is what this says.
         log.critical("cannot start: {problems}", problems="; ".join(e.problems))
         return 1
-    reactor.addReader(ControlChannel(FROM_MAIN, view.update, lambda: _stop(reactor)))
+    # Its outbound tokens come from the main process, which runs the
+    # refreshers: each one as it is had, and the current ones right after
+    # the setup.
+    credentials: Any = service.getServiceNamed("credentials")
+    reactor.addReader(ControlChannel(
+        FROM_MAIN, view.update, lambda: _stop(reactor),
+        handlers={OUTBOUND_TOKENS: credentials.update},
+    ))
     # Serving once it listens and its outbound credentials have their
     # first tokens: until then, a worker that fails to start (status
     # FAILED_TO_START) ends the daemon rather than being restarted.
-    credentials: Any = service.getServiceNamed("credentials")
     gatherResults([service.when_listening(), credentials.when_started()]).addCallback(
         _say_serving
     )

@@ -91,12 +91,7 @@ class TokenMetrics:
             ["upstream"],
             registry=registry,
         )
-        self.without_token = Counter(
-            "sealgw_outbound_requests_without_token_total",
-            "Upstream requests not sent (answered 503) because no valid token was held.",
-            ["upstream"],
-            registry=registry,
-        )
+        self.without_token = without_token_counter(registry)
 
     def add(self, upstream: str) -> None:
         """
@@ -104,6 +99,20 @@ class TokenMetrics:
         """
         for counter in (self.refreshes, self.failures, self.without_token):
             counter.labels(upstream=upstream)
+
+
+def without_token_counter(registry: CollectorRegistry) -> Counter:
+    """
+    Requests not sent for want of a token, by upstream: counted where the
+    requests are made, in a worker too when its tokens come from the main
+    process.
+    """
+    return Counter(
+        "sealgw_outbound_requests_without_token_total",
+        "Upstream requests not sent (answered 503) because no valid token was held.",
+        ["upstream"],
+        registry=registry,
+    )
 
 
 def rfc3339(seconds: float) -> str:
@@ -179,7 +188,12 @@ class AzureADCredentials(Service):
         self.last_refresh: Optional[float] = None
         self.last_error: Optional[str] = None
         self.failures = 0
+        #: Tokens had and attempts failed since the start, for the
+        #: workers' view of this refresher (they cannot read its metrics).
+        self.tokens_had = 0
+        self.attempts_failed = 0
         self.started: Deferred[Optional[TokenError]] = Deferred()
+        self.start_error: Optional[TokenError] = None
         self._clock = clock
         self._random = random
         self._owns_client = owns_client
@@ -187,11 +201,28 @@ class AzureADCredentials(Service):
         self._fetch: Optional[Deferred[Token]] = None
         self._waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
+        self._observers: list[Callable[[], None]] = []
         self._loop = LoopingCall(self._kick)
         self._loop.clock = clock
 
     def __repr__(self) -> str:
         return f"<AzureADCredentials {self.upstream!r} {self.source.kind}>"
+
+    def observe(self, changed: Callable[[], None]) -> None:
+        """
+        Call C{changed} after every token request is answered (a token
+        had, or a failure), once the state it reads is settled: how the
+        main process of a gateway with workers hands each new token on.
+        """
+        self._observers.append(changed)
+
+    def next_attempt(self) -> Optional[float]:
+        """
+        When the next token request is due early (a renewal before the
+        loop's next tick, or a retry after a failure), if one is.
+        """
+        timer = self._timer
+        return float(timer.getTime()) if timer is not None and timer.active() else None
 
     # -- service -------------------------------------------------------------
 
@@ -318,8 +349,17 @@ class AzureADCredentials(Service):
         for waiter in waiters:
             if not waiter.called:
                 waiter.callback(None)
-        if not result_is_cancel(result) and self._ends_start(error):
+        if result_is_cancel(result):
+            return
+        if self._ends_start(error):
+            self.start_error = error
             self.started.callback(error)
+        for changed in list(self._observers):
+            try:
+                changed()
+            except Exception:
+                self.log.failure("upstream {upstream}: passing the token on failed",
+                                 upstream=self.upstream)
 
     def _succeeded(self, token: Token) -> None:
         now = self._clock.seconds()
@@ -328,6 +368,7 @@ class AzureADCredentials(Service):
         self.last_refresh = now
         self.last_error = None
         self.failures = 0
+        self.tokens_had += 1
         self.metrics.refreshes.labels(upstream=self.upstream).inc()
         self.metrics.expiry.labels(upstream=self.upstream).set(token.expires_at)
         self.log.info(
@@ -350,6 +391,7 @@ class AzureADCredentials(Service):
         now = self._clock.seconds()
         self.failures += 1
         self.last_error = str(error)
+        self.attempts_failed += 1
         self.metrics.failures.labels(upstream=self.upstream).inc()
         delay = backoff(self.failures, min(MAX_BACKOFF, self.refresh_interval), self._random)
         self._arm(delay)

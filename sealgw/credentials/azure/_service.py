@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any, Generic, Optional, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
@@ -30,7 +30,32 @@ TOKEN_TIMEOUTS = TimeoutsConfig(connect=10.0, response=30.0, body=30.0)
 _log = Logger(namespace="sealgw.credentials")
 
 
-class OutboundCredentials(MultiService):
+class IssuedCredential(Protocol):
+    """
+    What L{OutboundCredentials} asks of one upstream's issued credential:
+    a refresher (L{AzureADCredentials}), or in a worker of a gateway with
+    workers the token its main process hands over
+    (L{sealgw.credentials.azure.RelayedCredentials}).
+    """
+
+    started: Deferred[Optional[TokenError]]
+    start_degraded: bool
+
+    def cannot_start(self, error: TokenError) -> str: ...
+
+    def valid(self, now: Optional[float] = None) -> bool: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def sidecar_fields(self, healthy: bool) -> dict[str, Any]: ...
+
+    def setServiceParent(self, parent: Any) -> Any: ...
+
+
+C = TypeVar("C", bound=IssuedCredential)
+
+
+class OutboundCredentials(MultiService, Generic[C]):
     """
     The issued credentials of the upstreams that have them, by upstream
     name; each is a child service.
@@ -45,7 +70,7 @@ class OutboundCredentials(MultiService):
 
     def __init__(
         self,
-        credentials: Mapping[str, AzureADCredentials],
+        credentials: Mapping[str, C],
         on_fatal: Optional[Callable[[str], None]] = None,
     ) -> None:
         super().__init__()
@@ -62,7 +87,7 @@ class OutboundCredentials(MultiService):
         """
         What the upstreams' HTTP clients are given, by upstream name.
         """
-        return dict(self.credentials)
+        return {name: cast(ICredentials, c) for name, c in self.credentials.items()}
 
     def startService(self) -> None:
         super().startService()
@@ -70,13 +95,13 @@ class OutboundCredentials(MultiService):
             credential.started.addCallback(self._first_token, credential)
 
     def _first_token(
-        self, error: Optional[TokenError], credential: AzureADCredentials
+        self, error: Optional[TokenError], credential: IssuedCredential
     ) -> Optional[TokenError]:
         if error is not None and self.running:
             self._cannot_start(error, credential)
         return error
 
-    def _cannot_start(self, error: TokenError, credential: AzureADCredentials) -> None:
+    def _cannot_start(self, error: TokenError, credential: IssuedCredential) -> None:
         reason = credential.cannot_start(error)
         if credential.start_degraded:
             self.log.warn(
@@ -102,7 +127,7 @@ class OutboundCredentials(MultiService):
 
             def settle(
                 error: Optional[TokenError],
-                credential: AzureADCredentials = credential,
+                credential: IssuedCredential = credential,
                 decided: Deferred[None] = decided,
             ) -> Optional[TokenError]:
                 if error is None or credential.start_degraded:
@@ -144,7 +169,7 @@ def build_credentials(
     registry: Optional[CollectorRegistry] = None,
     on_fatal: Optional[Callable[[str], None]] = None,
     environ: Optional[Mapping[str, str]] = None,
-) -> OutboundCredentials:
+) -> OutboundCredentials[AzureADCredentials]:
     """
     The credentials of every HTTP upstream with an C{azure_ad} section,
     each with a token client of its own.  Reads the environment and any
