@@ -153,8 +153,8 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("docs/benchmarks.rst", ".venv/bin/python bench/isolation.py                  # about 70 seconds"): (
         "a benchmark: a minute or more, Prometheus and wrk"
     ),
-    ("docs/push.rst", "cp -r sealgw tests setup.py setup.cfg pyproject.toml /tmp/asan/ && cd /tmp/asan"): (
-        "a sanitizer build of the C extension in a copy of the tree: minutes, by hand"
+    ("docs/push.rst", "bash .ci/sanitizers .venv/bin/python"): (
+        "a sanitizer build of the C extension in a copy of the tree: minutes; .ci/run runs it"
     ),
     ("docs/spool.rst", "kubectl apply -k deploy/kubernetes/overlays/spool"): (
         "needs kubectl and a cluster; tests.test_deploy_kubernetes builds the overlay"
