@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
 from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
-from sealgw.signals import PayloadError, intake, otlp, pushgateway
+from sealgw.signals import PayloadError, intake, otlp, pushgateway, remote_write2
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
 from sealgw.signals._media import parse_media_type
@@ -124,6 +124,15 @@ class PushRoutes:
         tenancy = getattr(config, "tenancy", None)
         return getattr(tenancy, "label", None)
 
+    def _remote_write_version(self, upstream: str) -> int:
+        """
+        The remote-write version C{upstream} reads: its
+        C{remote_write_version}, 1 for the file upstream (which reads
+        1.0 bodies back).
+        """
+        version = getattr(self.config.upstreams.get(upstream), "remote_write_version", 1)
+        return int(version)
+
     def _sample_limits(self, identity: Identity) -> SampleLimits:
         """
         The sample limits of C{identity}: its own C{limits.samples}, else
@@ -147,6 +156,7 @@ class PushRoutes:
         admission: Admission,
         received_at: float,
         tenant_label: Optional[str] = None,
+        upstream_remote_write: int = 1,
     ) -> RequestFacts:
         """
         Everything a codec may know of the request, read here on the
@@ -164,6 +174,7 @@ class PushRoutes:
             received_at=received_at,
             tenant_label=tenant_label,
             samples=self._sample_limits(admission.identity),
+            upstream_remote_write=upstream_remote_write,
         )
 
     async def _push(
@@ -214,7 +225,11 @@ class PushRoutes:
                     {},
                 )
             facts = self._facts(
-                request, admission, received_at, self._tenant_label(config.upstream)
+                request,
+                admission,
+                received_at,
+                self._tenant_label(config.upstream),
+                self._remote_write_version(config.upstream),
             )
             try:
                 if len(body) >= DECODE_IN_THREAD:
@@ -233,9 +248,10 @@ class PushRoutes:
                     route, facts.identity or "", admission.tenant, accepted.refused
                 )
             upstream = self.upstreams[config.upstream]
+            written = accepted.written
             for push in accepted.pushes:
                 try:
-                    await upstream.deliver(push.at_path(config.path))
+                    delivery = await upstream.deliver(push.at_path(config.path))
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -246,6 +262,14 @@ class PushRoutes:
                         else "upstream unavailable"
                     )
                     return refuse(request, e.status, f"{what}: {e.reason}", headers)
+                if push.content_type == remote_write2.CONTENT_TYPE:
+                    written = remote_write2.parse_written(delivery.headers) or written
+            if written is not None:
+                # Remote write 2.0: what was written, the upstream's word
+                # when it gave it, else what sealgw relayed (a 1.0 upstream
+                # says nothing).
+                for name, value in written.headers().items():
+                    request.setHeader(name.encode("ascii"), value.encode("ascii"))
             if accepted.refused is not None:
                 return refuse(request, 400, accepted.refused.message, {})
             return answer(request)

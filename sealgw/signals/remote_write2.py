@@ -1,0 +1,348 @@
+"""
+Prometheus remote write 2.0 (C{io.prometheus.write.v2.Request}): decode
+and check a request, set and remove labels through its symbols table,
+and write it as remote write 1.0 for upstreams that only read that.
+
+Every string of a 2.0 request lives once in its symbols table and series
+refer to it by index, so a few kilobytes can name a megabyte-long label
+value on every series.  Nothing here expands a reference before
+L{expanded_size} has bounded what the expansion costs.
+
+The 1.0 form is written as bytes (L{to_v1}), series for series in the
+same order, so that the 1.0 checks written in C (the label rules, the
+sample limits, the label actions) judge a 2.0 request as they judge a 1.0
+one, and a series they refuse is the 2.0 series at the same index.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+import attr
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from sealgw.signals._wire import field, sample, varint
+from sealgw.signals.compression import snappy_compress
+from sealgw.signals.errors import DecodeError, PayloadTooLarge
+from sealgw.signals.proto.remote_v2_pb2 import Exemplar, Metadata, Request, TimeSeries
+
+__all__ = [
+    "CONTENT_TYPE",
+    "PROTO",
+    "VERSION",
+    "Request",
+    "TimeSeries",
+    "Written",
+    "apply_labels",
+    "check_references",
+    "decode",
+    "drop_series",
+    "encode",
+    "expanded_size",
+    "to_v1",
+    "written",
+]
+
+#: The C{proto} parameter of a 2.0 request's C{Content-Type}.
+PROTO = "io.prometheus.write.v2.Request"
+CONTENT_TYPE = "application/x-protobuf;proto=" + PROTO
+#: The C{X-Prometheus-Remote-Write-Version} of a 2.0 request.
+VERSION = "2.0.0"
+
+_WHAT = "remote write 2.0"
+
+# The fields of the 1.0 request written by to_v1.
+_V1_TIMESERIES = 0x0A  # WriteRequest.timeseries: field 1
+_V1_METADATA = 0x1A  # WriteRequest.metadata: field 3
+_V1_LABELS = 0x0A  # TimeSeries.labels: field 1
+_V1_EXEMPLARS = 0x1A  # TimeSeries.exemplars: field 3
+_V1_HISTOGRAMS = 0x22  # TimeSeries.histograms: field 4, the same fields 1 to 15 as 2.0's
+_V1_NAME = 0x0A  # Label.name: field 1
+_V1_VALUE = 0x12  # Label.value: field 2
+_V1_EXEMPLAR_VALUE = 0x11  # Exemplar.value: field 2, 64-bit
+_V1_EXEMPLAR_TIMESTAMP = 0x18  # Exemplar.timestamp: field 3, varint
+_V1_METADATA_TYPE = 0x08  # MetricMetadata.type: field 1, varint (the same numbers)
+_V1_METADATA_FAMILY = 0x12  # MetricMetadata.metric_family_name: field 2
+_V1_METADATA_HELP = 0x22  # MetricMetadata.help: field 4
+_V1_METADATA_UNIT = 0x2A  # MetricMetadata.unit: field 5
+_METRIC_NAME = "__name__"
+
+_DOUBLE = struct.Struct("<d")
+_INT64 = (1 << 64) - 1
+
+
+@attr.frozen
+class Written:
+    """
+    What a 2.0 receiver says it wrote, in the response headers the
+    specification requires of it on success.
+    """
+
+    samples: int = 0
+    histograms: int = 0
+    exemplars: int = 0
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Prometheus-Remote-Write-Samples-Written": str(self.samples),
+            "X-Prometheus-Remote-Write-Histograms-Written": str(self.histograms),
+            "X-Prometheus-Remote-Write-Exemplars-Written": str(self.exemplars),
+        }
+
+
+#: The response headers that carry L{Written}, as an upstream sends them.
+WRITTEN_HEADERS = tuple(Written().headers())
+
+
+def decode(raw: bytes) -> Request:
+    """
+    Parse an uncompressed 2.0 request; fields this module does not know
+    are kept and re-encoded unchanged.
+
+    @raise DecodeError: if C{raw} is not one.
+    """
+    request = Request()
+    try:
+        request.ParseFromString(raw)
+    except ProtobufDecodeError as e:
+        raise DecodeError(f"{_WHAT}: body is not a valid {PROTO} protobuf") from e
+    return request
+
+
+def check_references(request: Request) -> None:
+    """
+    Check that the request refers only to symbols it has: C{symbols[0]}
+    is the empty string, every series' C{labels_refs} holds pairs, and
+    every reference (labels, exemplars' labels, metadata's help and unit)
+    is within the table.
+
+    @raise DecodeError: naming the first bad series by its index.
+    """
+    symbols = request.symbols
+    count = len(symbols)
+    if count and symbols[0] != "":
+        raise DecodeError(f"{_WHAT}: symbols[0] must be the empty string")
+    for index, series in enumerate(request.timeseries):
+        refs = series.labels_refs
+        if len(refs) % 2:
+            raise _series_error(index, "labels_refs holds an odd number of references")
+        if refs and max(refs) >= count:
+            raise _series_error(index, f"labels_refs {max(refs)} is past the symbols table")
+        for exemplar in series.exemplars:
+            exemplar_refs = exemplar.labels_refs
+            if len(exemplar_refs) % 2:
+                raise _series_error(
+                    index, "an exemplar's labels_refs holds an odd number of references"
+                )
+            if exemplar_refs and max(exemplar_refs) >= count:
+                raise _series_error(index, "an exemplar's labels_refs is past the symbols table")
+        metadata = series.metadata
+        if metadata.help_ref >= max(count, 1) or metadata.unit_ref >= max(count, 1):
+            raise _series_error(index, "metadata refers past the symbols table")
+
+
+def _series_error(index: int, what: str) -> DecodeError:
+    return DecodeError(f"{_WHAT}: timeseries[{index}]: {what}")
+
+
+def expanded_size(request: Request, limit: int) -> int:
+    """
+    How many bytes the request's labels take once every reference is
+    written out, as 1.0 writes them (and as a store holds them).
+
+    A reference costs a few bytes however long its symbol, so this is
+    what bounds a conversion: a request whose references name a large
+    symbol over and over is refused before anything is expanded.  Call
+    after L{check_references}.
+
+    @raise PayloadTooLarge: when it is more than C{limit}.
+    """
+    sizes = [len(symbol.encode("utf-8")) for symbol in request.symbols]
+    total = 0
+    for series in request.timeseries:
+        total += sum([sizes[ref] for ref in series.labels_refs])
+        for exemplar in series.exemplars:
+            total += sum([sizes[ref] for ref in exemplar.labels_refs])
+        if total > limit:
+            raise PayloadTooLarge(
+                f"{_WHAT}: the labels its references name come to more than "
+                f"{limit} bytes (the limit of a decompressed body); send smaller batches"
+            )
+    return total
+
+
+def written(request: Request) -> Written:
+    """
+    The samples, native histogram samples and exemplars C{request} holds.
+    """
+    samples = histograms = exemplars = 0
+    for series in request.timeseries:
+        samples += len(series.samples)
+        histograms += len(series.histograms)
+        exemplars += len(series.exemplars)
+    return Written(samples, histograms, exemplars)
+
+
+def to_v1(request: Request) -> bytes:
+    """
+    The uncompressed remote-write 1.0 C{WriteRequest} C{request} says:
+    one 1.0 series per 2.0 series, in order, its labels sorted by name
+    (a label with an empty value left out, as Prometheus reads it), its
+    samples, exemplars and native histograms (field for field: 1.0's
+    histogram has 2.0's field numbers); then one C{MetricMetadata} per
+    metric family the series describe.  A series' created timestamp has
+    no place in 1.0 and is left out.
+
+    Call after L{check_references} and L{expanded_size}.
+    """
+    symbols = list(request.symbols)
+    encoded = [symbol.encode("utf-8") for symbol in symbols]
+    labels: dict[tuple[int, int], bytes] = {}
+    out = []
+    metadata: dict[bytes, None] = {}
+    for series in request.timeseries:
+        refs = series.labels_refs
+        pairs = sorted(zip(refs[0::2], refs[1::2], strict=True), key=lambda p: symbols[p[0]])
+        parts = []
+        for pair in pairs:
+            one = labels.get(pair)
+            if one is None:
+                name, value = encoded[pair[0]], encoded[pair[1]]
+                one = labels[pair] = (
+                    field(_V1_LABELS, field(_V1_NAME, name) + field(_V1_VALUE, value))
+                    if value
+                    else b""
+                )
+            parts.append(one)
+        for one_sample in series.samples:
+            parts.append(sample(one_sample.value, one_sample.timestamp))
+        for exemplar in series.exemplars:
+            parts.append(field(_V1_EXEMPLARS, _exemplar(exemplar, encoded)))
+        for histogram in series.histograms:
+            parts.append(field(_V1_HISTOGRAMS, histogram.SerializeToString()))
+        out.append(field(_V1_TIMESERIES, b"".join(parts)))
+        if series.HasField("metadata"):
+            one_metadata = _metadata(series, symbols, encoded)
+            if one_metadata:
+                metadata[one_metadata] = None
+    out.extend(metadata)
+    return b"".join(out)
+
+
+def _exemplar(exemplar: Exemplar, encoded: Sequence[bytes]) -> bytes:
+    refs = exemplar.labels_refs
+    parts = [
+        field(_V1_LABELS, field(_V1_NAME, encoded[name]) + field(_V1_VALUE, encoded[value]))
+        for name, value in zip(refs[0::2], refs[1::2], strict=True)
+    ]
+    parts.append(bytes([_V1_EXEMPLAR_VALUE]) + _DOUBLE.pack(exemplar.value))
+    parts.append(bytes([_V1_EXEMPLAR_TIMESTAMP]) + varint(exemplar.timestamp & _INT64))
+    return b"".join(parts)
+
+
+def _metadata(series: TimeSeries, symbols: Sequence[str], encoded: Sequence[bytes]) -> bytes:
+    """
+    The 1.0 metadata record of C{series}' metric family (its
+    C{__name__}), or C{b""} when it says nothing or names no family.
+    """
+    metadata = series.metadata
+    if metadata.type == Metadata.METRIC_TYPE_UNSPECIFIED and not (
+        metadata.help_ref or metadata.unit_ref
+    ):
+        return b""
+    refs = series.labels_refs
+    family = next(
+        (value for name, value in zip(refs[0::2], refs[1::2], strict=True)
+         if symbols[name] == _METRIC_NAME),
+        0,
+    )
+    if not family:
+        return b""
+    parts = [bytes([_V1_METADATA_TYPE]) + varint(metadata.type), field(_V1_METADATA_FAMILY, encoded[family])]
+    if metadata.help_ref:
+        parts.append(field(_V1_METADATA_HELP, encoded[metadata.help_ref]))
+    if metadata.unit_ref:
+        parts.append(field(_V1_METADATA_UNIT, encoded[metadata.unit_ref]))
+    return field(_V1_METADATA, b"".join(parts))
+
+
+def apply_labels(request: Request, add: Mapping[str, str], remove: frozenset[str]) -> bool:
+    """
+    L{sealgw.signals.remote_write.apply_labels} through the symbols
+    table: every label in C{add} set on every series (its value replacing
+    the client's), then every label named in C{remove} deleted, labels
+    kept sorted by name and those with an empty value dropped.  Symbols
+    are only ever appended, so every other reference (exemplars,
+    metadata) still names what it named.
+
+    @return: whether any series changed.
+    """
+    if not add and not remove:
+        return False
+    symbols = request.symbols
+    index: dict[str, int] = {}
+
+    def ref(text: str) -> int:
+        found = index.get(text)
+        if found is None:
+            symbols.append(text)
+            found = index[text] = len(symbols) - 1
+        return found
+
+    table = list(symbols)
+    for position, symbol in enumerate(table):
+        index.setdefault(symbol, position)
+    if not table:
+        ref("")  # symbols[0] is the empty string
+    added = {name: (ref(name), ref(value)) for name, value in add.items() if value}
+    cleared = frozenset(name for name, value in add.items() if not value) | remove
+    changed = False
+    for series in request.timeseries:
+        refs = series.labels_refs
+        pairs = {table[name]: (name, value) for name, value in zip(refs[0::2], refs[1::2], strict=True)}
+        current = {name: pair for name, pair in pairs.items() if table[pair[1]]}
+        current.update(added)
+        for name in cleared:
+            current.pop(name, None)
+        new = [ref_ for name in sorted(current) for ref_ in current[name]]
+        if new != list(refs):
+            del refs[:]
+            refs.extend(new)
+            changed = True
+    return changed
+
+
+def drop_series(request: Request, codes: bytes) -> None:
+    """
+    Delete the series whose code in C{codes} (one a series) is not 0.
+    """
+    for position in range(len(codes) - 1, -1, -1):
+        if codes[position]:
+            del request.timeseries[position]
+
+
+def encode(request: Request) -> bytes:
+    """
+    The snappy-compressed serialisation of C{request}, as a 2.0 body.
+    """
+    return snappy_compress(request.SerializeToString())
+
+
+def parse_written(headers: Mapping[str, str]) -> Optional[Written]:
+    """
+    The counts an upstream's response C{headers} say were written, or
+    L{None} when it sent none of them, or one that is not a count.  One
+    it left out counts 0, as a sender reads it.
+    """
+    names = {name.lower(): value for name, value in headers.items()}
+    values = []
+    for name in WRITTEN_HEADERS:
+        text = names.get(name.lower(), "0").strip()
+        if not text.isdigit():
+            return None
+        values.append(int(text))
+    if not any(name.lower() in names for name in WRITTEN_HEADERS):
+        return None
+    return Written(*values)
