@@ -227,12 +227,11 @@ class RemoteWriteVersion(Rule):
     """
 
     def structure(self, value: object, file: SourceFile) -> int:
-        if value not in (1, 2) or isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
             raise Invalid(
                 f"{value!r} is not 1 or 2 (1: remote write 2.0 requests are converted to "
                 "1.0 for this upstream; 2: it reads 2.0, which is relayed as it came)"
             )
-        assert isinstance(value, int)
         return value
 
 
