@@ -950,11 +950,634 @@ check_samples(PyObject *module, PyObject *args)
     return result;
 }
 
+/* --- convert_v2: remote write 2.0 written as 1.0 ---------------------- */
+
+/* The fields of io.prometheus.write.v2 read here, as one-byte tags. */
+#define V2_SYMBOLS 0x22      /* Request.symbols: field 4, length-delimited */
+#define V2_TIMESERIES 0x2A   /* Request.timeseries: field 5 */
+#define V2_LABELS_REFS 0x0A  /* TimeSeries.labels_refs: field 1, packed */
+#define V2_SAMPLES 0x12      /* TimeSeries.samples: field 2 */
+#define V2_HISTOGRAMS 0x1A   /* TimeSeries.histograms: field 3 */
+#define V2_EXEMPLARS 0x22    /* TimeSeries.exemplars: field 4 */
+#define V2_METADATA 0x2A     /* TimeSeries.metadata: field 5 */
+#define V2_CREATED 0x30      /* TimeSeries.created_timestamp: field 6, varint */
+#define V2_EXEMPLAR_VALUE 0x11     /* Exemplar.value: field 2, 64-bit */
+#define V2_EXEMPLAR_TIMESTAMP 0x18 /* Exemplar.timestamp: field 3, varint */
+#define V2_METADATA_TYPE 0x08      /* Metadata.type: field 1, varint */
+#define V2_METADATA_HELP 0x18      /* Metadata.help_ref: field 3, varint */
+#define V2_METADATA_UNIT 0x20      /* Metadata.unit_ref: field 4, varint */
+
+/* What 1.0 writes them as. */
+#define V1_SAMPLES 0x12     /* TimeSeries.samples: field 2, the same Sample */
+#define V1_EXEMPLARS 0x1A   /* TimeSeries.exemplars: field 3 */
+#define V1_HISTOGRAMS 0x22  /* TimeSeries.histograms: field 4, the same fields */
+#define V1_METADATA 0x1A    /* WriteRequest.metadata: field 3 */
+#define V1_METADATA_TYPE 0x08
+#define V1_METADATA_FAMILY 0x12
+#define V1_METADATA_HELP 0x22
+#define V1_METADATA_UNIT 0x2A
+
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+} span_t;
+
+/* Growable arrays of the walk, freed by convert_v2. */
+typedef struct {
+    span_t *symbols;
+    size_t nsymbols, symbols_cap;
+    uint32_t *refs; /* one series' labels_refs, then sorted as pairs */
+    size_t refs_cap;
+    size_t *seen;   /* the metadata records written, as offsets: a hash set */
+    size_t seen_cap;
+    size_t nseen;
+    uint64_t expanded; /* the bytes of every label the references name */
+    uint64_t limit;
+    Py_ssize_t samples, histograms, exemplars;
+} walk_t;
+
+/* Grow *array of *cap items of size to hold need: 0, or -1 (no memory;
+   nothing set: the caller steps aside). */
+static int
+grow(void **array, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t cap2 = *cap ? *cap : 16;
+    while (cap2 < need) {
+        if (cap2 > ((size_t)PY_SSIZE_T_MAX / size) / 2) {
+            return -1;
+        }
+        cap2 *= 2;
+    }
+    void *bigger = PyMem_Realloc(*array, cap2 * size);
+    if (bigger == NULL) {
+        return -1;
+    }
+    *array = bigger;
+    *cap = cap2;
+    return 0;
+}
+
+/* The references packed in raw[start:stop] appended to walk->refs from
+   *n: 0, or -1 for a varint that does not read, a reference past the
+   symbols table or a list too long. */
+static int
+read_refs(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, size_t *n)
+{
+    size_t pos = start;
+    while (pos < stop) {
+        uint64_t ref;
+        if (raw[pos] < 0x80) {
+            ref = raw[pos++];
+        }
+        else if (read_varint(raw, &pos, stop, &ref) < 0) {
+            return -1;
+        }
+        if (ref >= walk->nsymbols || ref > UINT32_MAX) {
+            return -1;
+        }
+        if (grow((void **)&walk->refs, &walk->refs_cap, *n + 1, sizeof(uint32_t)) < 0) {
+            return -1;
+        }
+        walk->refs[(*n)++] = (uint32_t)ref;
+    }
+    return 0;
+}
+
+static inline size_t
+field_size(size_t length)
+{
+    return 1 + varint_size(length) + length;
+}
+
+static inline unsigned char *
+write_field(unsigned char *w, unsigned char tag, const unsigned char *data, size_t length)
+{
+    *w++ = tag;
+    w = write_varint(w, length);
+    memcpy(w, data, length);
+    return w + length;
+}
+
+/* A 1.0 Label's payload (name, then value) of symbols name and value. */
+static inline size_t
+label_size(const span_t *name, const span_t *value)
+{
+    return field_size(name->len) + field_size(value->len);
+}
+
+static unsigned char *
+write_label(unsigned char *w, const span_t *name, const span_t *value)
+{
+    *w++ = LABELS;
+    w = write_varint(w, label_size(name, value));
+    w = write_field(w, LABEL_NAME, name->data, name->len);
+    return write_field(w, LABEL_VALUE, value->data, value->len);
+}
+
+/* One length-delimited or varint field of a message at raw[*pos], within
+   stop: its tag, and its payload raw[*start:*end] (a varint's own bytes
+   for a varint, eight bytes for a 64-bit one).  0, or -1 when it does not
+   read or is of a kind this shape has none of. */
+static int
+any_field(const unsigned char *raw, size_t *pos, size_t stop, unsigned char *tag,
+          size_t *start, size_t *end)
+{
+    if (*pos >= stop) {
+        return -1;
+    }
+    *tag = raw[*pos];
+    if (*tag & 0x80) {
+        return -1; /* a field past 15: none here */
+    }
+    size_t p = *pos + 1;
+    uint64_t ignored;
+    size_t length;
+    switch (*tag & 0x07) {
+    case 0:
+        *start = p;
+        if (read_varint(raw, &p, stop, &ignored) < 0) {
+            return -1;
+        }
+        break;
+    case 1:
+        if (stop - p < 8) {
+            return -1;
+        }
+        *start = p;
+        p += 8;
+        break;
+    case 2:
+        if (read_length(raw, &p, stop, &length) < 0) {
+            return -1;
+        }
+        *start = p;
+        p += length;
+        break;
+    default:
+        return -1;
+    }
+    *end = p;
+    *pos = p;
+    return 0;
+}
+
+/* An exemplar's payload raw[start:stop] as 1.0's: its references
+   (read into walk->refs from base, after the series' own) become labels,
+   its value and timestamp pass as they are.  With w NULL only measured,
+   and its labels counted in walk->expanded.  0 with *size set, or -1
+   when not of the shape. */
+static int
+exemplar_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, size_t base,
+            unsigned char *w, size_t *size)
+{
+    size_t total = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return -1;
+        }
+        if (tag == V2_LABELS_REFS) {
+            size_t n = base;
+            if (read_refs(raw, from, to, walk, &n) < 0 || (n - base) % 2) {
+                return -1;
+            }
+            for (size_t i = base; i < n; i += 2) {
+                const span_t *name = &walk->symbols[walk->refs[i]];
+                const span_t *value = &walk->symbols[walk->refs[i + 1]];
+                size_t one = label_size(name, value);
+                if (w == NULL) {
+                    walk->expanded += name->len + value->len;
+                }
+                else {
+                    w = write_label(w, name, value);
+                }
+                total += field_size(one);
+            }
+        }
+        else if (tag == V2_EXEMPLAR_VALUE || tag == V2_EXEMPLAR_TIMESTAMP) {
+            size_t length = to - (from - 1);
+            if (w != NULL) {
+                memcpy(w, raw + from - 1, length);
+                w += length;
+            }
+            total += length;
+        }
+        else {
+            return -1;
+        }
+    }
+    *size = total;
+    return 0;
+}
+
+static inline int
+pair_before(const walk_t *walk, uint32_t a, uint32_t b)
+{
+    const span_t *x = &walk->symbols[a];
+    const span_t *y = &walk->symbols[b];
+    return compare(x->data, x->len, y->data, y->len) < 0;
+}
+
+/* Sort n/2 pairs in walk->refs by their name, stably (insertion sort:
+   senders write them sorted, and a series has few). */
+static void
+sort_pairs(walk_t *walk, size_t n)
+{
+    uint32_t *refs = walk->refs;
+    for (size_t i = 2; i < n; i += 2) {
+        uint32_t name = refs[i], value = refs[i + 1];
+        size_t j = i;
+        while (j > 0 && pair_before(walk, name, refs[j - 2])) {
+            refs[j] = refs[j - 2];
+            refs[j + 1] = refs[j - 1];
+            j -= 2;
+        }
+        refs[j] = name;
+        refs[j + 1] = value;
+    }
+}
+
+static inline uint64_t
+hash_bytes(const unsigned char *data, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ data[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Whether the metadata record out[at:at+len] was written before (then it
+   is not kept); records are remembered by their offset+1 in an open
+   addressing table.  0 new, 1 seen, -1 no memory. */
+static int
+seen_before(walk_t *walk, buffer_t *out, size_t at, size_t len)
+{
+    if ((walk->nseen + 1) * 2 > walk->seen_cap) {
+        size_t cap = walk->seen_cap ? walk->seen_cap * 2 : 64;
+        size_t *table = PyMem_Calloc(cap, sizeof(size_t));
+        if (table == NULL) {
+            return -1;
+        }
+        for (size_t i = 0; i < walk->seen_cap; i++) {
+            size_t entry = walk->seen[i];
+            if (entry) {
+                const unsigned char *record = (const unsigned char *)PyBytes_AS_STRING(out->bytes) + entry - 1;
+                size_t record_len = 0; /* set by read_length */
+                size_t p = 1;
+                read_length(record, &p, out->len - (entry - 1), &record_len);
+                uint64_t h = hash_bytes(record, p + record_len) & (cap - 1);
+                while (table[h]) {
+                    h = (h + 1) & (cap - 1);
+                }
+                table[h] = entry;
+            }
+        }
+        PyMem_Free(walk->seen);
+        walk->seen = table;
+        walk->seen_cap = cap;
+    }
+    const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(out->bytes);
+    uint64_t h = hash_bytes(base + at, len) & (walk->seen_cap - 1);
+    while (walk->seen[h]) {
+        size_t other = walk->seen[h] - 1;
+        size_t p = other + 1, other_len = 0;
+        read_length(base, &p, out->len, &other_len);
+        size_t whole = p + other_len - other;
+        if (whole == len && memcmp(base + other, base + at, len) == 0) {
+            return 1;
+        }
+        h = (h + 1) & (walk->seen_cap - 1);
+    }
+    walk->seen[h] = at + 1;
+    walk->nseen++;
+    return 0;
+}
+
+/* The metadata raw[start:stop] of a series whose family (the value of its
+   first __name__) is the symbol first_name (SIZE_MAX for none), as a 1.0
+   MetricMetadata record appended to meta, unless it says nothing, names
+   no family or was written before.
+   0, 1 when not of the shape, -1 with an exception set. */
+static int
+metadata_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk,
+            size_t first_name, buffer_t *meta)
+{
+    uint64_t type = 0, help = 0, unit = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag = raw[pos];
+        uint64_t *into;
+        if (tag == V2_METADATA_TYPE) {
+            into = &type;
+        }
+        else if (tag == V2_METADATA_HELP) {
+            into = &help;
+        }
+        else if (tag == V2_METADATA_UNIT) {
+            into = &unit;
+        }
+        else {
+            return 1;
+        }
+        pos++;
+        if (read_varint(raw, &pos, stop, into) < 0) {
+            return 1;
+        }
+    }
+    if (help >= walk->nsymbols || unit >= walk->nsymbols) {
+        return 1;
+    }
+    if ((type == 0 && help == 0 && unit == 0) || first_name == SIZE_MAX || first_name == 0) {
+        return 0;
+    }
+    const span_t *family = &walk->symbols[first_name];
+    size_t payload = 1 + varint_size(type) + field_size(family->len);
+    if (help) {
+        payload += field_size(walk->symbols[help].len);
+    }
+    if (unit) {
+        payload += field_size(walk->symbols[unit].len);
+    }
+    if (reserve(meta, field_size(payload)) < 0) {
+        return -1;
+    }
+    size_t at = meta->len;
+    unsigned char *w = buffer_at(meta);
+    *w++ = V1_METADATA;
+    w = write_varint(w, payload);
+    *w++ = V1_METADATA_TYPE;
+    w = write_varint(w, (size_t)type);
+    w = write_field(w, V1_METADATA_FAMILY, family->data, family->len);
+    if (help) {
+        w = write_field(w, V1_METADATA_HELP, walk->symbols[help].data, walk->symbols[help].len);
+    }
+    if (unit) {
+        w = write_field(w, V1_METADATA_UNIT, walk->symbols[unit].data, walk->symbols[unit].len);
+    }
+    size_t len = (size_t)(w - buffer_at(meta));
+    meta->len += len;
+    int seen = seen_before(walk, meta, at, len);
+    if (seen < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (seen) {
+        meta->len = at;
+    }
+    return 0;
+}
+
+/* One 2.0 series, raw[start:stop], as a 1.0 TimeSeries field on out and
+   its metadata on meta.  0, 1 when not of the shape (or a reference is
+   bad, or the labels expand past the limit), -1 with an exception set. */
+static int
+series_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, buffer_t *out,
+          buffer_t *meta)
+{
+    /* First the references, checked, and the size of everything. */
+    size_t n = 0;
+    size_t body = 0;
+    size_t metadata_start = 0, metadata_stop = 0;
+    int has_metadata = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1;
+        }
+        switch (tag) {
+        case V2_LABELS_REFS:
+            if (read_refs(raw, from, to, walk, &n) < 0) {
+                return 1;
+            }
+            break;
+        case V2_SAMPLES:
+            body += field_size(to - from);
+            walk->samples++;
+            break;
+        case V2_HISTOGRAMS:
+            body += field_size(to - from);
+            walk->histograms++;
+            break;
+        case V2_EXEMPLARS:
+            walk->exemplars++;
+            break; /* measured below, once the labels' references are read */
+        case V2_METADATA:
+            has_metadata = 1;
+            metadata_start = from;
+            metadata_stop = to;
+            break;
+        case V2_CREATED:
+            break; /* 1.0 has no place for it */
+        default:
+            return 1;
+        }
+    }
+    if (n % 2) {
+        return 1;
+    }
+    /* Pairs with an empty value are no label; the first __name__'s value
+       names the family, as the objects read it, before sorting. */
+    size_t first_name = SIZE_MAX;
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *name = &walk->symbols[walk->refs[i]];
+        const span_t *value = &walk->symbols[walk->refs[i + 1]];
+        walk->expanded += name->len + value->len;
+        if (first_name == SIZE_MAX && name->len == METRIC_NAME_LEN
+            && memcmp(name->data, METRIC_NAME, METRIC_NAME_LEN) == 0) {
+            first_name = walk->refs[i + 1];
+        }
+        if (value->len) {
+            body += field_size(label_size(name, value));
+        }
+    }
+    sort_pairs(walk, n);
+    /* Exemplars: their references read into walk->refs after the
+       series' own. */
+    pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to, size;
+        any_field(raw, &pos, stop, &tag, &from, &to);
+        if (tag == V2_EXEMPLARS) {
+            if (exemplar_v1(raw, from, to, walk, n, NULL, &size) < 0) {
+                return 1;
+            }
+            body += field_size(size);
+        }
+    }
+    if (walk->expanded > walk->limit) {
+        return 1;
+    }
+    if (has_metadata) {
+        int result = metadata_v1(raw, metadata_start, metadata_stop, walk, first_name, meta);
+        if (result != 0) {
+            return result;
+        }
+    }
+    if (reserve(out, field_size(body)) < 0) {
+        return -1;
+    }
+    unsigned char *w = buffer_at(out);
+    *w++ = TIMESERIES;
+    w = write_varint(w, body);
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *value = &walk->symbols[walk->refs[i + 1]];
+        if (value->len) {
+            w = write_label(w, &walk->symbols[walk->refs[i]], value);
+        }
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        /* Samples, exemplars, histograms: 1.0's order. */
+        pos = start;
+        while (pos < stop) {
+            unsigned char tag;
+            size_t from, to, size;
+            any_field(raw, &pos, stop, &tag, &from, &to);
+            if (pass == 0 && tag == V2_SAMPLES) {
+                w = write_field(w, V1_SAMPLES, raw + from, to - from);
+            }
+            else if (pass == 1 && tag == V2_EXEMPLARS) {
+                uint64_t before = walk->expanded;
+                exemplar_v1(raw, from, to, walk, n, NULL, &size);
+                walk->expanded = before;
+                *w++ = V1_EXEMPLARS;
+                w = write_varint(w, size);
+                exemplar_v1(raw, from, to, walk, n, w, &size);
+                w += size;
+            }
+            else if (pass == 2 && tag == V2_HISTOGRAMS) {
+                w = write_field(w, V1_HISTOGRAMS, raw + from, to - from);
+            }
+        }
+    }
+    out->len = (size_t)(w - (unsigned char *)PyBytes_AS_STRING(out->bytes));
+    return 0;
+}
+
+/* The whole request: 0 with out holding the 1.0 request, 1 when not of
+   the shape, -1 with an exception set. */
+static int
+convert_body(const unsigned char *raw, size_t end, walk_t *walk, buffer_t *out)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == V2_SYMBOLS) {
+            if (grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                     sizeof(span_t)) < 0) {
+                return 1;
+            }
+            walk->symbols[walk->nsymbols].data = raw + start;
+            walk->symbols[walk->nsymbols].len = stop - start;
+            walk->nsymbols++;
+        }
+        else if (tag != V2_TIMESERIES) {
+            return 1;
+        }
+        pos = stop;
+    }
+    if (walk->nsymbols && walk->symbols[0].len != 0) {
+        return 1;
+    }
+    buffer_t meta = {PyBytes_FromStringAndSize(NULL, 256), 0, 256};
+    if (meta.bytes == NULL) {
+        return -1;
+    }
+    int result = 0;
+    pos = 0;
+    while (pos < end && result == 0) {
+        unsigned char tag;
+        size_t start, stop;
+        next_field(raw, pos, end, &tag, &start, &stop);
+        if (tag == V2_TIMESERIES) {
+            result = series_v1(raw, start, stop, walk, out, &meta);
+        }
+        pos = stop;
+    }
+    if (result == 0 && meta.len) {
+        if (reserve(out, meta.len) < 0) {
+            result = -1;
+        }
+        else {
+            memcpy(buffer_at(out), PyBytes_AS_STRING(meta.bytes), meta.len);
+            out->len += meta.len;
+        }
+    }
+    Py_XDECREF(meta.bytes);
+    return result;
+}
+
+PyDoc_STRVAR(convert_v2_doc,
+"convert_v2(raw, limit, /)\n"
+"--\n"
+"\n"
+"raw (an uncompressed io.prometheus.write.v2.Request, bytes-like, already\n"
+"parsed once by protobuf) as a remote write 1.0 WriteRequest: (bytes,\n"
+"samples, histograms, exemplars).  None when raw is not in the shape\n"
+"handled, a reference is bad, or the labels the references name come to\n"
+"more than limit bytes: the caller then checks and converts the protobuf\n"
+"objects, which says what is wrong.");
+
+static PyObject *
+convert_v2(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view;
+    unsigned long long limit;
+    if (!PyArg_ParseTuple(args, "y*K:convert_v2", &view, &limit)) {
+        return NULL;
+    }
+    walk_t walk;
+    memset(&walk, 0, sizeof(walk));
+    walk.limit = limit;
+    size_t end = (size_t)view.len;
+    PyObject *result = NULL;
+    /* Room for the body twice over (2.0 writes each string once); more if
+       needed. */
+    buffer_t out = {NULL, 0, 2 * end + 64};
+    out.bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out.cap);
+    if (out.bytes != NULL) {
+        switch (convert_body((const unsigned char *)view.buf, end, &walk, &out)) {
+        case 0:
+            if (_PyBytes_Resize(&out.bytes, (Py_ssize_t)out.len) == 0) {
+                result = Py_BuildValue("(Nnnn)", out.bytes, walk.samples, walk.histograms,
+                                       walk.exemplars);
+                out.bytes = NULL;
+            }
+            break;
+        case 1:
+            result = Py_NewRef(Py_None);
+            break;
+        default:
+            break; /* the exception is set */
+        }
+    }
+    Py_XDECREF(out.bytes);
+    PyMem_Free(walk.symbols);
+    PyMem_Free(walk.refs);
+    PyMem_Free(walk.seen);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
     {"check_labels", check_labels, METH_O, check_labels_doc},
     {"check_samples", check_samples, METH_VARARGS, check_samples_doc},
+    {"convert_v2", convert_v2, METH_VARARGS, convert_v2_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -257,13 +257,11 @@ def remote_write2_pushes(
         return Intake([_remote_write2_push(body, facts)])
     raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
     request = remote_write2.decode(raw)
-    remote_write2.check_references(request)
     if judged:
         sample_limits.check_series_count(
             _RW2, len(request.timeseries), facts.samples.max_series_per_push
         )
-    remote_write2.expanded_size(request, limit)
-    v1 = remote_write2.to_v1(request)
+    v1, written = remote_write2.convert(raw, request, limit)
     if check == "labels" and not remote_write.validate_encoded(v1):
         remote_write.validate(remote_write.decode(v1))
     refused: Optional[SeriesRefused] = None
@@ -277,7 +275,7 @@ def remote_write2_pushes(
                     if codes[index]:
                         del write.timeseries[index]
                 v1 = write.SerializeToString()
-    written = remote_write2.written(request)
+            written = remote_write2.written(request)
     if as_v2:
         changed = remote_write2.apply_labels(request, add, remove)
         relayed = remote_write2.encode(request) if changed or refused is not None else body
