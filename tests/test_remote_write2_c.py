@@ -1,0 +1,187 @@
+"""
+The C conversion of remote write 2.0 to 1.0 (C{convert_v2} in
+C{sealgw.signals._relabel_c}) against its reference, the conversion of the
+protobuf objects (L{remote_write2.to_v1}): the same 1.0 request and counts
+for any request it converts, and a step aside (L{None}) for every request
+with a problem, whose objects then say what it is.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from sealgw.signals import remote_write2
+from sealgw.signals.errors import PayloadError
+from sealgw.signals.proto import remote_pb2
+from sealgw.signals.proto import remote_v2_pb2 as v2
+from tests.rw2_support import native_histogram
+
+LIMIT = 1 << 24
+
+try:
+    from sealgw.signals._relabel_c import convert_v2
+except ImportError:  # pragma: no cover
+    convert_v2 = None
+
+
+def _require_c() -> Any:
+    if convert_v2 is None:
+        if os.environ.get("SEALGW_REQUIRE_C_EXTENSIONS"):
+            raise AssertionError("the C extension was not built")
+        raise SkipTest("the C extension was not built")
+    return convert_v2
+
+
+SYMBOLS = ["__name__", "job", "a", "b", "le", "", "é", "zz", "up", "x" * 200, "trace_id"]
+
+
+@st.composite
+def requests(draw: Any) -> v2.Request:
+    symbols = [""] + draw(st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=12))
+    count = len(symbols)
+    refs = st.integers(0, count - 1)
+    request = v2.Request(symbols=symbols)
+    for _ in range(draw(st.integers(0, 5))):
+        series = request.timeseries.add()
+        pairs = draw(st.lists(st.tuples(refs, refs), max_size=6))
+        series.labels_refs.extend(ref for pair in pairs for ref in pair)
+        for value, timestamp in draw(
+            st.lists(st.tuples(st.floats(), st.integers(-(2**63), 2**63 - 1)), max_size=3)
+        ):
+            series.samples.add(value=value, timestamp=timestamp)
+        for timestamp in draw(st.lists(st.integers(-(2**40), 2**40), max_size=2)):
+            series.histograms.append(native_histogram(timestamp))
+        for _ in range(draw(st.integers(0, 2))):
+            exemplar_pairs = draw(st.lists(st.tuples(refs, refs), max_size=3))
+            series.exemplars.add(
+                labels_refs=[ref for pair in exemplar_pairs for ref in pair],
+                value=draw(st.floats(allow_nan=False)),
+                timestamp=draw(st.integers(-(2**63), 2**63 - 1)),
+            )
+        if draw(st.booleans()):
+            series.metadata.type = draw(st.integers(-3, 9))  # type: ignore[assignment]
+            series.metadata.help_ref = draw(refs)
+            series.metadata.unit_ref = draw(refs)
+        series.created_timestamp = draw(st.integers(0, 2**40))
+    return request
+
+
+def _reference(raw: bytes) -> Optional[tuple[remote_pb2.WriteRequest, remote_write2.Written]]:
+    """
+    The objects' conversion of C{raw}, or L{None} when they refuse it.
+    """
+    try:
+        request = remote_write2.decode(raw)
+        remote_write2.check_references(request)
+        remote_write2.expanded_size(request, LIMIT)
+    except PayloadError:
+        return None
+    converted = remote_pb2.WriteRequest.FromString(remote_write2.to_v1(request))
+    return converted, remote_write2.written(request)
+
+
+class ConvertTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.convert = _require_c()
+
+    def converted(self, raw: bytes) -> Optional[tuple[remote_pb2.WriteRequest, remote_write2.Written]]:
+        result = self.convert(raw, LIMIT)
+        if result is None:
+            return None
+        v1, samples, histograms, exemplars = result
+        return (
+            remote_pb2.WriteRequest.FromString(v1),
+            remote_write2.Written(samples, histograms, exemplars),
+        )
+
+    @given(requests())
+    def test_same_as_objects(self, request: v2.Request) -> None:
+        raw = request.SerializeToString()
+        expected = _reference(raw)
+        got = self.converted(raw)
+        if expected is None:
+            self.assertIsNone(got)
+        else:
+            self.assertIsNotNone(got, "a valid request in the senders' shape was not converted")
+            self.assertEqual(got, expected)
+
+    @given(requests(), st.data())
+    def test_mutated(self, request: v2.Request, data: Any) -> None:
+        """
+        Any bytes: the C walk either steps aside or agrees with the
+        objects, and never reads past the body.
+        """
+        raw = bytearray(request.SerializeToString())
+        if raw:
+            for _ in range(data.draw(st.integers(1, 4))):
+                at = data.draw(st.integers(0, len(raw) - 1))
+                raw[at] = data.draw(st.integers(0, 255))
+            raw = raw[: data.draw(st.integers(0, len(raw)))]
+        got = self.converted(bytes(raw))
+        if got is not None:
+            self.assertEqual(got, _reference(bytes(raw)))
+
+    def test_steps_aside_for_problems(self) -> None:
+        """
+        A bad reference, an odd list, symbols[0] not empty, labels past
+        the limit, references not packed: None, and the objects say why
+        (or, for the last, convert).
+        """
+        def one(*refs: int, symbols: tuple[str, ...] = ("", "__name__", "up")) -> bytes:
+            request = v2.Request(symbols=symbols)
+            request.timeseries.add(labels_refs=refs).samples.add(value=1, timestamp=1)
+            return request.SerializeToString()
+
+        for raw in (one(1, 3), one(1, 2, 1), one(1, 2, symbols=("x", "__name__", "up"))):
+            self.assertIsNone(self.convert(raw, LIMIT))
+            self.assertIsNone(_reference(raw))
+        self.assertIsNone(self.convert(one(1, 2), 9))
+        self.assertIsNotNone(self.convert(one(1, 2), 10))
+        # labels_refs written one varint a field (legal, not what senders do).
+        unpacked = b"\x22\x00\x22\x08__name__\x22\x02up" + b"\x2a\x04\x08\x01\x08\x02"
+        self.assertIsNone(self.convert(unpacked, LIMIT))
+        expected = _reference(unpacked)
+        assert expected is not None
+        self.assertEqual(
+            [(label.name, label.value) for label in expected[0].timeseries[0].labels],
+            [("__name__", "up")],
+        )
+
+    def test_metadata_once_a_family(self) -> None:
+        request = v2.Request(symbols=["", "__name__", "h_bucket", "le", "1", "2", "help"])
+        for le in (4, 5):
+            series = request.timeseries.add(labels_refs=[1, 2, 3, le])
+            series.samples.add(value=1, timestamp=1)
+            series.metadata.type = v2.Metadata.METRIC_TYPE_HISTOGRAM
+            series.metadata.help_ref = 6
+        got = self.converted(request.SerializeToString())
+        assert got is not None
+        [metadata] = got[0].metadata
+        self.assertEqual(
+            (metadata.type, metadata.metric_family_name, metadata.help),
+            (remote_pb2.MetricMetadata.HISTOGRAM, "h_bucket", "help"),
+        )
+
+    def test_many_metadata_records(self) -> None:
+        """
+        Past the first sizes of the table that remembers records: every
+        family once.
+        """
+        request = v2.Request(symbols=["", "__name__", "help"])
+        for index in range(300):
+            request.symbols.append(f"m{index}")
+            for _ in range(2):
+                series = request.timeseries.add(labels_refs=[1, 3 + index])
+                series.samples.add(value=1, timestamp=1)
+                series.metadata.type = v2.Metadata.METRIC_TYPE_GAUGE
+                series.metadata.help_ref = 2
+        got = self.converted(request.SerializeToString())
+        expected = _reference(request.SerializeToString())
+        self.assertEqual(got, expected)
+        assert got is not None
+        self.assertEqual(len(got[0].metadata), 300)
