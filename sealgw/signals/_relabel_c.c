@@ -1403,9 +1403,11 @@ series_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, buf
        series' own. */
     pos = start;
     while (pos < stop) {
-        unsigned char tag;
-        size_t from, to, size;
-        any_field(raw, &pos, stop, &tag, &from, &to);
+        unsigned char tag = 0;
+        size_t from = 0, to = 0, size = 0;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
         if (tag == V2_EXEMPLARS) {
             if (exemplar_v1(raw, from, to, walk, n, NULL, &size) < 0) {
                 return 1;
@@ -1438,9 +1440,11 @@ series_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, buf
         /* Samples, exemplars, histograms: 1.0's order. */
         pos = start;
         while (pos < stop) {
-            unsigned char tag;
-            size_t from, to, size;
-            any_field(raw, &pos, stop, &tag, &from, &to);
+            unsigned char tag = 0;
+            size_t from = 0, to = 0, size = 0;
+            if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+                return 1; /* read the same way above: cannot happen */
+            }
             if (pass == 0 && tag == V2_SAMPLES) {
                 w = write_field(w, V1_SAMPLES, raw + from, to - from);
             }
@@ -1498,9 +1502,12 @@ convert_body(const unsigned char *raw, size_t end, walk_t *walk, buffer_t *out)
     int result = 0;
     pos = 0;
     while (pos < end && result == 0) {
-        unsigned char tag;
-        size_t start, stop;
-        next_field(raw, pos, end, &tag, &start, &stop);
+        unsigned char tag = 0;
+        size_t start = 0, stop = end;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            result = 1; /* read the same way above: cannot happen */
+            break;
+        }
         if (tag == V2_TIMESERIES) {
             result = series_v1(raw, start, stop, walk, out, &meta);
         }
