@@ -1579,12 +1579,372 @@ convert_v2(PyObject *module, PyObject *args)
     return result;
 }
 
+/* --- relabel_v2: label actions on a 2.0 request, through its symbols --- */
+
+typedef struct {
+    const unsigned char *name;
+    size_t name_len;
+    uint32_t name_ref;
+    uint32_t value_ref;
+} add_ref_t;
+
+typedef struct {
+    const add_ref_t *adds;
+    Py_ssize_t nadds;
+    const name_t *drop;
+    Py_ssize_t ndrop;
+} ref_actions_t;
+
+static inline int
+named(const unsigned char *name, size_t len, const name_t *names, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (names[i].len == len && memcmp(names[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline int
+is_added(const unsigned char *name, size_t len, const ref_actions_t *actions)
+{
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (actions->adds[i].name_len == len && memcmp(actions->adds[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Sort the count/2 (name, value) pairs at pairs by name, stably
+   (insertion sort: senders write them sorted, and a series has few), and
+   say whether a name is there twice. */
+static int
+sorted_pairs_repeat(const walk_t *walk, uint32_t *pairs, size_t count)
+{
+    for (size_t i = 2; i < count; i += 2) {
+        uint32_t name = pairs[i], value = pairs[i + 1];
+        size_t j = i;
+        while (j > 0 && pair_before(walk, name, pairs[j - 2])) {
+            pairs[j] = pairs[j - 2];
+            pairs[j + 1] = pairs[j - 1];
+            j -= 2;
+        }
+        pairs[j] = name;
+        pairs[j + 1] = value;
+    }
+    for (size_t i = 2; i < count; i += 2) {
+        const span_t *a = &walk->symbols[pairs[i - 2]];
+        const span_t *b = &walk->symbols[pairs[i]];
+        if (compare(a->data, a->len, b->data, b->len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One 2.0 series, raw[start:stop], with the actions applied, onto out as
+   a whole Request.timeseries field: its labels_refs first, then its other
+   fields as they were.  *changed set when its labels differ.  0, 1 when
+   not of the shape (references not packed, a bad reference, a name
+   twice), -1 with an exception set. */
+static int
+relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *walk,
+                  const ref_actions_t *actions, buffer_t *out, int *changed)
+{
+    size_t n = 0;
+    size_t rest = 0; /* the bytes of the other fields */
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        size_t at = pos;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1;
+        }
+        if (tag == V2_LABELS_REFS) {
+            if (read_refs(raw, from, to, walk, &n) < 0) {
+                return 1;
+            }
+        }
+        else if ((tag >> 3) == 1) {
+            return 1; /* labels_refs not packed */
+        }
+        else {
+            rest += pos - at;
+        }
+    }
+    if (n % 2) {
+        return 1;
+    }
+    /* A name twice is left to the objects, which keep its last value,
+       empty or not: the old pairs' names sorted (a copy after them) must
+       all differ. */
+    if (grow((void **)&walk->refs, &walk->refs_cap, 2 * n, sizeof(uint32_t)) < 0) {
+        return 1;
+    }
+    memcpy(walk->refs + n, walk->refs, n * sizeof(uint32_t));
+    if (sorted_pairs_repeat(walk, walk->refs + n, n)) {
+        return 1;
+    }
+    /* The new pairs after the old ones in walk->refs. */
+    size_t kept = n;
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *name = &walk->symbols[walk->refs[i]];
+        if (walk->symbols[walk->refs[i + 1]].len == 0
+            || named(name->data, name->len, actions->drop, actions->ndrop)
+            || is_added(name->data, name->len, actions)) {
+            continue;
+        }
+        if (grow((void **)&walk->refs, &walk->refs_cap, kept + 2, sizeof(uint32_t)) < 0) {
+            return 1;
+        }
+        walk->refs[kept] = walk->refs[i];
+        walk->refs[kept + 1] = walk->refs[i + 1];
+        kept += 2;
+    }
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (grow((void **)&walk->refs, &walk->refs_cap, kept + 2, sizeof(uint32_t)) < 0) {
+            return 1;
+        }
+        walk->refs[kept] = actions->adds[i].name_ref;
+        walk->refs[kept + 1] = actions->adds[i].value_ref;
+        kept += 2;
+    }
+    uint32_t *pairs = walk->refs + n;
+    size_t count = kept - n;
+    /* Sorted by name; the old names all differ and no added one is among
+       those kept, so no name is there twice. */
+    sorted_pairs_repeat(walk, pairs, count);
+    size_t packed = 0;
+    for (size_t i = 0; i < count; i++) {
+        packed += varint_size(pairs[i]);
+    }
+    if (count != n || memcmp(pairs, walk->refs, n * sizeof(uint32_t)) != 0) {
+        *changed = 1;
+    }
+    size_t body = (count ? field_size(packed) : 0) + rest;
+    if (reserve(out, field_size(body)) < 0) {
+        return -1;
+    }
+    unsigned char *w = buffer_at(out);
+    *w++ = V2_TIMESERIES;
+    w = write_varint(w, body);
+    if (count) {
+        *w++ = V2_LABELS_REFS;
+        w = write_varint(w, packed);
+        for (size_t i = 0; i < count; i++) {
+            w = write_varint(w, pairs[i]);
+        }
+    }
+    pos = start;
+    while (pos < stop) {
+        unsigned char tag = 0;
+        size_t from = 0, to = 0;
+        size_t at = pos;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
+        if (tag != V2_LABELS_REFS) {
+            memcpy(w, raw + at, pos - at);
+            w += pos - at;
+        }
+    }
+    out->len = (size_t)(w - (unsigned char *)PyBytes_AS_STRING(out->bytes));
+    return 0;
+}
+
+/* The whole request: 0 with out holding it relabelled (tail, the new
+   symbols, at its end), 1 when not of the shape, -1 with an exception
+   set. */
+static int
+relabel_body_v2(const unsigned char *raw, size_t end, walk_t *walk,
+                const ref_actions_t *actions, const Py_buffer *tail, buffer_t *out,
+                int *changed)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == V2_SYMBOLS) {
+            if (grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                     sizeof(span_t)) < 0) {
+                return 1;
+            }
+            walk->symbols[walk->nsymbols].data = raw + start;
+            walk->symbols[walk->nsymbols].len = stop - start;
+            walk->nsymbols++;
+        }
+        else if (tag != V2_TIMESERIES) {
+            return 1;
+        }
+        pos = stop;
+    }
+    /* The added references name the symbols of tail, after these. */
+    size_t tail_pos = 0;
+    const unsigned char *tail_data = tail->buf;
+    size_t tail_end = (size_t)tail->len;
+    while (tail_pos < tail_end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(tail_data, tail_pos, tail_end, &tag, &start, &stop) < 0
+            || tag != V2_SYMBOLS
+            || grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                    sizeof(span_t)) < 0) {
+            return 1;
+        }
+        walk->symbols[walk->nsymbols].data = tail_data + start;
+        walk->symbols[walk->nsymbols].len = stop - start;
+        walk->nsymbols++;
+        tail_pos = stop;
+    }
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (actions->adds[i].name_ref >= walk->nsymbols
+            || actions->adds[i].value_ref >= walk->nsymbols) {
+            return 1;
+        }
+    }
+    pos = 0;
+    while (pos < end) {
+        unsigned char tag = 0;
+        size_t start = 0, stop = end;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
+        if (tag == V2_TIMESERIES) {
+            int result = relabel_series_v2(raw, start, stop, walk, actions, out, changed);
+            if (result != 0) {
+                return result;
+            }
+        }
+        else {
+            if (reserve(out, stop - pos) < 0) {
+                return -1;
+            }
+            memcpy(buffer_at(out), raw + pos, stop - pos);
+            out->len += stop - pos;
+        }
+        pos = stop;
+    }
+    if (reserve(out, tail_end) < 0) {
+        return -1;
+    }
+    memcpy(buffer_at(out), tail_data, tail_end);
+    out->len += tail_end;
+    return 0;
+}
+
+PyDoc_STRVAR(relabel_v2_doc,
+"relabel_v2(raw, adds, drop, tail, /)\n"
+"--\n"
+"\n"
+"raw (an uncompressed io.prometheus.write.v2.Request, bytes-like) with the\n"
+"labels of adds set on every series and the names in drop deleted, labels\n"
+"sorted by name and those with an empty value deleted; tail (encoded\n"
+"symbols fields: the symbols adds refers to that raw lacks) appended.\n"
+"\n"
+"adds: a tuple of (name, name_ref, value_ref), sorted by name; drop: a\n"
+"tuple of names (bytes).  Returns (bytes, changed), or None when raw is\n"
+"not in the shape handled (the caller then uses the protobuf objects).");
+
+static PyObject *
+relabel_v2(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view, tail;
+    PyObject *adds_tuple, *drop_tuple;
+    if (!PyArg_ParseTuple(args, "y*O!O!y*:relabel_v2", &view, &PyTuple_Type, &adds_tuple,
+                          &PyTuple_Type, &drop_tuple, &tail)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t nadds = PyTuple_GET_SIZE(adds_tuple);
+    Py_ssize_t ndrop = PyTuple_GET_SIZE(drop_tuple);
+    add_ref_t *adds = PyMem_New(add_ref_t, (size_t)(nadds ? nadds : 1));
+    name_t *drop = PyMem_New(name_t, (size_t)(ndrop ? ndrop : 1));
+    walk_t walk;
+    memset(&walk, 0, sizeof(walk));
+    buffer_t out = {NULL, 0, 0};
+    if (adds == NULL || drop == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nadds; i++) {
+        PyObject *item = PyTuple_GET_ITEM(adds_tuple, i);
+        PyObject *name;
+        unsigned long name_ref, value_ref;
+        if (!PyTuple_Check(item)
+            || !PyArg_ParseTuple(item, "Skk", &name, &name_ref, &value_ref)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "relabel_v2(): adds holds (name, ref, ref)");
+            }
+            goto done;
+        }
+        adds[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        adds[i].name_len = (size_t)PyBytes_GET_SIZE(name);
+        adds[i].name_ref = (uint32_t)name_ref;
+        adds[i].value_ref = (uint32_t)value_ref;
+        if (name_ref > UINT32_MAX || value_ref > UINT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "relabel_v2(): a reference past 32 bits");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < ndrop; i++) {
+        PyObject *name = PyTuple_GET_ITEM(drop_tuple, i);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "relabel_v2(): drop holds names (bytes)");
+            goto done;
+        }
+        drop[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        drop[i].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    ref_actions_t actions = {adds, nadds, drop, ndrop};
+    size_t end = (size_t)view.len;
+    /* The body, a few bytes of references a series, and the tail. */
+    out.cap = end + end / 4 + (size_t)tail.len + 64;
+    out.bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out.cap);
+    if (out.bytes == NULL) {
+        goto done;
+    }
+    int changed = 0;
+    switch (relabel_body_v2((const unsigned char *)view.buf, end, &walk, &actions, &tail, &out,
+                            &changed)) {
+    case 0:
+        if (_PyBytes_Resize(&out.bytes, (Py_ssize_t)out.len) == 0) {
+            result = Py_BuildValue("(NO)", out.bytes, changed ? Py_True : Py_False);
+            out.bytes = NULL;
+        }
+        break;
+    case 1:
+        result = Py_NewRef(Py_None);
+        break;
+    default:
+        break; /* the exception is set */
+    }
+
+done:
+    Py_XDECREF(out.bytes);
+    PyMem_Free(adds);
+    PyMem_Free(drop);
+    PyMem_Free(walk.symbols);
+    PyMem_Free(walk.refs);
+    PyMem_Free(walk.seen);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&tail);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
     {"check_labels", check_labels, METH_O, check_labels_doc},
     {"check_samples", check_samples, METH_VARARGS, check_samples_doc},
     {"convert_v2", convert_v2, METH_VARARGS, convert_v2_doc},
+    {"relabel_v2", relabel_v2, METH_VARARGS, relabel_v2_doc},
     {NULL, NULL, 0, NULL},
 };
 

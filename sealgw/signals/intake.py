@@ -277,8 +277,13 @@ def remote_write2_pushes(
                 v1 = write.SerializeToString()
             written = remote_write2.written(request)
     if as_v2:
-        changed = remote_write2.apply_labels(request, add, remove)
-        relayed = remote_write2.encode(request) if changed or refused is not None else body
+        if refused is not None:
+            # Rare: series left out; the objects do it all.
+            remote_write2.apply_labels(request, add, remove)
+            relayed = remote_write2.encode(request)
+        else:
+            relabelled = remote_write2.apply_labels_encoded(raw, request, add, remove)
+            relayed = body if relabelled is None else snappy_compress(relabelled)
         return Intake([_remote_write2_push(relayed, facts)], refused, written)
     if add or remove:
         relabelled = relabel(v1, add, remove)

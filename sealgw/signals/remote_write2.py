@@ -41,6 +41,7 @@ __all__ = [
     "TimeSeries",
     "Written",
     "apply_labels",
+    "apply_labels_encoded",
     "check_references",
     "convert",
     "decode",
@@ -179,17 +180,24 @@ def expanded_size(request: Request, limit: int) -> int:
     return total
 
 
-def _implementation() -> tuple[str, Optional[Callable[[bytes, int], Optional[tuple[bytes, int, int, int]]]]]:
+_Convert = Callable[[bytes, int], Optional[tuple[bytes, int, int, int]]]
+_Relabel = Callable[
+    [bytes, tuple[tuple[bytes, int, int], ...], tuple[bytes, ...], bytes],
+    Optional[tuple[bytes, bool]],
+]
+
+
+def _implementation() -> tuple[str, Optional[_Convert], Optional[_Relabel]]:
     try:
-        from sealgw.signals._relabel_c import convert_v2
-    except ImportError:  # installed without a compiler: the objects convert
-        return "python", None
-    return "c", convert_v2
+        from sealgw.signals._relabel_c import convert_v2, relabel_v2
+    except ImportError:  # installed without a compiler: the objects do it
+        return "python", None, None
+    return "c", convert_v2, relabel_v2
 
 
-#: C{"c"} when the C conversion was built and is used, C{"python"}
-#: otherwise.
-IMPLEMENTATION, _convert_v2 = _implementation()
+#: C{"c"} when the C conversion and relabelling were built and are used,
+#: C{"python"} otherwise.
+IMPLEMENTATION, _convert_v2, _relabel_v2 = _implementation()
 
 
 def convert(raw: bytes, request: Request, limit: int) -> tuple[bytes, Written]:
@@ -359,6 +367,60 @@ def apply_labels(request: Request, add: Mapping[str, str], remove: frozenset[str
             refs.extend(new)
             changed = True
     return changed
+
+
+def apply_labels_encoded(
+    raw: bytes, request: Request, add: Mapping[str, str], remove: frozenset[str]
+) -> Optional[bytes]:
+    """
+    L{apply_labels} on the 2.0 request C{raw} (uncompressed; C{request}
+    is it, decoded, and is left as it is): in C on the bytes when the
+    extension was built and the bytes are of the shape it reads, else
+    through the objects.
+
+    @return: the new encoding, or L{None} when no series changed (the
+        client's bytes are still the request).
+    """
+    if not add and not remove:
+        return None
+    symbols = list(request.symbols)
+    if _relabel_v2 is not None and symbols:
+        new: list[str] = []
+
+        def ref(text: str) -> int:
+            if text in new:
+                return len(symbols) + new.index(text)
+            try:
+                return symbols.index(text)
+            except ValueError:
+                new.append(text)
+                return len(symbols) + len(new) - 1
+
+        cleared = frozenset(name for name, value in add.items() if not value) | remove
+        adds = {
+            name.encode("utf-8"): (ref(name), ref(value))
+            for name, value in add.items()
+            if value
+        }
+        relabelled = _relabel_v2(
+            raw,
+            tuple(
+                (name, name_ref, value_ref)
+                for name, (name_ref, value_ref) in sorted(adds.items())
+                if name.decode("utf-8") not in cleared
+            ),
+            tuple(name.encode("utf-8") for name in sorted(cleared)),
+            b"".join(field(_V2_SYMBOLS, text.encode("utf-8")) for text in new),
+        )
+        if relabelled is not None:
+            encoded, changed = relabelled
+            return encoded if changed else None
+    copy = Request()
+    copy.CopyFrom(request)
+    return copy.SerializeToString() if apply_labels(copy, add, remove) else None
+
+
+_V2_SYMBOLS = 0x22  # Request.symbols: field 4
 
 
 def drop_series(request: Request, codes: bytes) -> None:
