@@ -9,6 +9,7 @@ from __future__ import annotations
 import attr
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
+from twisted.logger import capturedLogs, formatEvent
 
 from sealgw.auth import build_gate
 from sealgw.config import HTTPUpstreamConfig, RemoteWriteConfig
@@ -111,17 +112,22 @@ class RemoteWrite2Tests(routes.RoutesTestCase):
 
     def test_relayed_upstream_gives_no_counts(self) -> None:
         """
-        Relayed untouched at C{check: headers}, sealgw knows no counts: a
-        2.0 upstream that gives none leaves the client none either, and a
-        1.0 request never gets any.
+        A 2.0 upstream that answers 2xx without counts may not read 2.0
+        (a Prometheus 2.x answers 204 and keeps nothing): the client is
+        told nothing was confirmed, even where sealgw knows what it
+        relayed, and the operator is warned once.  A 1.0 request never
+        gets counts.
         """
-        self.use(2)
-        code, _, headers = self.post("/api/v1/write", self.request(), RW2)
-        self.assertEqual(code, 204)
-        self.assertEqual(self.written(headers), [None, None, None])
-        self.use(2, check="decode")
-        code, _, headers = self.post("/api/v1/write", self.request(), RW2)
-        self.assertEqual(self.written(headers), ["2", "1", "1"])
+        for check in ("headers", "decode"):
+            self.use(2, check=check)
+            with capturedLogs() as events:
+                code, _, headers = self.post("/api/v1/write", self.request(), RW2)
+                self.post("/api/v1/write", self.request(), RW2)
+            self.assertEqual(code, 204)
+            self.assertEqual(self.written(headers), [None, None, None])
+            warnings = [formatEvent(e) for e in events if "Written headers" in formatEvent(e)]
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn("upstream mimir answered a remote write 2.0 push 204", warnings[0])
         code, _, headers = self.post(
             "/api/v1/write",
             routes.remote_write_body(routes.write_request([({"__name__": "up"}, [(1.0, 1)])])),
@@ -129,6 +135,17 @@ class RemoteWrite2Tests(routes.RoutesTestCase):
         )
         self.assertEqual(code, 204)
         self.assertEqual(self.written(headers), [None, None, None])
+
+    def test_spooled(self) -> None:
+        """
+        A push a spool took has reached no upstream yet: sealgw's own
+        counts, when it decoded the push.
+        """
+        self.use(2, check="decode")
+        self.upstream.play(Delivery(status=202, body=b"", attempts=0))
+        code, _, headers = self.post("/api/v1/write", self.request(), RW2)
+        self.assertEqual(code, 204)
+        self.assertEqual(self.written(headers), ["2", "1", "1"])
 
     def test_label_tenancy(self) -> None:
         """

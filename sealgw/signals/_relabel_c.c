@@ -20,6 +20,14 @@
  * (the first bad series, its problem, the name at fault) or None; see
  * _labelcheck.py.
  *
+ * convert_v2(raw, limit) writes a remote write 2.0 request as 1.0, what
+ * remote_write2.to_v1() does on the protobuf objects, and relabel_v2(raw,
+ * adds, drop, tail) does what remote_write2.apply_labels() does, through
+ * the symbols table; each steps aside (None) on a request with a problem
+ * (a bad reference, labels past the limit, a name twice) or of another
+ * shape, and the objects then do it and say what is wrong; see
+ * remote_write2.py.
+ *
  * Every read is bounded by the end of the message it belongs to (a label
  * by its series, a name or value by its label, a series by the body), every
  * varint by ten bytes and 64 bits: a hostile body gets None, never a read
@@ -1955,7 +1963,7 @@ static struct PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sealgw.signals._relabel_c",
-    .m_doc = "The per-series loops of sealgw.signals._relabel, _labelcheck and _samplecheck, in C.",
+    .m_doc = "The per-series loops of sealgw.signals._relabel, _labelcheck, _samplecheck and remote_write2, in C.",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,

@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
-from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
+from sealgw.relay import Delivery, DeliveryFailed, IUpstream, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway, remote_write2
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
@@ -94,6 +94,9 @@ class PushRoutes:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
         self.refusals = SampleRefusals(reactor, metrics)
+        # Upstreams already warned about for 2.0 pushes answered without
+        # written counts (see _written_by).
+        self._unconfirmed: set[str] = set()
         rw = config.push.remote_write
         if rw is not None and (rw.labels.add or rw.labels.remove) and (
             relabelling.IMPLEMENTATION != "c"
@@ -263,11 +266,8 @@ class PushRoutes:
                     )
                     return refuse(request, e.status, f"{what}: {e.reason}", headers)
                 if push.content_type == remote_write2.CONTENT_TYPE:
-                    written = remote_write2.parse_written(delivery.headers) or written
+                    written = self._written_by(config.upstream, delivery, written)
             if written is not None:
-                # Remote write 2.0: what was written, the upstream's word
-                # when it gave it, else what sealgw relayed (a 1.0 upstream
-                # says nothing).
                 for name, value in written.headers().items():
                     request.setHeader(name.encode("ascii"), value.encode("ascii"))
             if accepted.refused is not None:
@@ -275,6 +275,38 @@ class PushRoutes:
             return answer(request)
         finally:
             admission.release()
+
+    def _written_by(
+        self, upstream: str, delivery: Delivery, relayed: Optional[remote_write2.Written]
+    ) -> Optional[remote_write2.Written]:
+        """
+        What a remote write 2.0 push relayed as 2.0 wrote, for the
+        client's response headers: the upstream's word; for a push a
+        spool took (it has not reached the upstream), what sealgw relayed,
+        if it decoded the push.
+
+        An upstream that answers 2xx without the counts the 2.0
+        specification requires may not read 2.0 at all (a Prometheus 2.x
+        reads the body as 1.0, finds no series and answers 204): the
+        client is told nothing was confirmed, and the operator warned once.
+        """
+        said = remote_write2.parse_written(delivery.headers)
+        if said is not None:
+            return said
+        if delivery.attempts == 0:
+            return relayed
+        if upstream not in self._unconfirmed:
+            self._unconfirmed.add(upstream)
+            self.log.warn(
+                "upstream {upstream} answered a remote write 2.0 push {status} without the "
+                "X-Prometheus-Remote-Write-*-Written headers the 2.0 specification requires: "
+                "it may not read 2.0 and have dropped the data (a Prometheus 2.x does); "
+                "unless it is known to read 2.0, set its remote_write_version to 1 "
+                "(see docs/push.rst)",
+                upstream=upstream,
+                status=delivery.status,
+            )
+        return None
 
     # -- Prometheus remote write -------------------------------------------
 
