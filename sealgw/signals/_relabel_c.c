@@ -1692,9 +1692,11 @@ relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *w
     if (grow((void **)&walk->refs, &walk->refs_cap, 2 * n, sizeof(uint32_t)) < 0) {
         return 1;
     }
-    memcpy(walk->refs + n, walk->refs, n * sizeof(uint32_t));
-    if (sorted_pairs_repeat(walk, walk->refs + n, n)) {
-        return 1;
+    if (n) {
+        memcpy(walk->refs + n, walk->refs, n * sizeof(uint32_t));
+        if (sorted_pairs_repeat(walk, walk->refs + n, n)) {
+            return 1;
+        }
     }
     /* The new pairs after the old ones in walk->refs. */
     size_t kept = n;
@@ -1729,7 +1731,7 @@ relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *w
     for (size_t i = 0; i < count; i++) {
         packed += varint_size(pairs[i]);
     }
-    if (count != n || memcmp(pairs, walk->refs, n * sizeof(uint32_t)) != 0) {
+    if (count != n || (n && memcmp(pairs, walk->refs, n * sizeof(uint32_t)) != 0)) {
         *changed = 1;
     }
     size_t body = (count ? field_size(packed) : 0) + rest;
