@@ -238,10 +238,10 @@ def remote_write2_pushes(
     as 2.0 with labels set through its symbols table, or converted to 1.0
     for an upstream that reads only that (C{facts.upstream_remote_write}).
 
-    Unlike a 1.0 body, a 2.0 body is decoded at C{check: headers} too
-    when it is converted: a conversion cannot be done on the bytes, and
-    the references of every series are checked (and what they expand to
-    bounded by C{limit}) before it.
+    Unlike a 1.0 body, a 2.0 body that is converted or changed is parsed
+    at C{check: headers} too, and the references of every series checked
+    (and what they expand to bounded by C{limit}): its strings are only
+    references until then, and the conversion writes them out.
     """
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required(_RW2)
