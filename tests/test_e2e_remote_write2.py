@@ -34,9 +34,16 @@ from tests.rw2_support import RW2_HEADERS, body_v2, request_v2
 
 ALICE = "tok-alice-0123456789"  # team-a
 BOB = "tok-bob-0123456789"  # team-b
+CAROL = "tok-carol-0123456789"  # team-c, one push allowed
 TOKENS = [
     {"name": "alice", "token": ALICE, "tenants": ["team-a"]},
     {"name": "bob", "token": BOB, "tenants": ["team-b"]},
+    {
+        "name": "carol",
+        "token": CAROL,
+        "tenants": ["team-c"],
+        "limits": {"requests_per_second": 0.001, "burst": 1},
+    },
 ]
 WRITTEN = (
     "X-Prometheus-Remote-Write-Samples-Written",
@@ -153,15 +160,22 @@ class ConvertedIntoPrometheusTests(TestCase):
 
     async def test_refusals(self) -> None:
         """
-        A wrong token, a tenant not the token's, a sample past the sample
-        limits, too many references, a bomb: each refused with its status
-        and reason, none of it in Prometheus, and the other tenant's push
-        between them lands.
+        A wrong token, a tenant not the token's, a push over the
+        identity's rate, a sample past the sample limits, an odd list of
+        references, a bomb: each refused with its status and reason, none
+        of it in Prometheus, and the other tenant's push between them
+        lands.
         """
         ts = now_ms()
 
         def one(name: str, when: int = ts) -> v2.Request:
             return request_v2([({"__name__": name}, [(1.0, when)])])
+
+        response, body = await self.push(CAROL, one("rw2_carol_first"))
+        self.assertEqual(response.code, 204, body)
+        response, body = await self.push(CAROL, one("rw2_carol_second"))
+        self.assertEqual(response.code, 429, body)
+        self.assertIsNotNone(response.headers.getRawHeaders("Retry-After"))
 
         cases: list[tuple[str, dict[str, str], v2.Request, int, str]] = [
             ("tok-nobody-0123456789", {}, one("rw2_bad_token"), 401, ""),
@@ -187,9 +201,13 @@ class ConvertedIntoPrometheusTests(TestCase):
         await wait_for_series(
             self.http, self.prometheus, '{__name__=~"rw2_bob_.*"}', count=len(cases)
         )
+        [first] = await prometheus_query(self.http, self.prometheus, "rw2_carol_first")
+        self.assertEqual(first["metric"]["tenant"], "team-c")
         self.assertEqual(
             await prometheus_query(
-                self.http, self.prometheus, '{__name__=~"rw2_.*", __name__!~"rw2_bob_.*"}'
+                self.http,
+                self.prometheus,
+                '{__name__=~"rw2_.*", __name__!~"rw2_bob_.*|rw2_carol_first"}',
             ),
             [],
         )
