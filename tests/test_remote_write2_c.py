@@ -158,6 +158,25 @@ class ConvertTests(SynchronousTestCase):
             [("__name__", "up")],
         )
 
+    def test_metadata_bomb(self) -> None:
+        """
+        A large help string named by every series' metadata counts
+        against the limit on every series, though one record is written:
+        each is built before it is found to repeat.
+        """
+        request = v2.Request(symbols=["", "__name__", "up", "h" * 10_000])
+        for _ in range(200):
+            series = request.timeseries.add(labels_refs=[1, 2])
+            series.samples.add(value=1, timestamp=1)
+            series.metadata.type = v2.Metadata.METRIC_TYPE_GAUGE
+            series.metadata.help_ref = 3
+        raw = request.SerializeToString()
+        self.assertIsNone(self.convert(raw, 1_000_000))
+        with self.assertRaises(PayloadError):
+            remote_write2.expanded_size(request, 1_000_000)
+        self.assertEqual(remote_write2.expanded_size(request, LIMIT), 200 * (10 + 10_000))
+        self.assertIsNotNone(self.convert(raw, LIMIT))
+
     def test_metadata_once_a_family(self) -> None:
         request = v2.Request(symbols=["", "__name__", "h_bucket", "le", "1", "2", "help"])
         for le in (4, 5):

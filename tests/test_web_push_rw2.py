@@ -200,7 +200,7 @@ class RemoteWrite2Tests(routes.RoutesTestCase):
             bomb.timeseries.add(labels_refs=[1, 2]).samples.add(value=1, timestamp=NOW_MS)
         code, content, _ = self.post("/api/v1/write", body_v2(bomb), RW2)
         self.assertEqual(code, 413, content)
-        self.assertIn(b"the labels its references name come to more than", content)
+        self.assertIn(b"the labels and metadata its references name come to more than", content)
         self.assertEqual(self.upstream.pushes, [])
 
     def test_upstream_refuses_2_0(self) -> None:

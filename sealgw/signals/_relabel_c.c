@@ -1301,6 +1301,12 @@ metadata_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk,
     if (help >= walk->nsymbols || unit >= walk->nsymbols) {
         return 1;
     }
+    /* Counted whether or not a record is written: each is built before
+       it is found to repeat one. */
+    walk->expanded += walk->symbols[help].len + walk->symbols[unit].len;
+    if (walk->expanded > walk->limit) {
+        return 1;
+    }
     if ((type == 0 && help == 0 && unit == 0) || first_name == SIZE_MAX || first_name == 0) {
         return 0;
     }
@@ -1541,8 +1547,8 @@ PyDoc_STRVAR(convert_v2_doc,
 "raw (an uncompressed io.prometheus.write.v2.Request, bytes-like, already\n"
 "parsed once by protobuf) as a remote write 1.0 WriteRequest: (bytes,\n"
 "samples, histograms, exemplars).  None when raw is not in the shape\n"
-"handled, a reference is bad, or the labels the references name come to\n"
-"more than limit bytes: the caller then checks and converts the protobuf\n"
+"handled, a reference is bad, or the labels and metadata the references\n"
+"name come to more than limit bytes: the caller then checks and converts the protobuf\n"
 "objects, which says what is wrong.");
 
 static PyObject *

@@ -139,8 +139,9 @@ def _series_error(index: int, what: str) -> DecodeError:
 
 def expanded_size(request: Request, limit: int) -> int:
     """
-    How many bytes the request's labels take once every reference is
-    written out, as 1.0 writes them (and as a store holds them).
+    How many bytes the request's labels (the series' and the exemplars')
+    and metadata (help and unit) take once every reference is written
+    out, as 1.0 writes them (and as a store holds them).
 
     A reference costs a few bytes however long its symbol, so this is
     what bounds a conversion: a request whose references name a large
@@ -155,10 +156,12 @@ def expanded_size(request: Request, limit: int) -> int:
         total += sum([sizes[ref] for ref in series.labels_refs])
         for exemplar in series.exemplars:
             total += sum([sizes[ref] for ref in exemplar.labels_refs])
+        if series.HasField("metadata"):
+            total += sizes[series.metadata.help_ref] + sizes[series.metadata.unit_ref]
         if total > limit:
             raise PayloadTooLarge(
-                f"{_WHAT}: the labels its references name come to more than "
-                f"{limit} bytes (the limit of a decompressed body); send smaller batches"
+                f"{_WHAT}: the labels and metadata its references name come to more "
+                f"than {limit} bytes (the limit of a decompressed body); send smaller batches"
             )
     return total
 
