@@ -158,6 +158,40 @@ class ConvertTests(SynchronousTestCase):
             [("__name__", "up")],
         )
 
+    @given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40)), min_size=33, max_size=200))
+    def test_many_labels(self, pairs: Any) -> None:
+        """
+        Past 32 labels a series in any order is merged, not sorted by
+        insertion: the same order as the objects', names repeated
+        included (their order kept).
+        """
+        request = v2.Request(symbols=[""] + [f"n{index:02d}" for index in range(40)])
+        series = request.timeseries.add(labels_refs=[ref for pair in pairs for ref in pair])
+        series.samples.add(value=1, timestamp=1)
+        raw = request.SerializeToString()
+        self.assertEqual(self.converted(raw), _reference(raw))
+
+    def test_reversed_labels(self) -> None:
+        """
+        100,000 labels in reverse order: sorted as the objects sort them
+        (an insertion sort would take minutes).
+        """
+        count = 100_000
+        request = v2.Request(symbols=[""] + [f"l{index:06d}" for index in range(count)])
+        request.timeseries.add(
+            labels_refs=[ref for index in range(count, 0, -1) for ref in (index, index)]
+        ).samples.add(value=1, timestamp=1)
+        raw = request.SerializeToString()
+        got = self.converted(raw)
+        assert got is not None
+        names = [label.name for label in got[0].timeseries[0].labels]
+        self.assertEqual(names, sorted(names))
+        self.assertEqual(len(names), count)
+        relabelled = remote_write2.apply_labels_encoded(raw, request, {"a": "b"}, frozenset())
+        assert relabelled is not None
+        refs = list(v2.Request.FromString(relabelled).timeseries[0].labels_refs)
+        self.assertEqual(refs[:4], [count + 1, count + 2, 1, 1])
+
     def test_metadata_bomb(self) -> None:
         """
         A large help string named by every series' metadata counts

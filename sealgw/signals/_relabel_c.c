@@ -999,6 +999,8 @@ typedef struct {
     size_t *seen;   /* the metadata records written, as offsets: a hash set */
     size_t seen_cap;
     size_t nseen;
+    uint32_t *scratch; /* room for sort_pairs to merge through */
+    size_t scratch_cap;
     uint64_t expanded; /* the bytes of every label the references name */
     uint64_t limit;
     Py_ssize_t samples, histograms, exemplars;
@@ -1191,23 +1193,69 @@ pair_before(const walk_t *walk, uint32_t a, uint32_t b)
     return compare(x->data, x->len, y->data, y->len) < 0;
 }
 
-/* Sort n/2 pairs in walk->refs by their name, stably (insertion sort:
-   senders write them sorted, and a series has few). */
-static void
-sort_pairs(walk_t *walk, size_t n)
+/* Sort the count/2 (name, value) pairs at pairs by name, stably: as they
+   are when already sorted (what senders write), by insertion while few,
+   else by merging through walk->scratch, so that a series of many labels
+   in reverse order costs n log n, not n squared.  0, or -1 for no memory
+   (the caller steps aside). */
+static int
+sort_pairs(walk_t *walk, uint32_t *pairs, size_t count)
 {
-    uint32_t *refs = walk->refs;
-    for (size_t i = 2; i < n; i += 2) {
-        uint32_t name = refs[i], value = refs[i + 1];
-        size_t j = i;
-        while (j > 0 && pair_before(walk, name, refs[j - 2])) {
-            refs[j] = refs[j - 2];
-            refs[j + 1] = refs[j - 1];
-            j -= 2;
-        }
-        refs[j] = name;
-        refs[j + 1] = value;
+    size_t npairs = count / 2;
+    size_t i = 1;
+    while (i < npairs && !pair_before(walk, pairs[2 * i], pairs[2 * i - 2])) {
+        i++;
     }
+    if (i >= npairs) {
+        return 0;
+    }
+    if (npairs <= 32) {
+        for (i = 1; i < npairs; i++) {
+            uint32_t name = pairs[2 * i], value = pairs[2 * i + 1];
+            size_t j = 2 * i;
+            while (j > 0 && pair_before(walk, name, pairs[j - 2])) {
+                pairs[j] = pairs[j - 2];
+                pairs[j + 1] = pairs[j - 1];
+                j -= 2;
+            }
+            pairs[j] = name;
+            pairs[j + 1] = value;
+        }
+        return 0;
+    }
+    if (grow((void **)&walk->scratch, &walk->scratch_cap, count, sizeof(uint32_t)) < 0) {
+        return -1;
+    }
+    uint32_t *from = pairs, *to = walk->scratch;
+    for (size_t width = 1; width < npairs; width *= 2) {
+        for (size_t low = 0; low < npairs; low += 2 * width) {
+            size_t mid = low + width < npairs ? low + width : npairs;
+            size_t high = low + 2 * width < npairs ? low + 2 * width : npairs;
+            size_t left = low, right = mid, k = low;
+            while (left < mid || right < high) {
+                size_t take;
+                /* The left one unless the right one comes strictly
+                   before it: equal names keep their order. */
+                if (left < mid
+                    && (right >= high || !pair_before(walk, from[2 * right], from[2 * left]))) {
+                    take = left++;
+                }
+                else {
+                    take = right++;
+                }
+                to[2 * k] = from[2 * take];
+                to[2 * k + 1] = from[2 * take + 1];
+                k++;
+            }
+        }
+        uint32_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != pairs) {
+        memcpy(pairs, from, count * sizeof(uint32_t));
+    }
+    return 0;
 }
 
 static inline uint64_t
@@ -1412,7 +1460,9 @@ series_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, buf
             body += field_size(label_size(name, value));
         }
     }
-    sort_pairs(walk, n);
+    if (sort_pairs(walk, walk->refs, n) < 0) {
+        return 1;
+    }
     /* Exemplars: their references read into walk->refs after the
        series' own. */
     pos = start;
@@ -1588,6 +1638,7 @@ convert_v2(PyObject *module, PyObject *args)
     Py_XDECREF(out.bytes);
     PyMem_Free(walk.symbols);
     PyMem_Free(walk.refs);
+    PyMem_Free(walk.scratch);
     PyMem_Free(walk.seen);
     PyBuffer_Release(&view);
     return result;
@@ -1631,22 +1682,13 @@ is_added(const unsigned char *name, size_t len, const ref_actions_t *actions)
     return 0;
 }
 
-/* Sort the count/2 (name, value) pairs at pairs by name, stably
-   (insertion sort: senders write them sorted, and a series has few), and
-   say whether a name is there twice. */
+/* Sort the count/2 (name, value) pairs at pairs by name (sort_pairs), and
+   say whether a name is there twice: 1 if so, 0 if not, -1 for no memory. */
 static int
-sorted_pairs_repeat(const walk_t *walk, uint32_t *pairs, size_t count)
+sorted_pairs_repeat(walk_t *walk, uint32_t *pairs, size_t count)
 {
-    for (size_t i = 2; i < count; i += 2) {
-        uint32_t name = pairs[i], value = pairs[i + 1];
-        size_t j = i;
-        while (j > 0 && pair_before(walk, name, pairs[j - 2])) {
-            pairs[j] = pairs[j - 2];
-            pairs[j + 1] = pairs[j - 1];
-            j -= 2;
-        }
-        pairs[j] = name;
-        pairs[j + 1] = value;
+    if (sort_pairs(walk, pairs, count) < 0) {
+        return -1;
     }
     for (size_t i = 2; i < count; i += 2) {
         const span_t *a = &walk->symbols[pairs[i - 2]];
@@ -1700,7 +1742,7 @@ relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *w
     }
     if (n) {
         memcpy(walk->refs + n, walk->refs, n * sizeof(uint32_t));
-        if (sorted_pairs_repeat(walk, walk->refs + n, n)) {
+        if (sorted_pairs_repeat(walk, walk->refs + n, n) != 0) {
             return 1;
         }
     }
@@ -1732,7 +1774,9 @@ relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *w
     size_t count = kept - n;
     /* Sorted by name; the old names all differ and no added one is among
        those kept, so no name is there twice. */
-    sorted_pairs_repeat(walk, pairs, count);
+    if (sorted_pairs_repeat(walk, pairs, count) < 0) {
+        return 1;
+    }
     size_t packed = 0;
     for (size_t i = 0; i < count; i++) {
         packed += varint_size(pairs[i]);
@@ -1948,6 +1992,7 @@ done:
     PyMem_Free(drop);
     PyMem_Free(walk.symbols);
     PyMem_Free(walk.refs);
+    PyMem_Free(walk.scratch);
     PyMem_Free(walk.seen);
     PyBuffer_Release(&view);
     PyBuffer_Release(&tail);
