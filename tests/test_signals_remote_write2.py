@@ -102,6 +102,33 @@ class ExpansionTests(SynchronousTestCase):
         e = self.assertRaises(PayloadTooLarge, remote_write2.expanded_size, request, LIMIT)
         self.assertIn(f"more than {LIMIT} bytes", e.message)
 
+    def test_expansion_limit(self) -> None:
+        """
+        8 MiB, or 64 times the request beyond that, never past the
+        decompressed-body limit.
+        """
+        limit = remote_write2.expansion_limit
+        self.assertEqual(limit(b"x" * 1000, 50 << 20), 8 << 20)
+        self.assertEqual(limit(b"x" * (1 << 18), 50 << 20), 16 << 20)
+        self.assertEqual(limit(b"x" * (1 << 20), 50 << 20), 50 << 20)
+        self.assertEqual(limit(b"x", 1 << 20), 1 << 20)
+
+    def test_small_body_large_expansion(self) -> None:
+        """
+        4 KB naming a 50 KB symbol on 1,000 series: 50 MB written out,
+        under the decompressed-body limit but far past what a request of
+        its size may expand to; refused before it is written out.
+        """
+        request = v2.Request(symbols=["", "__name__", "up", "big", "x" * 50_000])
+        for _ in range(1000):
+            request.timeseries.add(labels_refs=[1, 2, 3, 4]).samples.add(
+                value=1, timestamp=NOW_MS
+            )
+        body = body_v2(request)
+        self.assertLess(len(body), 5000)
+        e = self.assertRaises(PayloadTooLarge, _push, body, FACTS, limit=50 << 20)
+        self.assertIn("come to more than 8388608 bytes, the most this request", e.message)
+
     def test_within(self) -> None:
         request = request_v2([({"__name__": "up", "job": "a"}, [(1.0, 1)])])
         self.assertEqual(remote_write2.expanded_size(request, LIMIT), len("__name__upjoba"))

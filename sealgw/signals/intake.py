@@ -261,7 +261,7 @@ def remote_write2_pushes(
         sample_limits.check_series_count(
             _RW2, len(request.timeseries), facts.samples.max_series_per_push
         )
-    v1, written = remote_write2.convert(raw, request, limit)
+    v1, written = remote_write2.convert(raw, request, remote_write2.expansion_limit(raw, limit))
     if check == "labels" and not remote_write.validate_encoded(v1):
         remote_write.validate(remote_write.decode(v1))
     refused: Optional[SeriesRefused] = None

@@ -50,6 +50,7 @@ __all__ = [
     "drop_series",
     "encode",
     "expanded_size",
+    "expansion_limit",
     "parse_written",
     "to_v1",
     "written",
@@ -137,6 +138,25 @@ def _series_error(index: int, what: str) -> DecodeError:
     return DecodeError(f"{_WHAT}: timeseries[{index}]: {what}")
 
 
+#: What a 2.0 request's references may expand to: at least this much
+#: (more than any sender's batch takes), and beyond it at most
+#: L{EXPANSION_RATIO} times the request's own size (real requests expand
+#: 5 to 25 times), never past the decompressed-body limit.  A few
+#: kilobytes naming one large symbol on every series would otherwise cost
+#: as much as the largest body a client may send, for a fraction of the
+#: bytes its rate limits count.
+EXPANSION_FLOOR = 8 * 1024 * 1024
+EXPANSION_RATIO = 64
+
+
+def expansion_limit(raw: bytes, limit: int) -> int:
+    """
+    What the 2.0 request C{raw} (uncompressed) may expand to, under the
+    decompressed-body limit C{limit} (see L{EXPANSION_FLOOR}).
+    """
+    return min(limit, max(EXPANSION_FLOOR, EXPANSION_RATIO * len(raw)))
+
+
 def expanded_size(request: Request, limit: int) -> int:
     """
     How many bytes the request's labels (the series' and the exemplars')
@@ -161,7 +181,10 @@ def expanded_size(request: Request, limit: int) -> int:
         if total > limit:
             raise PayloadTooLarge(
                 f"{_WHAT}: the labels and metadata its references name come to more "
-                f"than {limit} bytes (the limit of a decompressed body); send smaller batches"
+                f"than {limit} bytes, the most this request may expand to (the "
+                f"decompressed-body limit, and under it {EXPANSION_FLOOR // (1024 * 1024)} "
+                f"MiB or {EXPANSION_RATIO} times the request, whichever is more); "
+                "send smaller batches"
             )
     return total
 
