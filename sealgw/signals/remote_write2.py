@@ -139,9 +139,10 @@ def _series_error(index: int, what: str) -> DecodeError:
 
 
 #: What a 2.0 request's references may expand to: at least this much
-#: (more than any sender's batch takes), and beyond it at most
-#: L{EXPANSION_RATIO} times the request's own size (real requests expand
-#: 5 to 25 times), never past the decompressed-body limit.  A few
+#: (a 2,000-series batch needs over 4 KB of label text a series to reach
+#: it), and beyond it at most L{EXPANSION_RATIO} times the request's own
+#: size (bench/rw2.py's batch expands 3.8 times), never past the
+#: decompressed-body limit.  A few
 #: kilobytes naming one large symbol on every series would otherwise cost
 #: as much as the largest body a client may send, for a fraction of the
 #: bytes its rate limits count.
