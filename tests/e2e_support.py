@@ -569,6 +569,7 @@ async def start_prometheus(
     *,
     agent: bool = False,
     receiver: bool = False,
+    features: Sequence[str] = (),
     ready_timeout: float = 30.0,
 ) -> Prometheus:
     """
@@ -578,6 +579,7 @@ async def start_prometheus(
 
     @param agent: run in agent mode (scrape and remote-write only).
     @param receiver: accept remote write on C{/api/v1/write}.
+    @param features: feature flags to enable (C{native-histograms}).
     """
     binary = require_prometheus()
     directory = os.path.abspath(test.mktemp())
@@ -601,6 +603,7 @@ async def start_prometheus(
             args += [f"--storage.tsdb.path={directory}/tsdb"]
         if receiver:
             args.append("--web.enable-remote-write-receiver")
+        args += [f"--enable-feature={feature}" for feature in features]
         process = _Output()
         transport = reactor.spawnProcess(
             process, binary, args, env={"PATH": os.environ.get("PATH", "/usr/bin")}, path=directory

@@ -147,6 +147,9 @@ SKIPPED: dict[tuple[str, str], str] = {
     ("docs/benchmarks.rst", ".venv/bin/python bench/seal.py [--duration 10] [--rounds 2] \\"): (
         "a benchmark's synopsis (brackets are optional arguments), minutes to run"
     ),
+    ("docs/benchmarks.rst", ".venv/bin/python bench/rw2.py [--intake-only] [--calls 200] \\"): (
+        "a benchmark's synopsis (brackets are optional arguments), a minute or more to run"
+    ),
     ("docs/benchmarks.rst", ".venv/bin/python bench/all.py                     # about 7 minutes"): (
         "every benchmark: minutes, and nginx and wrk"
     ),

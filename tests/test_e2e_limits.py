@@ -234,18 +234,20 @@ class LimitsTests(TestCase):
         )
         self.assertEqual(code, 415, body)
         self.assertIn(b"application/json", body)
-        # Remote write 2.0 is refused the same way, so a sender falls back.
+        # A message type it does not read is refused the same way, so a
+        # sender falls back to one it does.
         code, _, body = await self.post(
             "/api/v1/push",
             remote_write_body(write_request([({"__name__": "up"}, [(1.0, now_ms())])])),
             {
                 **REMOTE_WRITE_HEADERS,
-                "Content-Type": ["application/x-protobuf;proto=io.prometheus.write.v2.Request"],
+                "Content-Type": ["application/x-protobuf;proto=io.prometheus.write.v3.Request"],
                 **bearer("tok-1"),
             },
         )
         self.assertEqual(code, 415, body)
         self.assertIn(b"remote write 1.0", body)
+        self.assertIn(b"io.prometheus.write.v2.Request", body)
         self.assertNothingRelayed()
 
     async def test_remote_write_wrong_content_encoding(self) -> None:

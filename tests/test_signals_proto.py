@@ -30,7 +30,7 @@ class GeneratedTests(SynchronousTestCase):
             raise SkipTest(f"grpcio-tools is not installed: {e}") from None
         with tempfile.TemporaryDirectory() as tmp:
             written = regenerate.generate(Path(tmp))
-            self.assertEqual(len(written), 6)
+            self.assertEqual(len(written), 8)
             for path in written:
                 committed = regenerate.ROOT / path.relative_to(tmp)
                 self.assertTrue(committed.exists(), f"{committed} is not committed")

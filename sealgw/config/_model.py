@@ -226,6 +226,21 @@ class TenancyMode(Rule):
 
 
 @attr.frozen
+class RemoteWriteVersion(Rule):
+    """
+    The remote-write version an upstream reads: 1 or 2.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
+            raise Invalid(
+                f"{value!r} is not 1 or 2 (1: remote write 2.0 requests are converted to "
+                "1.0 for this upstream; 2: it reads 2.0, which is relayed as it came)"
+            )
+        return value
+
+
+@attr.frozen
 class HTTPUpstreamConfig:
     """
     An HTTP(S) upstream.  Outbound credentials (basic auth, a static bearer
@@ -237,6 +252,12 @@ class HTTPUpstreamConfig:
     @ivar in_flight: requests in flight at once, and each tenant's share.
     @ivar tenancy: how it keeps tenants apart: by the tenant header, or,
         for a store without tenants, by a label (see L{UpstreamTenancy}).
+    @ivar remote_write_version: the remote-write protocol it reads: 1
+        (the default; what every remote-write store reads) has remote
+        write 2.0 requests converted to 1.0 for it, 2 (a receiver that
+        reads C{io.prometheus.write.v2.Request}, such as Prometheus 3's)
+        has them relayed as 2.0.  1.0 requests are relayed as 1.0 either
+        way.
     """
 
     name: str = attr.field(metadata=FROM_KEY)
@@ -253,6 +274,7 @@ class HTTPUpstreamConfig:
     tenancy: Annotated[UpstreamTenancy, TenancyMode()] = UpstreamTenancy()
     spool: Optional[SpoolConfig] = None
     azure_ad: Optional[AzureADConfig] = None
+    remote_write_version: Annotated[int, RemoteWriteVersion()] = 1
 
 
 @attr.frozen

@@ -11,6 +11,7 @@ a sender retry for ever (see PROTOCOLS.md, section 2).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 import attr
@@ -33,12 +34,16 @@ class Delivery:
         not be read in time after the status arrived.  The data was accepted
         all the same; only a caller that forwards C{body} (OTLP's
         C{partial_success}) needs to care.
+    @ivar headers: the upstream's response headers that its client is
+        told again: remote write 2.0's written counts
+        (C{X-Prometheus-Remote-Write-*-Written}), as it sent them.
     """
 
     status: int
     body: bytes
     attempts: int
     body_truncated: bool = False
+    headers: Mapping[str, str] = attr.field(factory=dict)
 
 
 class DeliveryFailed(Exception):

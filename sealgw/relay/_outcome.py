@@ -22,6 +22,7 @@ from sealgw.http import (
     status_verdict,
 )
 from sealgw.relay._interfaces import Delivery, UpstreamRejected, UpstreamUnavailable
+from sealgw.signals.remote_write2 import WRITTEN_HEADERS
 
 __all__ = [
     "CREDENTIAL_STATUSES",
@@ -74,6 +75,7 @@ def response_outcome(status: int, headers: Headers, body: Body, now: float) -> O
                 body=body.data,
                 attempts=1,
                 body_truncated=body.truncated,
+                headers=passed_on(headers),
             ),
         )
     text = upstream_reason(body.data, "")
@@ -87,6 +89,27 @@ def response_outcome(status: int, headers: Headers, body: Body, now: float) -> O
     else:
         reason = f"{verdict.message}: {text}" if text else verdict.message
     return _unavailable(verdict, reason)
+
+
+#: The response headers of a 2xx passed on to the client, by their names
+#: in lower case: remote write 2.0's written counts, which a sender reads
+#: to know what the store kept.
+PASSED_ON = frozenset(name.lower().encode("ascii") for name in WRITTEN_HEADERS)
+
+
+def passed_on(headers: Headers) -> dict[str, str]:
+    """
+    Those of C{headers} named in L{PASSED_ON} (the last value of each).
+
+    One walk over the few headers an answer has: 1.4 us a delivery, where
+    asking for each name costs 3.5 us (Twisted encodes the name it is
+    asked for every time).
+    """
+    found = {}
+    for name, values in headers.getAllRawHeaders():
+        if values and name.lower() in PASSED_ON:
+            found[name.decode("ascii")] = values[-1].decode("latin-1")
+    return found
 
 
 def failure_outcome(exc: Exception) -> Outcome:

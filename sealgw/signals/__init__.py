@@ -7,6 +7,7 @@ alone, and gives every decoder one way to fail: a L{PayloadError} carrying
 the HTTP status and a message fit for the client.
 
 One module per format: L{remote_write} (Prometheus remote write 1.0),
+L{remote_write2} (2.0: its references, labels and conversion to 1.0),
 L{seal} (seal-proxy and sui-proxy pushes), L{loki} (Loki push, JSON and
 protobuf), L{otlp} (OTLP/HTTP traces, metrics and logs), with
 L{compression} for the Content-Encodings they arrive in.
@@ -16,7 +17,16 @@ request body and its facts into pushes, one pure function per push
 route; L{records} reads a push's bytes back as JSON-able records.
 """
 
-from sealgw.signals import compression, intake, loki, otlp, records, remote_write, seal
+from sealgw.signals import (
+    compression,
+    intake,
+    loki,
+    otlp,
+    records,
+    remote_write,
+    remote_write2,
+    seal,
+)
 from sealgw.signals._media import parse_media_type
 from sealgw.signals.compression import decode_body, gunzip, snappy_compress, snappy_decompress
 from sealgw.signals.errors import (
@@ -52,6 +62,7 @@ __all__ = [
     "parse_media_type",
     "records",
     "remote_write",
+    "remote_write2",
     "seal",
     "snappy_compress",
     "snappy_decompress",

@@ -20,6 +20,14 @@
  * (the first bad series, its problem, the name at fault) or None; see
  * _labelcheck.py.
  *
+ * convert_v2(raw, limit) writes a remote write 2.0 request as 1.0, what
+ * remote_write2.to_v1() does on the protobuf objects, and relabel_v2(raw,
+ * adds, drop, tail) does what remote_write2.apply_labels() does, through
+ * the symbols table; each steps aside (None) on a request with a problem
+ * (a bad reference, labels past the limit, a name twice) or of another
+ * shape, and the objects then do it and say what is wrong; see
+ * remote_write2.py.
+ *
  * Every read is bounded by the end of the message it belongs to (a label
  * by its series, a name or value by its label, a series by the body), every
  * varint by ten bytes and 64 bits: a hostile body gets None, never a read
@@ -950,11 +958,1054 @@ check_samples(PyObject *module, PyObject *args)
     return result;
 }
 
+/* --- convert_v2: remote write 2.0 written as 1.0 ---------------------- */
+
+/* The fields of io.prometheus.write.v2 read here, as one-byte tags. */
+#define V2_SYMBOLS 0x22      /* Request.symbols: field 4, length-delimited */
+#define V2_TIMESERIES 0x2A   /* Request.timeseries: field 5 */
+#define V2_LABELS_REFS 0x0A  /* TimeSeries.labels_refs: field 1, packed */
+#define V2_SAMPLES 0x12      /* TimeSeries.samples: field 2 */
+#define V2_HISTOGRAMS 0x1A   /* TimeSeries.histograms: field 3 */
+#define V2_EXEMPLARS 0x22    /* TimeSeries.exemplars: field 4 */
+#define V2_METADATA 0x2A     /* TimeSeries.metadata: field 5 */
+#define V2_CREATED 0x30      /* TimeSeries.created_timestamp: field 6, varint */
+#define V2_EXEMPLAR_VALUE 0x11     /* Exemplar.value: field 2, 64-bit */
+#define V2_EXEMPLAR_TIMESTAMP 0x18 /* Exemplar.timestamp: field 3, varint */
+#define V2_METADATA_TYPE 0x08      /* Metadata.type: field 1, varint */
+#define V2_METADATA_HELP 0x18      /* Metadata.help_ref: field 3, varint */
+#define V2_METADATA_UNIT 0x20      /* Metadata.unit_ref: field 4, varint */
+
+/* What 1.0 writes them as. */
+#define V1_SAMPLES 0x12     /* TimeSeries.samples: field 2, the same Sample */
+#define V1_EXEMPLARS 0x1A   /* TimeSeries.exemplars: field 3 */
+#define V1_HISTOGRAMS 0x22  /* TimeSeries.histograms: field 4, the same fields */
+#define V1_METADATA 0x1A    /* WriteRequest.metadata: field 3 */
+#define V1_METADATA_TYPE 0x08
+#define V1_METADATA_FAMILY 0x12
+#define V1_METADATA_HELP 0x22
+#define V1_METADATA_UNIT 0x2A
+
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+} span_t;
+
+/* Growable arrays of the walk, freed by convert_v2. */
+typedef struct {
+    span_t *symbols;
+    size_t nsymbols, symbols_cap;
+    uint32_t *refs; /* one series' labels_refs, then sorted as pairs */
+    size_t refs_cap;
+    size_t *seen;   /* the metadata records written, as offsets: a hash set */
+    size_t seen_cap;
+    size_t nseen;
+    uint32_t *scratch; /* room for sort_pairs to merge through */
+    size_t scratch_cap;
+    uint64_t expanded; /* the bytes of every label the references name */
+    uint64_t limit;
+    Py_ssize_t samples, histograms, exemplars;
+} walk_t;
+
+/* Grow *array of *cap items of size to hold need: 0, or -1 (no memory;
+   nothing set: the caller steps aside). */
+static int
+grow(void **array, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t cap2 = *cap ? *cap : 16;
+    while (cap2 < need) {
+        if (cap2 > ((size_t)PY_SSIZE_T_MAX / size) / 2) {
+            return -1;
+        }
+        cap2 *= 2;
+    }
+    void *bigger = PyMem_Realloc(*array, cap2 * size);
+    if (bigger == NULL) {
+        return -1;
+    }
+    *array = bigger;
+    *cap = cap2;
+    return 0;
+}
+
+/* The references packed in raw[start:stop] appended to walk->refs from
+   *n: 0, or -1 for a varint that does not read, a reference past the
+   symbols table or a list too long. */
+static int
+read_refs(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, size_t *n)
+{
+    size_t pos = start;
+    while (pos < stop) {
+        uint64_t ref;
+        if (raw[pos] < 0x80) {
+            ref = raw[pos++];
+        }
+        else if (read_varint(raw, &pos, stop, &ref) < 0) {
+            return -1;
+        }
+        if (ref >= walk->nsymbols || ref > UINT32_MAX) {
+            return -1;
+        }
+        if (grow((void **)&walk->refs, &walk->refs_cap, *n + 1, sizeof(uint32_t)) < 0) {
+            return -1;
+        }
+        walk->refs[(*n)++] = (uint32_t)ref;
+    }
+    return 0;
+}
+
+static inline size_t
+field_size(size_t length)
+{
+    return 1 + varint_size(length) + length;
+}
+
+static inline unsigned char *
+write_field(unsigned char *w, unsigned char tag, const unsigned char *data, size_t length)
+{
+    *w++ = tag;
+    w = write_varint(w, length);
+    memcpy(w, data, length);
+    return w + length;
+}
+
+/* A 1.0 Label's payload (name, then value) of symbols name and value. */
+static inline size_t
+label_size(const span_t *name, const span_t *value)
+{
+    return field_size(name->len) + field_size(value->len);
+}
+
+static unsigned char *
+write_label(unsigned char *w, const span_t *name, const span_t *value)
+{
+    *w++ = LABELS;
+    w = write_varint(w, label_size(name, value));
+    w = write_field(w, LABEL_NAME, name->data, name->len);
+    return write_field(w, LABEL_VALUE, value->data, value->len);
+}
+
+/* One length-delimited or varint field of a message at raw[*pos], within
+   stop: its tag, and its payload raw[*start:*end] (a varint's own bytes
+   for a varint, eight bytes for a 64-bit one).  0, or -1 when it does not
+   read or is of a kind this shape has none of. */
+static int
+any_field(const unsigned char *raw, size_t *pos, size_t stop, unsigned char *tag,
+          size_t *start, size_t *end)
+{
+    if (*pos >= stop) {
+        return -1;
+    }
+    *tag = raw[*pos];
+    if (*tag & 0x80) {
+        return -1; /* a field past 15: none here */
+    }
+    size_t p = *pos + 1;
+    uint64_t ignored;
+    size_t length;
+    switch (*tag & 0x07) {
+    case 0:
+        *start = p;
+        if (read_varint(raw, &p, stop, &ignored) < 0) {
+            return -1;
+        }
+        break;
+    case 1:
+        if (stop - p < 8) {
+            return -1;
+        }
+        *start = p;
+        p += 8;
+        break;
+    case 2:
+        if (read_length(raw, &p, stop, &length) < 0) {
+            return -1;
+        }
+        *start = p;
+        p += length;
+        break;
+    default:
+        return -1;
+    }
+    *end = p;
+    *pos = p;
+    return 0;
+}
+
+/* An exemplar's payload raw[start:stop] as 1.0's: its references
+   (read into walk->refs from base, after the series' own) become labels,
+   its value and timestamp pass as they are.  With w NULL only measured,
+   and its labels counted in walk->expanded.  0 with *size set, or -1
+   when not of the shape. */
+static int
+exemplar_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, size_t base,
+            unsigned char *w, size_t *size)
+{
+    size_t total = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return -1;
+        }
+        if (tag == V2_LABELS_REFS) {
+            size_t n = base;
+            if (read_refs(raw, from, to, walk, &n) < 0 || (n - base) % 2) {
+                return -1;
+            }
+            for (size_t i = base; i < n; i += 2) {
+                const span_t *name = &walk->symbols[walk->refs[i]];
+                const span_t *value = &walk->symbols[walk->refs[i + 1]];
+                size_t one = label_size(name, value);
+                if (w == NULL) {
+                    walk->expanded += name->len + value->len;
+                }
+                else {
+                    w = write_label(w, name, value);
+                }
+                total += field_size(one);
+            }
+        }
+        else if (tag == V2_EXEMPLAR_VALUE || tag == V2_EXEMPLAR_TIMESTAMP) {
+            size_t length = to - (from - 1);
+            if (w != NULL) {
+                memcpy(w, raw + from - 1, length);
+                w += length;
+            }
+            total += length;
+        }
+        else {
+            return -1;
+        }
+    }
+    *size = total;
+    return 0;
+}
+
+static inline int
+pair_before(const walk_t *walk, uint32_t a, uint32_t b)
+{
+    const span_t *x = &walk->symbols[a];
+    const span_t *y = &walk->symbols[b];
+    return compare(x->data, x->len, y->data, y->len) < 0;
+}
+
+/* Sort the count/2 (name, value) pairs at pairs by name, stably: as they
+   are when already sorted (what senders write), by insertion while few,
+   else by merging through walk->scratch, so that a series of many labels
+   in reverse order costs n log n, not n squared.  0, or -1 for no memory
+   (the caller steps aside). */
+static int
+sort_pairs(walk_t *walk, uint32_t *pairs, size_t count)
+{
+    size_t npairs = count / 2;
+    size_t i = 1;
+    while (i < npairs && !pair_before(walk, pairs[2 * i], pairs[2 * i - 2])) {
+        i++;
+    }
+    if (i >= npairs) {
+        return 0;
+    }
+    if (npairs <= 32) {
+        for (i = 1; i < npairs; i++) {
+            uint32_t name = pairs[2 * i], value = pairs[2 * i + 1];
+            size_t j = 2 * i;
+            while (j > 0 && pair_before(walk, name, pairs[j - 2])) {
+                pairs[j] = pairs[j - 2];
+                pairs[j + 1] = pairs[j - 1];
+                j -= 2;
+            }
+            pairs[j] = name;
+            pairs[j + 1] = value;
+        }
+        return 0;
+    }
+    if (grow((void **)&walk->scratch, &walk->scratch_cap, count, sizeof(uint32_t)) < 0) {
+        return -1;
+    }
+    uint32_t *from = pairs, *to = walk->scratch;
+    for (size_t width = 1; width < npairs; width *= 2) {
+        for (size_t low = 0; low < npairs; low += 2 * width) {
+            size_t mid = low + width < npairs ? low + width : npairs;
+            size_t high = low + 2 * width < npairs ? low + 2 * width : npairs;
+            size_t left = low, right = mid, k = low;
+            while (left < mid || right < high) {
+                size_t take;
+                /* The left one unless the right one comes strictly
+                   before it: equal names keep their order. */
+                if (left < mid
+                    && (right >= high || !pair_before(walk, from[2 * right], from[2 * left]))) {
+                    take = left++;
+                }
+                else {
+                    take = right++;
+                }
+                to[2 * k] = from[2 * take];
+                to[2 * k + 1] = from[2 * take + 1];
+                k++;
+            }
+        }
+        uint32_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != pairs) {
+        memcpy(pairs, from, count * sizeof(uint32_t));
+    }
+    return 0;
+}
+
+static inline uint64_t
+hash_bytes(const unsigned char *data, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ data[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Whether the metadata record out[at:at+len] was written before (then it
+   is not kept); records are remembered by their offset+1 in an open
+   addressing table.  0 new, 1 seen, -1 no memory. */
+static int
+seen_before(walk_t *walk, buffer_t *out, size_t at, size_t len)
+{
+    if ((walk->nseen + 1) * 2 > walk->seen_cap) {
+        size_t cap = walk->seen_cap ? walk->seen_cap * 2 : 64;
+        size_t *table = PyMem_Calloc(cap, sizeof(size_t));
+        if (table == NULL) {
+            return -1;
+        }
+        for (size_t i = 0; i < walk->seen_cap; i++) {
+            size_t entry = walk->seen[i];
+            if (entry) {
+                const unsigned char *record = (const unsigned char *)PyBytes_AS_STRING(out->bytes) + entry - 1;
+                size_t record_len = 0; /* set by read_length */
+                size_t p = 1;
+                read_length(record, &p, out->len - (entry - 1), &record_len);
+                uint64_t h = hash_bytes(record, p + record_len) & (cap - 1);
+                while (table[h]) {
+                    h = (h + 1) & (cap - 1);
+                }
+                table[h] = entry;
+            }
+        }
+        PyMem_Free(walk->seen);
+        walk->seen = table;
+        walk->seen_cap = cap;
+    }
+    const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(out->bytes);
+    uint64_t h = hash_bytes(base + at, len) & (walk->seen_cap - 1);
+    while (walk->seen[h]) {
+        size_t other = walk->seen[h] - 1;
+        size_t p = other + 1, other_len = 0;
+        read_length(base, &p, out->len, &other_len);
+        size_t whole = p + other_len - other;
+        if (whole == len && memcmp(base + other, base + at, len) == 0) {
+            return 1;
+        }
+        h = (h + 1) & (walk->seen_cap - 1);
+    }
+    walk->seen[h] = at + 1;
+    walk->nseen++;
+    return 0;
+}
+
+/* The metadata raw[start:stop] of a series whose family (the value of its
+   first __name__) is the symbol first_name (SIZE_MAX for none), as a 1.0
+   MetricMetadata record appended to meta, unless it says nothing, names
+   no family or was written before.
+   0, 1 when not of the shape, -1 with an exception set. */
+static int
+metadata_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk,
+            size_t first_name, buffer_t *meta)
+{
+    uint64_t type = 0, help = 0, unit = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag = raw[pos];
+        uint64_t *into;
+        if (tag == V2_METADATA_TYPE) {
+            into = &type;
+        }
+        else if (tag == V2_METADATA_HELP) {
+            into = &help;
+        }
+        else if (tag == V2_METADATA_UNIT) {
+            into = &unit;
+        }
+        else {
+            return 1;
+        }
+        pos++;
+        if (read_varint(raw, &pos, stop, into) < 0) {
+            return 1;
+        }
+    }
+    if (help >= walk->nsymbols || unit >= walk->nsymbols) {
+        return 1;
+    }
+    /* Counted whether or not a record is written: each is built before
+       it is found to repeat one. */
+    walk->expanded += walk->symbols[help].len + walk->symbols[unit].len;
+    if (walk->expanded > walk->limit) {
+        return 1;
+    }
+    if ((type == 0 && help == 0 && unit == 0) || first_name == SIZE_MAX || first_name == 0) {
+        return 0;
+    }
+    const span_t *family = &walk->symbols[first_name];
+    size_t payload = 1 + varint_size(type) + field_size(family->len);
+    if (help) {
+        payload += field_size(walk->symbols[help].len);
+    }
+    if (unit) {
+        payload += field_size(walk->symbols[unit].len);
+    }
+    if (reserve(meta, field_size(payload)) < 0) {
+        return -1;
+    }
+    size_t at = meta->len;
+    unsigned char *w = buffer_at(meta);
+    *w++ = V1_METADATA;
+    w = write_varint(w, payload);
+    *w++ = V1_METADATA_TYPE;
+    w = write_varint(w, (size_t)type);
+    w = write_field(w, V1_METADATA_FAMILY, family->data, family->len);
+    if (help) {
+        w = write_field(w, V1_METADATA_HELP, walk->symbols[help].data, walk->symbols[help].len);
+    }
+    if (unit) {
+        w = write_field(w, V1_METADATA_UNIT, walk->symbols[unit].data, walk->symbols[unit].len);
+    }
+    size_t len = (size_t)(w - buffer_at(meta));
+    meta->len += len;
+    int seen = seen_before(walk, meta, at, len);
+    if (seen < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (seen) {
+        meta->len = at;
+    }
+    return 0;
+}
+
+/* One 2.0 series, raw[start:stop], as a 1.0 TimeSeries field on out and
+   its metadata on meta.  0, 1 when not of the shape (or a reference is
+   bad, or the labels expand past the limit), -1 with an exception set. */
+static int
+series_v1(const unsigned char *raw, size_t start, size_t stop, walk_t *walk, buffer_t *out,
+          buffer_t *meta)
+{
+    /* First the references, checked, and the size of everything. */
+    size_t n = 0;
+    size_t body = 0;
+    size_t metadata_start = 0, metadata_stop = 0;
+    int has_metadata = 0;
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1;
+        }
+        switch (tag) {
+        case V2_LABELS_REFS:
+            if (read_refs(raw, from, to, walk, &n) < 0) {
+                return 1;
+            }
+            break;
+        case V2_SAMPLES:
+            body += field_size(to - from);
+            walk->samples++;
+            break;
+        case V2_HISTOGRAMS:
+            body += field_size(to - from);
+            walk->histograms++;
+            break;
+        case V2_EXEMPLARS:
+            walk->exemplars++;
+            break; /* measured below, once the labels' references are read */
+        case V2_METADATA:
+            has_metadata = 1;
+            metadata_start = from;
+            metadata_stop = to;
+            break;
+        case V2_CREATED:
+            break; /* 1.0 has no place for it */
+        default:
+            return 1;
+        }
+    }
+    if (n % 2) {
+        return 1;
+    }
+    /* Pairs with an empty value are no label; the first __name__'s value
+       names the family, as the objects read it, before sorting. */
+    size_t first_name = SIZE_MAX;
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *name = &walk->symbols[walk->refs[i]];
+        const span_t *value = &walk->symbols[walk->refs[i + 1]];
+        walk->expanded += name->len + value->len;
+        if (first_name == SIZE_MAX && name->len == METRIC_NAME_LEN
+            && memcmp(name->data, METRIC_NAME, METRIC_NAME_LEN) == 0) {
+            first_name = walk->refs[i + 1];
+        }
+        if (value->len) {
+            body += field_size(label_size(name, value));
+        }
+    }
+    if (sort_pairs(walk, walk->refs, n) < 0) {
+        return 1;
+    }
+    /* Exemplars: their references read into walk->refs after the
+       series' own. */
+    pos = start;
+    while (pos < stop) {
+        unsigned char tag = 0;
+        size_t from = 0, to = 0, size = 0;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
+        if (tag == V2_EXEMPLARS) {
+            if (exemplar_v1(raw, from, to, walk, n, NULL, &size) < 0) {
+                return 1;
+            }
+            body += field_size(size);
+        }
+    }
+    if (walk->expanded > walk->limit) {
+        return 1;
+    }
+    if (has_metadata) {
+        int result = metadata_v1(raw, metadata_start, metadata_stop, walk, first_name, meta);
+        if (result != 0) {
+            return result;
+        }
+    }
+    if (reserve(out, field_size(body)) < 0) {
+        return -1;
+    }
+    unsigned char *w = buffer_at(out);
+    *w++ = TIMESERIES;
+    w = write_varint(w, body);
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *value = &walk->symbols[walk->refs[i + 1]];
+        if (value->len) {
+            w = write_label(w, &walk->symbols[walk->refs[i]], value);
+        }
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        /* Samples, exemplars, histograms: 1.0's order. */
+        pos = start;
+        while (pos < stop) {
+            unsigned char tag = 0;
+            size_t from = 0, to = 0, size = 0;
+            if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+                return 1; /* read the same way above: cannot happen */
+            }
+            if (pass == 0 && tag == V2_SAMPLES) {
+                w = write_field(w, V1_SAMPLES, raw + from, to - from);
+            }
+            else if (pass == 1 && tag == V2_EXEMPLARS) {
+                uint64_t before = walk->expanded;
+                exemplar_v1(raw, from, to, walk, n, NULL, &size);
+                walk->expanded = before;
+                *w++ = V1_EXEMPLARS;
+                w = write_varint(w, size);
+                exemplar_v1(raw, from, to, walk, n, w, &size);
+                w += size;
+            }
+            else if (pass == 2 && tag == V2_HISTOGRAMS) {
+                w = write_field(w, V1_HISTOGRAMS, raw + from, to - from);
+            }
+        }
+    }
+    out->len = (size_t)(w - (unsigned char *)PyBytes_AS_STRING(out->bytes));
+    return 0;
+}
+
+/* The whole request: 0 with out holding the 1.0 request, 1 when not of
+   the shape, -1 with an exception set. */
+static int
+convert_body(const unsigned char *raw, size_t end, walk_t *walk, buffer_t *out)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == V2_SYMBOLS) {
+            if (grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                     sizeof(span_t)) < 0) {
+                return 1;
+            }
+            walk->symbols[walk->nsymbols].data = raw + start;
+            walk->symbols[walk->nsymbols].len = stop - start;
+            walk->nsymbols++;
+        }
+        else if (tag != V2_TIMESERIES) {
+            return 1;
+        }
+        pos = stop;
+    }
+    if (walk->nsymbols && walk->symbols[0].len != 0) {
+        return 1;
+    }
+    buffer_t meta = {PyBytes_FromStringAndSize(NULL, 256), 0, 256};
+    if (meta.bytes == NULL) {
+        return -1;
+    }
+    int result = 0;
+    pos = 0;
+    while (pos < end && result == 0) {
+        unsigned char tag = 0;
+        size_t start = 0, stop = end;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            result = 1; /* read the same way above: cannot happen */
+            break;
+        }
+        if (tag == V2_TIMESERIES) {
+            result = series_v1(raw, start, stop, walk, out, &meta);
+        }
+        pos = stop;
+    }
+    if (result == 0 && meta.len) {
+        if (reserve(out, meta.len) < 0) {
+            result = -1;
+        }
+        else {
+            memcpy(buffer_at(out), PyBytes_AS_STRING(meta.bytes), meta.len);
+            out->len += meta.len;
+        }
+    }
+    Py_XDECREF(meta.bytes);
+    return result;
+}
+
+PyDoc_STRVAR(convert_v2_doc,
+"convert_v2(raw, limit, /)\n"
+"--\n"
+"\n"
+"raw (an uncompressed io.prometheus.write.v2.Request, bytes-like, already\n"
+"parsed once by protobuf) as a remote write 1.0 WriteRequest: (bytes,\n"
+"samples, histograms, exemplars).  None when raw is not in the shape\n"
+"handled, a reference is bad, or the labels and metadata the references\n"
+"name come to more than limit bytes: the caller then checks and converts the protobuf\n"
+"objects, which says what is wrong.");
+
+static PyObject *
+convert_v2(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view;
+    unsigned long long limit;
+    if (!PyArg_ParseTuple(args, "y*K:convert_v2", &view, &limit)) {
+        return NULL;
+    }
+    walk_t walk;
+    memset(&walk, 0, sizeof(walk));
+    walk.limit = limit;
+    size_t end = (size_t)view.len;
+    PyObject *result = NULL;
+    /* Room for the body twice over (2.0 writes each string once); more if
+       needed. */
+    buffer_t out = {NULL, 0, 2 * end + 64};
+    out.bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out.cap);
+    if (out.bytes != NULL) {
+        switch (convert_body((const unsigned char *)view.buf, end, &walk, &out)) {
+        case 0:
+            if (_PyBytes_Resize(&out.bytes, (Py_ssize_t)out.len) == 0) {
+                result = Py_BuildValue("(Nnnn)", out.bytes, walk.samples, walk.histograms,
+                                       walk.exemplars);
+                out.bytes = NULL;
+            }
+            break;
+        case 1:
+            result = Py_NewRef(Py_None);
+            break;
+        default:
+            break; /* the exception is set */
+        }
+    }
+    Py_XDECREF(out.bytes);
+    PyMem_Free(walk.symbols);
+    PyMem_Free(walk.refs);
+    PyMem_Free(walk.scratch);
+    PyMem_Free(walk.seen);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* --- relabel_v2: label actions on a 2.0 request, through its symbols --- */
+
+typedef struct {
+    const unsigned char *name;
+    size_t name_len;
+    uint32_t name_ref;
+    uint32_t value_ref;
+} add_ref_t;
+
+typedef struct {
+    const add_ref_t *adds;
+    Py_ssize_t nadds;
+    const name_t *drop;
+    Py_ssize_t ndrop;
+} ref_actions_t;
+
+static inline int
+named(const unsigned char *name, size_t len, const name_t *names, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (names[i].len == len && memcmp(names[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline int
+is_added(const unsigned char *name, size_t len, const ref_actions_t *actions)
+{
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (actions->adds[i].name_len == len && memcmp(actions->adds[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Sort the count/2 (name, value) pairs at pairs by name (sort_pairs), and
+   say whether a name is there twice: 1 if so, 0 if not, -1 for no memory. */
+static int
+sorted_pairs_repeat(walk_t *walk, uint32_t *pairs, size_t count)
+{
+    if (sort_pairs(walk, pairs, count) < 0) {
+        return -1;
+    }
+    for (size_t i = 2; i < count; i += 2) {
+        const span_t *a = &walk->symbols[pairs[i - 2]];
+        const span_t *b = &walk->symbols[pairs[i]];
+        if (compare(a->data, a->len, b->data, b->len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One 2.0 series, raw[start:stop], with the actions applied, onto out as
+   a whole Request.timeseries field: its labels_refs first, then its other
+   fields as they were.  *changed set when its labels differ.  0, 1 when
+   not of the shape (references not packed, a bad reference, a name
+   twice), -1 with an exception set. */
+static int
+relabel_series_v2(const unsigned char *raw, size_t start, size_t stop, walk_t *walk,
+                  const ref_actions_t *actions, buffer_t *out, int *changed)
+{
+    size_t n = 0;
+    size_t rest = 0; /* the bytes of the other fields */
+    size_t pos = start;
+    while (pos < stop) {
+        unsigned char tag;
+        size_t from, to;
+        size_t at = pos;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1;
+        }
+        if (tag == V2_LABELS_REFS) {
+            if (read_refs(raw, from, to, walk, &n) < 0) {
+                return 1;
+            }
+        }
+        else if ((tag >> 3) == 1) {
+            return 1; /* labels_refs not packed */
+        }
+        else {
+            rest += pos - at;
+        }
+    }
+    if (n % 2) {
+        return 1;
+    }
+    /* A name twice is left to the objects, which keep its last value,
+       empty or not: the old pairs' names sorted (a copy after them) must
+       all differ. */
+    if (grow((void **)&walk->refs, &walk->refs_cap, 2 * n, sizeof(uint32_t)) < 0) {
+        return 1;
+    }
+    if (n) {
+        memcpy(walk->refs + n, walk->refs, n * sizeof(uint32_t));
+        if (sorted_pairs_repeat(walk, walk->refs + n, n) != 0) {
+            return 1;
+        }
+    }
+    /* The new pairs after the old ones in walk->refs. */
+    size_t kept = n;
+    for (size_t i = 0; i < n; i += 2) {
+        const span_t *name = &walk->symbols[walk->refs[i]];
+        if (walk->symbols[walk->refs[i + 1]].len == 0
+            || named(name->data, name->len, actions->drop, actions->ndrop)
+            || is_added(name->data, name->len, actions)) {
+            continue;
+        }
+        if (grow((void **)&walk->refs, &walk->refs_cap, kept + 2, sizeof(uint32_t)) < 0) {
+            return 1;
+        }
+        walk->refs[kept] = walk->refs[i];
+        walk->refs[kept + 1] = walk->refs[i + 1];
+        kept += 2;
+    }
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (grow((void **)&walk->refs, &walk->refs_cap, kept + 2, sizeof(uint32_t)) < 0) {
+            return 1;
+        }
+        walk->refs[kept] = actions->adds[i].name_ref;
+        walk->refs[kept + 1] = actions->adds[i].value_ref;
+        kept += 2;
+    }
+    uint32_t *pairs = walk->refs + n;
+    size_t count = kept - n;
+    /* Sorted by name; the old names all differ and no added one is among
+       those kept, so no name is there twice. */
+    if (sorted_pairs_repeat(walk, pairs, count) < 0) {
+        return 1;
+    }
+    size_t packed = 0;
+    for (size_t i = 0; i < count; i++) {
+        packed += varint_size(pairs[i]);
+    }
+    if (count != n || (n && memcmp(pairs, walk->refs, n * sizeof(uint32_t)) != 0)) {
+        *changed = 1;
+    }
+    size_t body = (count ? field_size(packed) : 0) + rest;
+    if (reserve(out, field_size(body)) < 0) {
+        return -1;
+    }
+    unsigned char *w = buffer_at(out);
+    *w++ = V2_TIMESERIES;
+    w = write_varint(w, body);
+    if (count) {
+        *w++ = V2_LABELS_REFS;
+        w = write_varint(w, packed);
+        for (size_t i = 0; i < count; i++) {
+            w = write_varint(w, pairs[i]);
+        }
+    }
+    pos = start;
+    while (pos < stop) {
+        unsigned char tag = 0;
+        size_t from = 0, to = 0;
+        size_t at = pos;
+        if (any_field(raw, &pos, stop, &tag, &from, &to) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
+        if (tag != V2_LABELS_REFS) {
+            memcpy(w, raw + at, pos - at);
+            w += pos - at;
+        }
+    }
+    out->len = (size_t)(w - (unsigned char *)PyBytes_AS_STRING(out->bytes));
+    return 0;
+}
+
+/* The whole request: 0 with out holding it relabelled (tail, the new
+   symbols, at its end), 1 when not of the shape, -1 with an exception
+   set. */
+static int
+relabel_body_v2(const unsigned char *raw, size_t end, walk_t *walk,
+                const ref_actions_t *actions, const Py_buffer *tail, buffer_t *out,
+                int *changed)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        if (tag == V2_SYMBOLS) {
+            if (grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                     sizeof(span_t)) < 0) {
+                return 1;
+            }
+            walk->symbols[walk->nsymbols].data = raw + start;
+            walk->symbols[walk->nsymbols].len = stop - start;
+            walk->nsymbols++;
+        }
+        else if (tag != V2_TIMESERIES) {
+            return 1;
+        }
+        pos = stop;
+    }
+    /* The added references name the symbols of tail, after these. */
+    size_t tail_pos = 0;
+    const unsigned char *tail_data = tail->buf;
+    size_t tail_end = (size_t)tail->len;
+    while (tail_pos < tail_end) {
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(tail_data, tail_pos, tail_end, &tag, &start, &stop) < 0
+            || tag != V2_SYMBOLS
+            || grow((void **)&walk->symbols, &walk->symbols_cap, walk->nsymbols + 1,
+                    sizeof(span_t)) < 0) {
+            return 1;
+        }
+        walk->symbols[walk->nsymbols].data = tail_data + start;
+        walk->symbols[walk->nsymbols].len = stop - start;
+        walk->nsymbols++;
+        tail_pos = stop;
+    }
+    for (Py_ssize_t i = 0; i < actions->nadds; i++) {
+        if (actions->adds[i].name_ref >= walk->nsymbols
+            || actions->adds[i].value_ref >= walk->nsymbols) {
+            return 1;
+        }
+    }
+    pos = 0;
+    while (pos < end) {
+        unsigned char tag = 0;
+        size_t start = 0, stop = end;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1; /* read the same way above: cannot happen */
+        }
+        if (tag == V2_TIMESERIES) {
+            int result = relabel_series_v2(raw, start, stop, walk, actions, out, changed);
+            if (result != 0) {
+                return result;
+            }
+        }
+        else {
+            if (reserve(out, stop - pos) < 0) {
+                return -1;
+            }
+            memcpy(buffer_at(out), raw + pos, stop - pos);
+            out->len += stop - pos;
+        }
+        pos = stop;
+    }
+    if (reserve(out, tail_end) < 0) {
+        return -1;
+    }
+    memcpy(buffer_at(out), tail_data, tail_end);
+    out->len += tail_end;
+    return 0;
+}
+
+PyDoc_STRVAR(relabel_v2_doc,
+"relabel_v2(raw, adds, drop, tail, /)\n"
+"--\n"
+"\n"
+"raw (an uncompressed io.prometheus.write.v2.Request, bytes-like) with the\n"
+"labels of adds set on every series and the names in drop deleted, labels\n"
+"sorted by name and those with an empty value deleted; tail (encoded\n"
+"symbols fields: the symbols adds refers to that raw lacks) appended.\n"
+"\n"
+"adds: a tuple of (name, name_ref, value_ref), sorted by name; drop: a\n"
+"tuple of names (bytes).  Returns (bytes, changed), or None when raw is\n"
+"not in the shape handled (the caller then uses the protobuf objects).");
+
+static PyObject *
+relabel_v2(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view, tail;
+    PyObject *adds_tuple, *drop_tuple;
+    if (!PyArg_ParseTuple(args, "y*O!O!y*:relabel_v2", &view, &PyTuple_Type, &adds_tuple,
+                          &PyTuple_Type, &drop_tuple, &tail)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t nadds = PyTuple_GET_SIZE(adds_tuple);
+    Py_ssize_t ndrop = PyTuple_GET_SIZE(drop_tuple);
+    add_ref_t *adds = PyMem_New(add_ref_t, (size_t)(nadds ? nadds : 1));
+    name_t *drop = PyMem_New(name_t, (size_t)(ndrop ? ndrop : 1));
+    walk_t walk;
+    memset(&walk, 0, sizeof(walk));
+    buffer_t out = {NULL, 0, 0};
+    if (adds == NULL || drop == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nadds; i++) {
+        PyObject *item = PyTuple_GET_ITEM(adds_tuple, i);
+        PyObject *name;
+        unsigned long name_ref, value_ref;
+        if (!PyTuple_Check(item)
+            || !PyArg_ParseTuple(item, "Skk", &name, &name_ref, &value_ref)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "relabel_v2(): adds holds (name, ref, ref)");
+            }
+            goto done;
+        }
+        adds[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        adds[i].name_len = (size_t)PyBytes_GET_SIZE(name);
+        adds[i].name_ref = (uint32_t)name_ref;
+        adds[i].value_ref = (uint32_t)value_ref;
+        if (name_ref > UINT32_MAX || value_ref > UINT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "relabel_v2(): a reference past 32 bits");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < ndrop; i++) {
+        PyObject *name = PyTuple_GET_ITEM(drop_tuple, i);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "relabel_v2(): drop holds names (bytes)");
+            goto done;
+        }
+        drop[i].name = (const unsigned char *)PyBytes_AS_STRING(name);
+        drop[i].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    ref_actions_t actions = {adds, nadds, drop, ndrop};
+    size_t end = (size_t)view.len;
+    /* The body, a few bytes of references a series, and the tail. */
+    out.cap = end + end / 4 + (size_t)tail.len + 64;
+    out.bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out.cap);
+    if (out.bytes == NULL) {
+        goto done;
+    }
+    int changed = 0;
+    switch (relabel_body_v2((const unsigned char *)view.buf, end, &walk, &actions, &tail, &out,
+                            &changed)) {
+    case 0:
+        if (_PyBytes_Resize(&out.bytes, (Py_ssize_t)out.len) == 0) {
+            result = Py_BuildValue("(NO)", out.bytes, changed ? Py_True : Py_False);
+            out.bytes = NULL;
+        }
+        break;
+    case 1:
+        result = Py_NewRef(Py_None);
+        break;
+    default:
+        break; /* the exception is set */
+    }
+
+done:
+    Py_XDECREF(out.bytes);
+    PyMem_Free(adds);
+    PyMem_Free(drop);
+    PyMem_Free(walk.symbols);
+    PyMem_Free(walk.refs);
+    PyMem_Free(walk.scratch);
+    PyMem_Free(walk.seen);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&tail);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
     {"check_labels", check_labels, METH_O, check_labels_doc},
     {"check_samples", check_samples, METH_VARARGS, check_samples_doc},
+    {"convert_v2", convert_v2, METH_VARARGS, convert_v2_doc},
+    {"relabel_v2", relabel_v2, METH_VARARGS, relabel_v2_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -965,7 +2016,7 @@ static struct PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sealgw.signals._relabel_c",
-    .m_doc = "The per-series loops of sealgw.signals._relabel, _labelcheck and _samplecheck, in C.",
+    .m_doc = "The per-series loops of sealgw.signals._relabel, _labelcheck, _samplecheck and remote_write2, in C.",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,

@@ -22,7 +22,7 @@ import attr
 
 from sealgw.signals import _wire as wire
 from sealgw.signals import limits as sample_limits
-from sealgw.signals import loki, otlp, pushgateway, remote_write, seal
+from sealgw.signals import loki, otlp, pushgateway, remote_write, remote_write2, seal
 from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
@@ -65,10 +65,14 @@ class Intake:
     @ivar pushes: what to relay, in order.
     @ivar refused: the series left out for a sample limit, if any: the
         client is answered 400 saying so once C{pushes} are accepted.
+    @ivar written: for a remote write 2.0 request sealgw decoded, what
+        it relays, for the response headers that say what was written
+        (an upstream's own, when it sends them, win).
     """
 
     pushes: list[Push]
     refused: Optional[SeriesRefused] = None
+    written: Optional[remote_write2.Written] = None
 
 
 @attr.frozen
@@ -93,6 +97,10 @@ class RequestFacts:
         tenant (so no tenant header is sent).
     @ivar samples: the identity's sample limits, applied where the route
         judges series (see L{remote_write_pushes}).
+    @ivar upstream_remote_write: the remote-write version the route's
+        upstream reads (its C{remote_write_version}): a 2.0 request is
+        relayed as 2.0 to an upstream that reads 2 and converted to 1.0
+        for one that reads 1.
     """
 
     content_type: Optional[str] = None
@@ -105,6 +113,7 @@ class RequestFacts:
     received_at: float = 0.0
     tenant_label: Optional[str] = None
     samples: SampleLimits = SampleLimits()
+    upstream_remote_write: int = 1
 
     def series_labels(self, add: Mapping[str, str]) -> Mapping[str, str]:
         """
@@ -148,10 +157,14 @@ def remote_write_pushes(
     if essence not in ("", PROTOBUF):
         raise UnsupportedMediaType(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
     proto = params.get("proto")
+    if proto == remote_write2.PROTO:
+        return remote_write2_pushes(
+            body, facts, add=add, remove=remove, limit=limit, check=check
+        )
     if proto is not None and proto != "prometheus.WriteRequest":
         raise UnsupportedMediaType(
             f"remote write: {proto!r} is not supported; send remote write 1.0 "
-            "(prometheus.WriteRequest)"
+            f"(prometheus.WriteRequest) or 2.0 ({remote_write2.PROTO})"
         )
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required("remote write")
@@ -206,6 +219,130 @@ def remote_write_pushes(
         received_at=facts.received_at,
     )
     return Intake([push], refused)
+
+
+def remote_write2_pushes(
+    body: bytes,
+    facts: RequestFacts,
+    *,
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    limit: int,
+    check: str = "labels",
+) -> Intake:
+    """
+    A Prometheus remote-write 2.0 body (L{remote_write_pushes} sends it
+    here by its C{Content-Type}): relayed as it came to an upstream that
+    reads 2.0 when nothing needs to change it, else decoded, judged as a
+    1.0 body is judged (on its 1.0 form, in C where built), and relayed
+    as 2.0 with labels set through its symbols table, or converted to 1.0
+    for an upstream that reads only that (C{facts.upstream_remote_write}).
+
+    Unlike a 1.0 body, a 2.0 body that is converted or changed is parsed
+    at C{check: headers} too, and the references of every series checked
+    (and what they expand to bounded by C{limit}): its strings are only
+    references until then, and the conversion writes them out.
+    """
+    if (facts.content_encoding or "").strip().lower() != "snappy":
+        raise _snappy_required(_RW2)
+    judged = check == "labels" or facts.tenant_label is not None
+    add = facts.series_labels(add)
+    as_v2 = facts.upstream_remote_write == 2
+    if as_v2 and check == "headers" and not (add or remove):
+        declared = snappy_declared_length(body)
+        if declared > limit:
+            raise PayloadTooLarge(
+                f"snappy: body decompresses to {declared} bytes, more than the limit of {limit}"
+            )
+        return Intake([_remote_write2_push(body, facts)])
+    raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+    request = remote_write2.decode(raw)
+    if judged:
+        sample_limits.check_series_count(
+            _RW2, len(request.timeseries), facts.samples.max_series_per_push
+        )
+    v1, written = remote_write2.convert(raw, request, remote_write2.expansion_limit(raw, limit))
+    if check == "labels" and not remote_write.validate_encoded(v1):
+        remote_write.validate(remote_write.decode(v1))
+    refused: Optional[SeriesRefused] = None
+    if judged:
+        codes, refused = _judge_v1(v1, facts)
+        if refused is not None:
+            remote_write2.drop_series(request, codes)
+            if not as_v2:
+                write = remote_write.decode(v1)
+                for index in range(len(codes) - 1, -1, -1):
+                    if codes[index]:
+                        del write.timeseries[index]
+                v1 = write.SerializeToString()
+            written = remote_write2.written(request)
+    if as_v2:
+        if refused is not None:
+            # Rare: series left out; the objects do it all.
+            remote_write2.apply_labels(request, add, remove)
+            relayed = remote_write2.encode(request)
+        else:
+            relabelled = remote_write2.apply_labels_encoded(raw, request, add, remove)
+            relayed = body if relabelled is None else snappy_compress(relabelled)
+        return Intake([_remote_write2_push(relayed, facts)], refused, written)
+    if add or remove:
+        relabelled = relabel(v1, add, remove)
+        if relabelled is None:
+            # Not the shape the byte-level path reads: the objects do it.
+            write = remote_write.decode(v1)
+            remote_write.apply_labels(write, add, remove)
+            relabelled = write.SerializeToString()
+        v1 = relabelled
+    push = Push(
+        signal="remote_write",
+        tenant=facts.relayed_tenant,
+        owner=facts.tenant,
+        body=snappy_compress(v1),
+        content_type=PROTOBUF,
+        content_encoding="snappy",
+        extra_headers={"X-Prometheus-Remote-Write-Version": REMOTE_WRITE_VERSION},
+        received_at=facts.received_at,
+    )
+    return Intake([push], refused, written)
+
+
+_RW2 = "remote write 2.0"
+
+
+def _judge_v1(v1: bytes, facts: RequestFacts) -> tuple[bytes, Optional[SeriesRefused]]:
+    """
+    The sample limits' verdict on the 1.0 form C{v1} of a 2.0 request:
+    one code a series (C{b""} when all are within), and what is refused.
+
+    @raise AllSeriesRefused: when no series is left.
+    """
+    limits, now = facts.samples, facts.received_at
+    verdict = sample_limits.judge_encoded(v1, limits, now)
+    write = None
+    if verdict is None:  # the C reader was not built
+        write = remote_write.decode(v1)
+        verdict = sample_limits.judge_objects(write, limits, now)
+    count, codes = verdict
+    if not codes:
+        return codes, None
+    write = write if write is not None else remote_write.decode(v1)
+    refused = sample_limits.refused(_RW2, codes, write.timeseries, limits, now)
+    if refused.dropped == count:
+        raise AllSeriesRefused(refused)
+    return codes, refused
+
+
+def _remote_write2_push(body: bytes, facts: RequestFacts) -> Push:
+    return Push(
+        signal="remote_write",
+        tenant=facts.relayed_tenant,
+        owner=facts.tenant,
+        body=body,
+        content_type=remote_write2.CONTENT_TYPE,
+        content_encoding="snappy",
+        extra_headers={"X-Prometheus-Remote-Write-Version": remote_write2.VERSION},
+        received_at=facts.received_at,
+    )
 
 
 def _within_limits(

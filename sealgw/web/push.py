@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
 from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
 from sealgw.relay import Delivery, DeliveryFailed, IUpstream, UpstreamRejected
-from sealgw.signals import PayloadError, intake, otlp, pushgateway
+from sealgw.signals import PayloadError, intake, otlp, pushgateway, remote_write2
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
 from sealgw.signals._media import parse_media_type
@@ -95,6 +95,9 @@ class PushRoutes:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
         self.refusals = SampleRefusals(reactor, metrics)
+        # Upstreams already warned about for 2.0 pushes answered without
+        # written counts (see _written_by).
+        self._unconfirmed: set[str] = set()
         rw = config.push.remote_write
         if rw is not None and (rw.labels.add or rw.labels.remove) and (
             relabelling.IMPLEMENTATION != "c"
@@ -124,6 +127,15 @@ class PushRoutes:
         config = self.config.upstreams.get(upstream)
         tenancy = getattr(config, "tenancy", None)
         return getattr(tenancy, "label", None)
+
+    def _remote_write_version(self, upstream: str) -> int:
+        """
+        The remote-write version C{upstream} reads: its
+        C{remote_write_version}, 1 for the file upstream (which reads
+        1.0 bodies back).
+        """
+        version = getattr(self.config.upstreams.get(upstream), "remote_write_version", 1)
+        return int(version)
 
     def _sample_limits(self, identity: Identity) -> SampleLimits:
         """
@@ -167,6 +179,7 @@ class PushRoutes:
         admission: Admission,
         received_at: float,
         tenant_label: Optional[str] = None,
+        upstream_remote_write: int = 1,
     ) -> RequestFacts:
         """
         Everything a codec may know of the push.
@@ -182,6 +195,7 @@ class PushRoutes:
             received_at=received_at,
             tenant_label=tenant_label,
             samples=self._sample_limits(admission.identity),
+            upstream_remote_write=upstream_remote_write,
         )
 
     async def _push(
@@ -202,6 +216,8 @@ class PushRoutes:
         outcome = await self.relay(self.call_of(request), route, config, build)
         if isinstance(outcome, Refused):
             return refuse(request, outcome.status, outcome.message, outcome.headers)
+        for name, value in outcome.headers.items():
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
         return answer(request)
 
     async def relay(
@@ -245,7 +261,13 @@ class PushRoutes:
                 return Refused(
                     413, f"body is larger than the limit of {self.config.limits.max_body} bytes"
                 )
-            facts = self._facts(call, admission, received_at, self._tenant_label(config.upstream))
+            facts = self._facts(
+                call,
+                admission,
+                received_at,
+                self._tenant_label(config.upstream),
+                self._remote_write_version(config.upstream),
+            )
             try:
                 if len(body) >= DECODE_IN_THREAD:
                     accepted = _raise_refusal(
@@ -264,9 +286,10 @@ class PushRoutes:
                 )
             upstream = self.upstreams[config.upstream]
             deliveries = []
+            written = accepted.written
             for push in accepted.pushes:
                 try:
-                    deliveries.append(await upstream.deliver(push.at_path(config.path)))
+                    delivery = await upstream.deliver(push.at_path(config.path))
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -277,11 +300,47 @@ class PushRoutes:
                         else "upstream unavailable"
                     )
                     return Refused(e.status, f"{what}: {e.reason}", headers)
+                deliveries.append(delivery)
+                if push.content_type == remote_write2.CONTENT_TYPE:
+                    written = self._written_by(config.upstream, delivery, written)
+            counts = written.headers() if written is not None else {}
             if accepted.refused is not None:
-                return Refused(400, accepted.refused.message)
-            return Accepted(deliveries)
+                return Refused(400, accepted.refused.message, counts)
+            return Accepted(deliveries, counts)
         finally:
             admission.release()
+
+    def _written_by(
+        self, upstream: str, delivery: Delivery, relayed: Optional[remote_write2.Written]
+    ) -> Optional[remote_write2.Written]:
+        """
+        What a remote write 2.0 push relayed as 2.0 wrote, for the
+        client's response headers: the upstream's word; for a push a
+        spool took (it has not reached the upstream), what sealgw relayed,
+        if it decoded the push.
+
+        An upstream that answers 2xx without the counts the 2.0
+        specification requires may not read 2.0 at all (a Prometheus 2.x
+        reads the body as 1.0, finds no series and answers 204): the
+        client is told nothing was confirmed, and the operator warned once.
+        """
+        said = remote_write2.parse_written(delivery.headers)
+        if said is not None:
+            return said
+        if delivery.attempts == 0:
+            return relayed
+        if upstream not in self._unconfirmed:
+            self._unconfirmed.add(upstream)
+            self.log.warn(
+                "upstream {upstream} answered a remote write 2.0 push {status} without the "
+                "X-Prometheus-Remote-Write-*-Written headers the 2.0 specification requires: "
+                "it may not read 2.0 and have dropped the data (a Prometheus 2.x does); "
+                "unless it is known to read 2.0, set its remote_write_version to 1 "
+                "(see docs/push.rst)",
+                upstream=upstream,
+                status=delivery.status,
+            )
+        return None
 
     # -- Prometheus remote write -------------------------------------------
 
@@ -497,10 +556,12 @@ class PushCall:
 class Accepted:
     """
     Every push of a call arrived; C{deliveries} are the upstream's
-    answers, in order.
+    answers, in order, and C{headers} what the client's answer carries
+    besides (remote write 2.0's written counts).
     """
 
     deliveries: list[Delivery]
+    headers: Mapping[str, str] = attr.field(factory=dict)
 
 
 @attr.frozen

@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 # Generated imports must read "from sealgw.signals.proto import x_pb2", so the
 # include root is the directory that holds the sealgw package.
 ROOT = HERE.parents[2]
-PROTOS = ("remote.proto", "metrics.proto", "logproto.proto")
+PROTOS = ("remote.proto", "remote_v2.proto", "metrics.proto", "logproto.proto")
 
 
 def generate(out_dir: Path) -> list[Path]:
