@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
+import attr
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from klein import Klein
@@ -28,8 +29,8 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
-from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
-from sealgw.relay import DeliveryFailed, IUpstream, UpstreamRejected
+from sealgw.config import Config, LabelActions, PushConfig, RouteConfig, SampleLimitsConfig
+from sealgw.relay import DeliveryFailed, IUpstream, PushRoute, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
@@ -94,6 +95,7 @@ class PushRoutes:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
         self._run_in_thread: ThreadRunner = run_in_thread
         self.refusals = SampleRefusals(reactor, metrics)
+        self.routes = _push_routes(config, upstreams)
         rw = config.push.remote_write
         if rw is not None and (rw.labels.add or rw.labels.remove) and (
             relabelling.IMPLEMENTATION != "c"
@@ -232,10 +234,10 @@ class PushRoutes:
                 self.refusals.series_refused(
                     route, facts.identity or "", admission.tenant, accepted.refused
                 )
-            upstream = self.upstreams[config.upstream]
+            targets = self.routes[route]
             for push in accepted.pushes:
                 try:
-                    await upstream.deliver(push.at_path(config.path))
+                    await targets.deliver(push)
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -408,6 +410,20 @@ class PushRoutes:
             return b""
         self.log.failure("unexpected error on {path}", failure, path=request.path)
         return answer_error(request, 500, "internal error; the data was not accepted")
+
+
+def _push_routes(config: Config, upstreams: Mapping[str, IUpstream]) -> dict[str, PushRoute]:
+    """
+    Each enabled push route's targets, by the route's name (the
+    C{PushConfig} key, as L{PushRoutes._push} is given it).
+    """
+    routes: dict[str, PushRoute] = {}
+    for field in attr.fields(PushConfig):
+        signal = getattr(config.push, field.name)
+        route = getattr(signal, "route", signal)
+        if isinstance(route, RouteConfig):
+            routes[field.name] = PushRoute(route, upstreams)
+    return routes
 
 
 def _grouping_path(request: IRequest) -> str:
