@@ -80,13 +80,31 @@ class PushRoute:
         return deliver_all(targets, push)
 
 
+    def deliver_each(self, pushes: Sequence[Push]) -> Deferred[Delivery]:
+        """
+        Deliver every one of C{pushes} (parts of one request, for
+        different tenants) at once, each as L{deliver} does: the first
+        push's L{Delivery} once all are accepted, else the L{worst}
+        failure once all have answered.
+        """
+        return _gathered([self.deliver(push) for push in pushes])
+
+
 def deliver_all(targets: Sequence[IUpstream], push: Push) -> Deferred[Delivery]:
     """
     C{push} delivered to every one of C{targets} at once: see
     L{PushRoute.deliver}.
     """
-    copies: list[Deferred[Any]] = [target.deliver(push) for target in targets]
-    gathered: Deferred[list[tuple[bool, Any]]] = DeferredList(copies, consumeErrors=True)
+    return _gathered([target.deliver(push) for target in targets])
+
+
+def _gathered(deliveries: list[Deferred[Delivery]]) -> Deferred[Delivery]:
+    """
+    The one answer for C{deliveries} under way at once: see L{_verdict}.
+    Cancelling it cancels each of them still under way.
+    """
+    waiting: list[Deferred[Any]] = list(deliveries)
+    gathered: Deferred[list[tuple[bool, Any]]] = DeferredList(waiting, consumeErrors=True)
     return gathered.addCallback(_verdict)
 
 

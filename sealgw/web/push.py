@@ -166,6 +166,7 @@ class PushRoutes:
             received_at=received_at,
             tenant_label=tenant_label,
             samples=self._sample_limits(admission.identity),
+            tenants=admission.identity.tenants,
         )
 
     async def _push(
@@ -235,9 +236,9 @@ class PushRoutes:
                     route, facts.identity or "", admission.tenant, accepted.refused
                 )
             targets = self.routes[route]
-            for push in accepted.pushes:
+            for delivering in _deliveries(targets, accepted):
                 try:
-                    await targets.deliver(push)
+                    await delivering()
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -268,6 +269,8 @@ class PushRoutes:
             remove=labels.remove,
             limit=self.limit,
             check=rw.check if rw is not None else "headers",
+            tenant_from=rw.tenant_from_label.label if rw and rw.tenant_from_label else None,
+            keep_label=rw.tenant_from_label.keep if rw and rw.tenant_from_label else True,
         )
         return self._push(
             request, "remote_write", rw.route if rw is not None else None, build, _no_content
@@ -410,6 +413,21 @@ class PushRoutes:
             return b""
         self.log.failure("unexpected error on {path}", failure, path=request.path)
         return answer_error(request, 500, "internal error; the data was not accepted")
+
+
+def _deliveries(
+    targets: PushRoute, accepted: Intake
+) -> list[Callable[[], Deferred[Any]]]:
+    """
+    How an intake's pushes are delivered, in order: batches of one
+    tenant's push one after the other (the client hears the first
+    failure), parts of different tenants at once, each whatever becomes
+    of the others (one tenant's store refusing its part does not keep the
+    other tenants' parts from theirs), the answer the worst of theirs.
+    """
+    if accepted.independent and len(accepted.pushes) > 1:
+        return [functools.partial(targets.deliver_each, accepted.pushes)]
+    return [functools.partial(targets.deliver, push) for push in accepted.pushes]
 
 
 def _push_routes(config: Config, upstreams: Mapping[str, IUpstream]) -> dict[str, PushRoute]:
