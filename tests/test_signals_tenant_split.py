@@ -39,22 +39,57 @@ def _as_requests(parts: tenant_split.TenantParts) -> dict[bytes, WriteRequest]:
     }
 
 
+#: The byte splitters: the Python reference, and the C loop when built.
+_ENCODED = [tenant_split._split_encoded] + (
+    [tenant_split._split_c] if tenant_split.IMPLEMENTATION == "c" else []
+)
+
+
 class SplitTests(SynchronousTestCase):
-    @settings(max_examples=300)
-    @given(write_requests(), st.sampled_from(["env", "job", "a", "zone", "__name__"]))
-    def test_same_as_objects(self, request: WriteRequest, label: str) -> None:
-        """
-        The bytes are grouped as the objects group them, each series kept
-        as it came, in order.
-        """
-        raw = request.SerializeToString()
-        got = tenant_split.split_by_label(raw, label)
-        expected = _objects(raw, label)
+    def assertSameParts(
+        self, got: tenant_split.TenantParts, expected: tenant_split.TenantParts
+    ) -> None:
         self.assertEqual(_as_requests(got), _as_requests(expected))
         self.assertEqual(got.first, expected.first)
         self.assertEqual(got.count, expected.count)
         self.assertEqual(WriteRequest.FromString(got.other), WriteRequest.FromString(expected.other))
         self.assertEqual(list(got.series), list(expected.series))
+
+    @settings(max_examples=300)
+    @given(write_requests(), st.sampled_from(["env", "job", "a", "zone", "__name__"]))
+    def test_same_as_objects(self, request: WriteRequest, label: str) -> None:
+        """
+        The bytes are grouped as the objects group them, each series kept
+        as it came, in order, by each implementation.
+        """
+        raw = request.SerializeToString()
+        expected = _objects(raw, label)
+        self.assertSameParts(tenant_split.split_by_label(raw, label), expected)
+        for split in _ENCODED:
+            got = split(raw, label.encode())
+            assert got is not None
+            self.assertSameParts(got, expected)
+
+    @settings(max_examples=500)
+    @given(write_requests(), st.data())
+    def test_c_reads_as_python(self, request: WriteRequest, data: st.DataObject) -> None:
+        """
+        On any bytes (a request cut short or with a byte changed), C
+        steps aside exactly where Python does, and otherwise splits the
+        same; neither reads past the end.
+        """
+        raw = bytearray(request.SerializeToString())
+        if raw:
+            at = data.draw(st.integers(0, len(raw) - 1))
+            if data.draw(st.booleans()):
+                raw[at] = data.draw(st.integers(0, 255))
+            else:
+                del raw[at:]
+        body = bytes(raw)
+        results = [split(body, b"env") for split in _ENCODED]
+        self.assertEqual(len({r is None for r in results}), 1, results)
+        if results[0] is not None and len(results) > 1:
+            self.assertEqual(results[0], results[1])
 
     def test_groups(self) -> None:
         request = write_request(
@@ -88,7 +123,8 @@ class SplitTests(SynchronousTestCase):
         series.labels.add(name="zone", value="z")
         series.labels.add(name="team", value="x")
         raw = request.SerializeToString()
-        self.assertIsNone(tenant_split._split_encoded(raw, b"team"))
+        for split in _ENCODED:
+            self.assertIsNone(split(raw, b"team"))
         self.assertEqual(list(tenant_split.split_by_label(raw, "team").series), [b"x"])
 
     def test_label_after_samples_read_by_objects(self) -> None:
@@ -100,7 +136,8 @@ class SplitTests(SynchronousTestCase):
         label = b"\x0a\x0a\x0a\x04team\x12\x02zz"
         raw[1] += len(label)
         raw += label
-        self.assertIsNone(tenant_split._split_encoded(bytes(raw), b"team"))
+        for split in _ENCODED:
+            self.assertIsNone(split(bytes(raw), b"team"))
         self.assertEqual(list(tenant_split.split_by_label(bytes(raw), "team").series), [b"zz"])
 
 

@@ -13,18 +13,17 @@ protobuf objects instead, with the same result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import attr
 
-from sealgw.signals._relabel import _read_length, rest_in_shape
+from sealgw.signals._relabel import _read_length, read_label, rest_in_shape
 from sealgw.signals._wire import varint
 from sealgw.signals.proto.remote_pb2 import TimeSeries, WriteRequest
 
 _TIMESERIES = 0x0A  # WriteRequest.timeseries: field 1
 _LABELS = 0x0A  # TimeSeries.labels: field 1
-_LABEL_NAME = 0x0A  # Label.name: field 1
-_LABEL_VALUE = 0x12  # Label.value: field 2
 
 
 @attr.frozen
@@ -63,16 +62,27 @@ def split_by_label(raw: bytes, label: str) -> TenantParts:
         C{WriteRequest} at all.
     """
     name = label.encode("utf-8")
-    parts = _split_encoded(raw, name)
+    parts = split_encoded(raw, name)
     if parts is None:
         parts = _split_objects(WriteRequest.FromString(raw), name)
     return parts
 
 
+def _split_c(raw: bytes, name: bytes) -> Optional[TenantParts]:
+    """
+    L{_split_encoded} in C: the same parts, from the same bodies.
+    """
+    split = _c_split(raw, name)
+    if split is None:
+        return None
+    series, first, other, count = split
+    return TenantParts(series, first, b"".join(other), count)
+
+
 def _split_encoded(raw: bytes, name: bytes) -> Optional[TenantParts]:
     """
     L{split_by_label} on the bytes, or L{None} when they are not of the
-    shape read here.
+    shape read here: the reference of the C loop.
     """
     series: dict[bytes, list[bytes]] = {}
     first: dict[bytes, int] = {}
@@ -109,31 +119,29 @@ def _split_encoded(raw: bytes, name: bytes) -> Optional[TenantParts]:
 def _tenant_value(raw: bytes, pos: int, stop: int, wanted: bytes) -> Optional[bytes]:
     """
     The value of the label named C{wanted} in the series C{raw[pos:stop]}
-    (C{b""} when it has none), or L{None} when its labels are not sorted
-    names and values only.
+    (C{b""} when it has none, or an empty one), or L{None} when its labels
+    are not sorted names and values only, or (when it has not the label)
+    a label follows its samples.
 
     @raise IndexError: for a length past C{stop}.
     """
     previous: Optional[bytes] = None
     while pos < stop and raw[pos] == _LABELS:
-        length, inner = _read_length(raw, pos + 1, stop)
-        label_end = inner + length
-        if inner >= label_end or raw[inner] != _LABEL_NAME:
+        label = read_label(raw, pos, stop)
+        if label is None:
             return None
-        name_length, name_start = _read_length(raw, inner + 1, label_end)
-        value_at = name_start + name_length
-        name = raw[name_start:value_at]
+        name, filled, label_end = label
         if previous is not None and name <= previous:
             return None  # unsorted or repeated: the objects decide
         previous = name
         if name == wanted:
-            if value_at == label_end:
+            if not filled:
                 return b""
-            if raw[value_at] != _LABEL_VALUE:
-                return None
-            value_length, value_start = _read_length(raw, value_at + 1, label_end)
-            if value_start + value_length != label_end:
-                return None
+            # The value ends the label (read_label checked), after its length.
+            value_at = pos + 1
+            _, inner = _read_length(raw, value_at, stop)
+            name_length, name_start = _read_length(raw, inner + 1, label_end)
+            value_length, value_start = _read_length(raw, name_start + name_length + 1, label_end)
             return raw[value_start:label_end]
         pos = label_end
     # Not among the labels (each read, for their order: one out of order
@@ -161,3 +169,19 @@ def _split_objects(request: WriteRequest, name: bytes) -> TenantParts:
     rest = WriteRequest()
     rest.metadata.extend(request.metadata)
     return TenantParts(series, first, rest.SerializeToString(), len(request.timeseries))
+
+
+def _implementation() -> tuple[str, Callable[[bytes, bytes], Optional[TenantParts]]]:
+    if _c_split is None:  # installed without a compiler: the same parts, slower
+        return "python", _split_encoded
+    return "c", _split_c
+
+
+try:
+    from sealgw.signals._relabel_c import split_by_label as _c_split
+except ImportError:
+    _c_split = None
+
+#: C{"c"} when the C loop was built and is used, C{"python"} otherwise; and
+#: that loop.
+IMPLEMENTATION, split_encoded = _implementation()
