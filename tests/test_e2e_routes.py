@@ -7,7 +7,8 @@ were sent.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
@@ -22,13 +23,18 @@ from tests.e2e_support import (
     ScriptedUpstream,
     answer,
     bearer,
+    free_port,
     http_client,
     now_ms,
+    prometheus_query,
     remote_write_body,
     serve,
     start_gateway,
+    start_prometheus,
+    wait_until,
     write_request,
 )
+from tests.test_spool_e2e import Prometheus as SpoolPrometheus
 
 TOKENS = [
     {"name": "prometheus-1", "token": "tok-1", "tenants": ["platform", "team-a", "team-b"]},
@@ -200,3 +206,74 @@ class RoutesEndToEndTests(TestCase):
         self.assertEqual(len(mimir.received), 2)
         self.assertEqual(mimir.received[-1].body, azure.received[-1].body)
         self.assertEqual(azure.received[-1].header("X-Scope-OrgID"), "team-a")
+
+
+class FanOutToPrometheusTests(TestCase):
+    """
+    Copies to two real Prometheus servers, one of them down behind a
+    spool.
+    """
+
+    timeout = 180
+
+    async def test_both_hold_every_acknowledged_sample(self) -> None:
+        """
+        While the second Prometheus is down its copies go to its spool, so
+        every push is still acknowledged 204; once it is up, it holds every
+        acknowledged sample, as the first does.
+        """
+        http = http_client(self)
+        first = await start_prometheus(self, {"global": {"scrape_interval": "1h"}}, receiver=True)
+        second = SpoolPrometheus(self, free_port())
+        gateway = await start_gateway(
+            self,
+            {
+                "upstreams": {
+                    "first": {"url": first.url, "retry": FAST_RETRY},
+                    "second": {
+                        "url": second.url,
+                        "retry": {"attempts": 1, "initial_backoff": "50ms",
+                                  "max_backoff": "500ms"},
+                        "timeouts": {"connect": "1s", "response": "5s"},
+                        "spool": {"directory": os.path.abspath(self.mktemp())},
+                    },
+                },
+                "push": {
+                    "remote_write": {
+                        "upstream": "first",
+                        "path": "/api/v1/write",
+                        "also": ["second"],
+                    }
+                },
+            },
+            TOKENS,
+        )
+        pushed = 30
+        for n in range(pushed):
+            if n == 20:
+                # Twenty copies wait in the second's spool, none delivered.
+                queued = gateway.registry.get_sample_value(
+                    "sealgw_spool_queued_records", {"upstream": "second"}
+                )
+                self.assertEqual(queued, 20.0)
+                await second.start(self)
+            series = [({"__name__": "fanout_e2e", "n": str(n)}, [(1.0, now_ms())])]
+            body = remote_write_body(write_request(series))
+            response = await http.post(
+                gateway.url + "/api/v1/push",
+                data=body,
+                headers={**REMOTE_WRITE_HEADERS, **bearer("tok-2", X_Scope_OrgID="team-a")},
+                timeout=10,
+            )
+            self.assertEqual(response.code, 204, await response.text())
+        for prometheus in (first, second):
+
+            async def count(p: Any = prometheus) -> Optional[bool]:
+                result = await prometheus_query(http, p, "count(fanout_e2e)")
+                return True if result and int(result[0]["value"][1]) == pushed else None
+
+            await wait_until(count, what=f"{pushed} series in {prometheus.url}", timeout=60)
+        forwarded = gateway.registry.get_sample_value(
+            "sealgw_spool_forwarded_total", {"upstream": "second"}
+        )
+        self.assertEqual(forwarded, float(pushed))
