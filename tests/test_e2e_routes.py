@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from sealgw.signals import remote_write, snappy_decompress
@@ -107,9 +108,23 @@ class RoutesEndToEndTests(TestCase):
             ({"__name__": "b1", "team": "team-b"}, [(3.0, now)]),
             ({"__name__": "a2", "team": "team-a"}, [(4.0, now)]),
         ]
-        code, text = await self.push(gateway, series, "tok-2", X_Scope_OrgID="team-a")
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            code, text = await self.push(gateway, series, "tok-2", X_Scope_OrgID="team-a")
+        finally:
+            globalLogPublisher.removeObserver(events.append)
         self.assertEqual(code, 400, text)
         self.assertIn("1 of 4 series refused and not relayed, the other 3 accepted", text)
+        lines = [formatEvent(e) for e in events if "push refused" in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].startswith(
+                "push refused for a tenant the identity may not use (tenant_not_allowed): "
+                "identity scraper, tenant team-a, route remote_write: remote write: 1 of 4"
+            ),
+            lines[0],
+        )
         self.assertIn("tenant 'team-c' (label 'team') is not one identity 'scraper' may use", text)
         by_tenant = {r.header("X-Scope-OrgID"): _names(r) for r in mimir.received}
         self.assertEqual(by_tenant, {"team-a": ["a1", "a2"], "team-b": ["b1"]})
