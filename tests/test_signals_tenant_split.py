@@ -20,7 +20,7 @@ from sealgw.signals.intake import (
     RequestFacts,
     remote_write_pushes,
 )
-from sealgw.signals.limits import SampleLimits
+from sealgw.signals.limits import LimitExceeded, SampleLimits
 from sealgw.signals.proto.remote_pb2 import WriteRequest
 from sealgw.signals.push import Push
 from tests.e2e_support import remote_write_body, write_request
@@ -64,7 +64,7 @@ class SplitTests(SynchronousTestCase):
         """
         raw = request.SerializeToString()
         expected = _objects(raw, label)
-        self.assertSameParts(tenant_split.split_by_label(raw, label), expected)
+        self.assertSameParts(tenant_split.split_by_label(raw, label, 1000), expected)
         for split in _ENCODED:
             got = split(raw, label.encode())
             assert got is not None
@@ -102,7 +102,7 @@ class SplitTests(SynchronousTestCase):
             ]
         )
         request.metadata.add(metric_family_name="a", help="h")
-        parts = tenant_split.split_by_label(request.SerializeToString(), "team")
+        parts = tenant_split.split_by_label(request.SerializeToString(), "team", 1000)
         names = {
             value: [s.labels[0].value for s in part.timeseries]
             for value, part in _as_requests(parts).items()
@@ -125,7 +125,7 @@ class SplitTests(SynchronousTestCase):
         raw = request.SerializeToString()
         for split in _ENCODED:
             self.assertIsNone(split(raw, b"team"))
-        self.assertEqual(list(tenant_split.split_by_label(raw, "team").series), [b"x"])
+        self.assertEqual(list(tenant_split.split_by_label(raw, "team", 1000).series), [b"x"])
 
     def test_label_after_samples_read_by_objects(self) -> None:
         request = WriteRequest()
@@ -138,7 +138,7 @@ class SplitTests(SynchronousTestCase):
         raw += label
         for split in _ENCODED:
             self.assertIsNone(split(bytes(raw), b"team"))
-        self.assertEqual(list(tenant_split.split_by_label(bytes(raw), "team").series), [b"zz"])
+        self.assertEqual(list(tenant_split.split_by_label(bytes(raw), "team", 1000).series), [b"zz"])
 
 
 def _facts(tenant: str = "platform", **more: Any) -> RequestFacts:
@@ -167,6 +167,40 @@ def _body(*teams: str | None, time_ms: int = NOW_MS) -> bytes:
             labels["team"] = team
         series.append((labels, [(float(index), time_ms)]))
     return remote_write_body(write_request(series))
+
+
+class TooManySeriesTests(SynchronousTestCase):
+    def test_split_stops(self) -> None:
+        """
+        Past C{max_series} the split stops: the request is refused whole,
+        and no more of it is read or copied.
+        """
+        request = write_request([({"__name__": f"m{i}", "env": "x"}, [(1.0, 1)]) for i in range(10)])
+        raw = request.SerializeToString()
+        for split in _ENCODED:
+            parts = split(raw, b"env", 3)
+            assert parts is not None
+            self.assertEqual(parts.count, 4)
+        unsorted = WriteRequest()
+        for _ in range(5):
+            one = unsorted.timeseries.add()
+            one.labels.add(name="zone", value="z")
+            one.labels.add(name="env", value="x")
+        self.assertEqual(tenant_split.split_by_label(unsorted.SerializeToString(), "env", 3).count, 5)
+
+    def test_refused_whole(self) -> None:
+        with self.assertRaises(LimitExceeded) as caught:
+            remote_write_pushes(
+                _body("team-a", None, "team-b"),
+                _facts(samples=SampleLimits(max_series_per_push=2)),
+                add={}, remove=frozenset(), limit=1 << 24, check="headers", tenant_from="team",
+            )
+        self.assertEqual(caught.exception.reason, "max_series_per_push")
+        self.assertEqual(
+            caught.exception.message,
+            "remote write: more than 2 series in one push, more than max_series_per_push (2); "
+            "send smaller batches",
+        )
 
 
 class IntakeTests(SynchronousTestCase):

@@ -20,7 +20,7 @@
  * (the first bad series, its problem, the name at fault) or None; see
  * _labelcheck.py.
  *
- * split_by_label(raw, name) does what _split_encoded() in tenant_split.py
+ * split_by_label(raw, name, max_series) does what _split_encoded() in tenant_split.py
  * does: the series grouped by the value of one label, each kept as the
  * bytes it came as.
  *
@@ -992,10 +992,14 @@ tenant_value(const unsigned char *raw, size_t pos, size_t stop, const unsigned c
    set, 1 when raw is not of the shape, -1 with an exception set. */
 static int
 split_body(const unsigned char *raw, size_t end, const unsigned char *wanted, size_t wanted_len,
-           PyObject *series, PyObject *first, PyObject *other, Py_ssize_t *count)
+           Py_ssize_t max_series, PyObject *series, PyObject *first, PyObject *other,
+           Py_ssize_t *count)
 {
     size_t pos = 0;
     while (pos < end) {
+        if (*count > max_series) {
+            return 0; /* the caller refuses the request: no more work on it */
+        }
         unsigned char tag;
         size_t start, stop;
         if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
@@ -1051,19 +1055,21 @@ split_body(const unsigned char *raw, size_t end, const unsigned char *wanted, si
 }
 
 PyDoc_STRVAR(split_by_label_doc,
-"split_by_label(raw, name) -> (series, first, other, count) or None\n\n"
+"split_by_label(raw, name, max_series) -> (series, first, other, count) or None\n\n"
 "The series of raw (an uncompressed WriteRequest) grouped by the value of\n"
 "the label name: series maps each value (b'' for none) to the series'\n"
 "whole fields in order, first to the index of its first series; other\n"
 "lists the fields that are not series; count is the series.  None when\n"
-"raw is not of the shape (see sealgw.signals.tenant_split).");
+"raw is not of the shape (see sealgw.signals.tenant_split).  It stops\n"
+"once count is past max_series (the request is then refused whole).");
 
 static PyObject *
 split_by_label(PyObject *module, PyObject *args)
 {
     (void)module;
     Py_buffer view, name;
-    if (!PyArg_ParseTuple(args, "y*y*:split_by_label", &view, &name)) {
+    Py_ssize_t max_series;
+    if (!PyArg_ParseTuple(args, "y*y*n:split_by_label", &view, &name, &max_series)) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -1073,8 +1079,8 @@ split_by_label(PyObject *module, PyObject *args)
     Py_ssize_t count = 0;
     if (series != NULL && first != NULL && other != NULL) {
         switch (split_body((const unsigned char *)view.buf, (size_t)view.len,
-                           (const unsigned char *)name.buf, (size_t)name.len, series, first,
-                           other, &count)) {
+                           (const unsigned char *)name.buf, (size_t)name.len, max_series,
+                           series, first, other, &count)) {
         case 0:
             result = Py_BuildValue("(OOOn)", series, first, other, count);
             break;

@@ -276,10 +276,14 @@ def _by_tenant(
 
     @raise LimitExceeded: for too many series, or when no series is left.
     """
-    parts = tenant_split.split_by_label(raw, label)
-    sample_limits.check_series_count(
-        "remote write", parts.count, facts.samples.max_series_per_push
-    )
+    most = facts.samples.max_series_per_push
+    parts = tenant_split.split_by_label(raw, label, most)
+    if parts.count > most:
+        raise LimitExceeded(
+            f"remote write: more than {most} series in one push, more than "
+            f"max_series_per_push ({most}); send smaller batches",
+            sample_limits.TOO_MANY_SERIES,
+        )
     default = facts.tenant or ""
     allowed = facts.tenants
     grouped: dict[str, list[bytes]] = {}

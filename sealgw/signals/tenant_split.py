@@ -53,33 +53,40 @@ class TenantParts:
         return WriteRequest.FromString(field).timeseries[0]
 
 
-def split_by_label(raw: bytes, label: str) -> TenantParts:
+def split_by_label(raw: bytes, label: str, max_series: int) -> TenantParts:
     """
     C{raw} (an uncompressed C{WriteRequest}) grouped by the value of
-    C{label} on each series.
+    C{label} on each series; the split stops once past C{max_series}
+    series (C{count} then says more, and the parts are incomplete: the
+    request is to be refused whole, with no more work spent on it).
 
     @raise google.protobuf.message.DecodeError: for bytes that are not a
         C{WriteRequest} at all.
     """
     name = label.encode("utf-8")
-    parts = split_encoded(raw, name)
+    parts = split_encoded(raw, name, max_series)
     if parts is None:
-        parts = _split_objects(WriteRequest.FromString(raw), name)
+        request = WriteRequest.FromString(raw)
+        if len(request.timeseries) > max_series:
+            return TenantParts({}, {}, b"", len(request.timeseries))
+        parts = _split_objects(request, name)
     return parts
 
 
-def _split_c(raw: bytes, name: bytes) -> Optional[TenantParts]:
+def _split_c(raw: bytes, name: bytes, max_series: int = 1 << 62) -> Optional[TenantParts]:
     """
     L{_split_encoded} in C: the same parts, from the same bodies.
     """
-    split = _c_split(raw, name)
+    split = _c_split(raw, name, max_series)
     if split is None:
         return None
     series, first, other, count = split
     return TenantParts(series, first, b"".join(other), count)
 
 
-def _split_encoded(raw: bytes, name: bytes) -> Optional[TenantParts]:
+def _split_encoded(
+    raw: bytes, name: bytes, max_series: int = 1 << 62
+) -> Optional[TenantParts]:
     """
     L{split_by_label} on the bytes, or L{None} when they are not of the
     shape read here: the reference of the C loop.
@@ -92,6 +99,8 @@ def _split_encoded(raw: bytes, name: bytes) -> Optional[TenantParts]:
     end = len(raw)
     try:
         while pos < end:
+            if count > max_series:
+                break  # to be refused whole: no more work on it
             tag = raw[pos]
             if tag & 0x87 != 0x02:
                 return None  # only length-delimited fields 1 to 15 are expected here
@@ -171,7 +180,7 @@ def _split_objects(request: WriteRequest, name: bytes) -> TenantParts:
     return TenantParts(series, first, rest.SerializeToString(), len(request.timeseries))
 
 
-def _implementation() -> tuple[str, Callable[[bytes, bytes], Optional[TenantParts]]]:
+def _implementation() -> tuple[str, Callable[[bytes, bytes, int], Optional[TenantParts]]]:
     if _c_split is None:  # installed without a compiler: the same parts, slower
         return "python", _split_encoded
     return "c", _split_c
