@@ -22,6 +22,7 @@ from sealgw.config._model import (
     PushConfig,
     QueryConfig,
     ReadRouteConfig,
+    RouteConfig,
 )
 from sealgw.config._problems import ConfigError, key_path, kind, unknown_keys
 from sealgw.config._rules import SOURCE, SourceFile
@@ -159,29 +160,7 @@ def _across_sections(
         route = getattr(signal, "route", signal)
         if route is None:
             continue
-        if route.upstream not in names:
-            yield (
-                f"push.{field.name}.upstream",
-                f"no upstream named {route.upstream!r} ({known})",
-            )
-        elif field.name not in LABEL_TENANCY_PUSHES and _tenancy_label(
-            structured.get(route.upstream)
-        ):
-            yield (
-                f"push.{field.name}.upstream",
-                f"{route.upstream!r} keeps tenants apart by label (tenancy: {{label: ...}}), "
-                f"and sealgw does not set that label on {field.name} pushes: give them an "
-                "upstream with tenancy: header",
-            )
-        elif (label := _tenancy_label(structured.get(route.upstream))) and (
-            label in getattr(signal, "labels", LabelActions()).add
-            or label in getattr(signal, "labels", LabelActions()).remove
-        ):
-            yield (
-                f"push.{field.name}.labels",
-                f"{label!r} is the tenant label of upstream {route.upstream!r}: sealgw sets "
-                "it from the identity, and labels actions cannot add or remove it",
-            )
+        yield from _push_route(field.name, signal, route, names, known, structured)
     query = sections.get("query", QueryConfig())
     if query is FAILED:
         return
@@ -206,6 +185,61 @@ def _across_sections(
                 f"only PromQL reads can be held to a label, not {field.name}'s: give "
                 f"{field.name} reads an upstream with tenancy: header",
             )
+
+
+def _push_route(
+    name: str,
+    signal: Any,
+    route: RouteConfig,
+    names: set[str],
+    known: str,
+    structured: Mapping[Any, Any],
+) -> Iterator[tuple[str, str]]:
+    """
+    The problems of push route C{name}: every upstream it names must
+    exist and take its pushes, and all of them must keep tenants apart
+    the same way, because one encoding of a push goes to each (a label
+    set on every series for one, the tenant header for another).
+    """
+    targets = [(f"push.{name}.upstream", route.upstream)]
+    targets += [
+        (f"push.{name}.tenants.{tenant}", upstream)
+        for tenant, upstreams in route.tenants.items()
+        for upstream in upstreams
+    ]
+    targets += [(f"push.{name}.also", upstream) for upstream in route.also]
+    labels: LabelActions = getattr(signal, "labels", LabelActions())
+    tenancy: dict[Optional[str], str] = {}
+    for at, upstream in targets:
+        if upstream not in names:
+            yield at, f"no upstream named {upstream!r} ({known})"
+            continue
+        label = _tenancy_label(structured.get(upstream))
+        if upstream in structured:
+            tenancy.setdefault(label, upstream)
+        if name not in LABEL_TENANCY_PUSHES and label:
+            yield (
+                at,
+                f"{upstream!r} keeps tenants apart by label (tenancy: {{label: ...}}), "
+                f"and sealgw does not set that label on {name} pushes: give them an "
+                "upstream with tenancy: header",
+            )
+        elif label and (label in labels.add or label in labels.remove):
+            yield (
+                f"push.{name}.labels",
+                f"{label!r} is the tenant label of upstream {upstream!r}: sealgw sets "
+                "it from the identity, and labels actions cannot add or remove it",
+            )
+    if len(tenancy) > 1:
+        ways = ", ".join(
+            f"{upstream!r} by " + (f"label {label!r}" if label else "the tenant header")
+            for label, upstream in tenancy.items()
+        )
+        yield (
+            f"push.{name}",
+            f"the upstreams of one route must keep tenants apart the same way, "
+            f"and these do not: {ways}",
+        )
 
 
 def _tenancy_label(upstream: object) -> Optional[str]:

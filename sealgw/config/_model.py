@@ -304,13 +304,123 @@ class LabelActions:
 
 
 @attr.frozen
+class UpstreamNames(Rule):
+    """
+    The upstreams a tenant's pushes go to: one name, or a list of them
+    (a tenant being moved from one store to another goes to both).
+    """
+
+    def structure(self, value: object, file: SourceFile) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise Invalid(f"expected an upstream's name or a list of them, got {kind(value)}")
+        if not value:
+            raise Invalid("name at least one upstream")
+        names: list[str] = []
+        for index, name in enumerate(value):
+            if name == "":
+                raise Invalid("an upstream's name must not be empty", at=[index])
+            if not isinstance(name, str):
+                raise Invalid(f"expected an upstream's name, got {kind(name)}", at=[index])
+            if name in names:
+                raise Invalid(f"{name!r} is named twice", at=[index])
+            names.append(name)
+        return tuple(names)
+
+
+@attr.frozen
 class RouteConfig:
     """
-    Where one push signal goes: a named upstream and a path under its URL.
+    Where one push signal goes: a named upstream and a path under its URL,
+    or other upstreams for some tenants, and copies to more.
+
+    @ivar tenants: the tenants whose pushes go to other upstreams than
+        C{upstream} (a cluster in another region), each to one upstream or
+        several (a tenant moving between stores).
+    @ivar also: upstreams every push goes to as well, whatever its tenant
+        (a second store, a migration): the client hears 2xx only when each
+        of them has accepted its copy (or spooled it).
     """
 
     upstream: str
     path: Annotated[str, URLPath()] = ""
+    tenants: Mapping[Tenant, Annotated[tuple[str, ...], UpstreamNames()]] = attr.field(
+        factory=dict
+    )
+    also: Annotated[tuple[str, ...], UpstreamNames()] = ()
+
+    def targets(self, tenant: Optional[str]) -> tuple[str, ...]:
+        """
+        The upstreams a push of C{tenant} goes to, by name, in order, each
+        once: the tenant's own, else C{upstream}; then C{also}.
+        """
+        first = self.tenants.get(tenant, (self.upstream,)) if tenant is not None else (
+            self.upstream,
+        )
+        return first + tuple(name for name in self.also if name not in first)
+
+    def every_upstream(self) -> tuple[str, ...]:
+        """
+        Every upstream some push of this route may go to, each once.
+        """
+        names = [self.upstream]
+        for targets in self.tenants.values():
+            names.extend(targets)
+        names.extend(self.also)
+        return tuple(dict.fromkeys(names))
+
+
+#: A label name, as C{tenant_from_label} takes it (reserved C{__} names too).
+_ANY_LABEL_NAME = _LABEL_NAME
+
+
+@attr.frozen
+class TenantFromLabel:
+    """
+    Remote write whose series name their tenant in a label (one Prometheus
+    scraping many teams): each batch is split by the label's value.
+
+    @ivar label: the label naming a series' tenant.
+    @ivar keep: whether the label stays on the series relayed; C{false}
+        removes it (a name starting with C{__} must be removed).
+    """
+
+    label: str
+    keep: bool = True
+
+
+@attr.frozen
+class TenantFromLabelRule(Rule):
+    """
+    C{tenant_from_label}: a label name, or C{{label: NAME, keep: BOOL}}.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> TenantFromLabel:
+        at: list[str | int] = []
+        keep: object = True
+        if isinstance(value, Mapping):
+            for problem in unknown_keys(value, ["label", "keep"]):
+                raise problem
+            if value.get("label") is None:
+                raise Invalid("required", at=["label"])
+            keep = value.get("keep", True)
+            if not isinstance(keep, bool):
+                raise Invalid(f"expected true or false, got {kind(keep)}", at=["keep"])
+            value, at = value["label"], ["label"]
+        if not isinstance(value, str) or not _ANY_LABEL_NAME.fullmatch(value):
+            raise Invalid(
+                f"{value!r} is not a label name (letters, digits and _, not starting "
+                "with a digit)",
+                at=at,
+            )
+        if value.startswith("__") and keep:
+            raise Invalid(
+                f"{value!r}: names starting with __ are reserved by Prometheus; "
+                "give keep: false to remove it before relaying",
+                at=at,
+            )
+        return TenantFromLabel(label=value, keep=bool(keep))
 
 
 @attr.frozen
@@ -322,11 +432,14 @@ class RemoteWriteConfig:
         upstream's own 4xx for a bad one is passed back), C{decode} (also
         a protobuf parse) or C{labels} (also every series' labels).  Label
         actions decode whatever the level.
+    @ivar tenant_from_label: when set, each series' tenant is the value
+        of this label (among the identity's tenants), not the request's.
     """
 
     route: RouteConfig = attr.field(metadata=INLINE)
     labels: LabelActions = LabelActions()
     check: Annotated[str, OneOf(("headers", "decode", "labels"))] = "headers"
+    tenant_from_label: Optional[Annotated[TenantFromLabel, TenantFromLabelRule()]] = None
 
 
 @attr.frozen

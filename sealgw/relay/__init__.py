@@ -20,6 +20,7 @@ from sealgw.relay._interfaces import (
 )
 from sealgw.relay._metrics import NoMetrics, RelayMetrics
 from sealgw.relay._retry import backoff, next_retry, parse_retry_after
+from sealgw.relay._routes import PushRoute, deliver_all, worst
 from sealgw.relay._service import UpstreamsService, build_upstreams
 
 __all__ = [
@@ -31,12 +32,15 @@ __all__ = [
     "IUpstream",
     "NoMetrics",
     "Push",
+    "PushRoute",
     "RelayMetrics",
     "UpstreamRejected",
     "UpstreamUnavailable",
     "UpstreamsService",
     "backoff",
     "build_upstreams",
+    "deliver_all",
     "next_retry",
     "parse_retry_after",
+    "worst",
 ]

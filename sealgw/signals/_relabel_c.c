@@ -28,6 +28,10 @@
  * shape, and the objects then do it and say what is wrong; see
  * remote_write2.py.
  *
+ * split_by_label(raw, name, max_series) does what _split_encoded() in tenant_split.py
+ * does: the series grouped by the value of one label, each kept as the
+ * bytes it came as.
+ *
  * Every read is bounded by the end of the message it belongs to (a label
  * by its series, a name or value by its label, a series by the body), every
  * varint by ten bytes and 64 bits: a hostile body gets None, never a read
@@ -1999,7 +2003,153 @@ done:
     return result;
 }
 
+/* The value of the label named wanted in the series raw[pos:stop]: 0
+   with *value and *value_len set (length 0 when it has none, or an empty
+   one), or 1 when its labels are not sorted names and values only, or a
+   label follows its samples when it has not the wanted one.  The same
+   reading as _tenant_value() in tenant_split.py. */
+static int
+tenant_value(const unsigned char *raw, size_t pos, size_t stop, const unsigned char *wanted,
+             size_t wanted_len, const unsigned char **value, size_t *value_len)
+{
+    const unsigned char *previous = NULL;
+    size_t previous_len = 0;
+    *value = raw;
+    *value_len = 0;
+    while (pos < stop && raw[pos] == LABELS) {
+        label_t label;
+        if (read_label(raw, pos, stop, &label) < 0) {
+            return 1;
+        }
+        if (previous != NULL &&
+            compare(label.name, label.name_len, previous, previous_len) <= 0) {
+            return 1; /* unsorted or repeated: the objects decide */
+        }
+        previous = label.name;
+        previous_len = label.name_len;
+        if (compare(label.name, label.name_len, wanted, wanted_len) == 0) {
+            *value = raw + label.end - label.value_len;
+            *value_len = label.value_len;
+            return 0;
+        }
+        pos = label.end;
+    }
+    return check_rest(raw, pos, stop) < 0 ? 1 : 0;
+}
+
+/* split_by_label(raw, name): see split_body below.  0 with the results
+   set, 1 when raw is not of the shape, -1 with an exception set. */
+static int
+split_body(const unsigned char *raw, size_t end, const unsigned char *wanted, size_t wanted_len,
+           Py_ssize_t max_series, PyObject *series, PyObject *first, PyObject *other,
+           Py_ssize_t *count)
+{
+    size_t pos = 0;
+    while (pos < end) {
+        if (*count > max_series) {
+            return 0; /* the caller refuses the request: no more work on it */
+        }
+        unsigned char tag;
+        size_t start, stop;
+        if (next_field(raw, pos, end, &tag, &start, &stop) < 0) {
+            return 1;
+        }
+        PyObject *field = PyBytes_FromStringAndSize((const char *)raw + pos,
+                                                    (Py_ssize_t)(stop - pos));
+        if (field == NULL) {
+            return -1;
+        }
+        PyObject *group;
+        if (tag != TIMESERIES) {
+            group = other;
+        }
+        else {
+            const unsigned char *value;
+            size_t value_len;
+            if (tenant_value(raw, start, stop, wanted, wanted_len, &value, &value_len) != 0) {
+                Py_DECREF(field);
+                return 1;
+            }
+            PyObject *key = PyBytes_FromStringAndSize((const char *)value, (Py_ssize_t)value_len);
+            if (key == NULL) {
+                Py_DECREF(field);
+                return -1;
+            }
+            group = PyDict_GetItemWithError(series, key); /* borrowed */
+            if (group == NULL) {
+                PyObject *index = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(*count);
+                group = index == NULL ? NULL : PyList_New(0);
+                if (group == NULL || PyDict_SetItem(series, key, group) < 0 ||
+                    PyDict_SetItem(first, key, index) < 0) {
+                    Py_XDECREF(group);
+                    Py_XDECREF(index);
+                    Py_DECREF(key);
+                    Py_DECREF(field);
+                    return -1;
+                }
+                Py_DECREF(group); /* the dict holds it */
+                Py_DECREF(index);
+            }
+            Py_DECREF(key);
+            *count += 1;
+        }
+        int appended = PyList_Append(group, field);
+        Py_DECREF(field);
+        if (appended < 0) {
+            return -1;
+        }
+        pos = stop;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(split_by_label_doc,
+"split_by_label(raw, name, max_series) -> (series, first, other, count) or None\n\n"
+"The series of raw (an uncompressed WriteRequest) grouped by the value of\n"
+"the label name: series maps each value (b'' for none) to the series'\n"
+"whole fields in order, first to the index of its first series; other\n"
+"lists the fields that are not series; count is the series.  None when\n"
+"raw is not of the shape (see sealgw.signals.tenant_split).  It stops\n"
+"once count is past max_series (the request is then refused whole).");
+
+static PyObject *
+split_by_label(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view, name;
+    Py_ssize_t max_series;
+    if (!PyArg_ParseTuple(args, "y*y*n:split_by_label", &view, &name, &max_series)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    PyObject *series = PyDict_New();
+    PyObject *first = PyDict_New();
+    PyObject *other = PyList_New(0);
+    Py_ssize_t count = 0;
+    if (series != NULL && first != NULL && other != NULL) {
+        switch (split_body((const unsigned char *)view.buf, (size_t)view.len,
+                           (const unsigned char *)name.buf, (size_t)name.len, max_series,
+                           series, first, other, &count)) {
+        case 0:
+            result = Py_BuildValue("(OOOn)", series, first, other, count);
+            break;
+        case 1:
+            result = Py_NewRef(Py_None);
+            break;
+        default:
+            break; /* the exception is set */
+        }
+    }
+    Py_XDECREF(series);
+    Py_XDECREF(first);
+    Py_XDECREF(other);
+    PyBuffer_Release(&name);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"split_by_label", split_by_label, METH_VARARGS, split_by_label_doc},
     {"relabel_encoded", (PyCFunction)(void (*)(void))relabel_encoded, METH_FASTCALL,
      relabel_encoded_doc},
     {"check_labels", check_labels, METH_O, check_labels_doc},

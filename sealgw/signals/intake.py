@@ -22,7 +22,7 @@ import attr
 
 from sealgw.signals import _wire as wire
 from sealgw.signals import limits as sample_limits
-from sealgw.signals import loki, otlp, pushgateway, remote_write, remote_write2, seal
+from sealgw.signals import loki, otlp, pushgateway, remote_write, remote_write2, seal, tenant_split
 from sealgw.signals._media import parse_media_type
 from sealgw.signals._relabel import relabel
 from sealgw.signals.compression import decode_body, snappy_compress, snappy_declared_length
@@ -68,11 +68,16 @@ class Intake:
     @ivar written: for a remote write 2.0 request sealgw decoded, what
         it relays, for the response headers that say what was written
         (an upstream's own, when it sends them, win).
+    @ivar independent: the pushes are parts of different tenants rather
+        than batches of one: each is delivered whatever becomes of the
+        others (one tenant's store refusing its part must not keep the
+        other tenants' parts from theirs).
     """
 
     pushes: list[Push]
     refused: Optional[SeriesRefused] = None
     written: Optional[remote_write2.Written] = None
+    independent: bool = False
 
 
 @attr.frozen
@@ -101,6 +106,8 @@ class RequestFacts:
         upstream reads (its C{remote_write_version}): a 2.0 request is
         relayed as 2.0 to an upstream that reads 2 and converted to 1.0
         for one that reads 1.
+    @ivar tenants: every tenant the identity may use, for series that
+        name their own (C{tenant_from_label}).
     """
 
     content_type: Optional[str] = None
@@ -114,6 +121,7 @@ class RequestFacts:
     tenant_label: Optional[str] = None
     samples: SampleLimits = SampleLimits()
     upstream_remote_write: int = 1
+    tenants: frozenset[str] = frozenset()
 
     def series_labels(self, add: Mapping[str, str]) -> Mapping[str, str]:
         """
@@ -140,6 +148,8 @@ def remote_write_pushes(
     remove: frozenset[str],
     limit: int,
     check: str = "labels",
+    tenant_from: Optional[str] = None,
+    keep_label: bool = True,
 ) -> Intake:
     """
     A Prometheus remote-write 1.0 body: checked as deep as C{check} says
@@ -152,6 +162,11 @@ def remote_write_pushes(
     client as it is.  The sample limits apply at C{"labels"}, and always
     for an upstream that keeps tenants apart by a label (one tenant's
     sample out of bounds would stop every tenant's pushes there).
+
+    @param tenant_from: the label naming each series' tenant
+        (C{tenant_from_label}): the request is split by it, one push per
+        tenant (see L{_by_tenant}); C{keep_label} says whether the label
+        stays on the series relayed.
     """
     essence, params = parse_media_type(facts.content_type)
     if essence not in ("", PROTOBUF):
@@ -168,11 +183,13 @@ def remote_write_pushes(
         )
     if (facts.content_encoding or "").strip().lower() != "snappy":
         raise _snappy_required("remote write")
-    judged = check == "labels" or facts.tenant_label is not None
-    add = facts.series_labels(add)
+    if tenant_from is not None:
+        raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
+        return _by_tenant(raw, facts, add=add, remove=remove, check=check, label=tenant_from,
+                          keep=keep_label)
     relayed = body
     refused: Optional[SeriesRefused] = None
-    if check == "headers" and not (add or remove):
+    if check == "headers" and not (add or remove or facts.tenant_label):
         declared = snappy_declared_length(body)
         if declared > limit:
             raise PayloadTooLarge(
@@ -180,32 +197,14 @@ def remote_write_pushes(
             )
     else:
         raw = decode_body(body, facts.content_encoding, limit, allowed=("snappy",))
-        verdict = None
-        if judged:
-            # Before the protobuf parse: the number of series bounds its cost.
-            verdict = sample_limits.judge_encoded(raw, facts.samples, facts.received_at)
-            if verdict is not None:
-                sample_limits.check_series_count(
-                    "remote write", verdict[0], facts.samples.max_series_per_push
-                )
-        write = remote_write.decode(raw) if check != "headers" else None
-        if write is not None and check == "labels" and not remote_write.validate_encoded(raw):
-            # Not the shape the byte-level check reads: the objects judge.
-            remote_write.validate(write)
-        if judged:
-            raw, write, refused = _within_limits(raw, write, verdict, facts)
-        if add or remove:
-            relabelled = relabel(raw, add, remove)
-            if relabelled is None:
-                # Not the shape the byte-level path reads: the objects do it.
-                write = write if write is not None else remote_write.decode(raw)
-                if remote_write.apply_labels(write, add, remove) or refused is not None:
-                    relayed = remote_write.encode(write)
-            else:
-                relayed = snappy_compress(relabelled)
-        elif refused is not None:
-            relayed = snappy_compress(raw)
-    push = Push(
+        changed, refused = _checked(raw, facts, add, remove, check)
+        if changed is not None:
+            relayed = snappy_compress(changed)
+    return Intake([_relayed_push(relayed, facts)], refused)
+
+
+def _relayed_push(relayed: bytes, facts: RequestFacts) -> Push:
+    return Push(
         signal="remote_write",
         tenant=facts.relayed_tenant,
         owner=facts.tenant,
@@ -218,7 +217,158 @@ def remote_write_pushes(
         },
         received_at=facts.received_at,
     )
-    return Intake([push], refused)
+
+
+def _checked(
+    raw: bytes,
+    facts: RequestFacts,
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    check: str,
+) -> tuple[Optional[bytes], Optional[SeriesRefused]]:
+    """
+    An uncompressed remote-write request checked as deep as C{check}
+    says, held to the sample limits where they apply, and with the label
+    actions (and the tenant's label, for an upstream that keeps tenants
+    apart by one) applied: the request's new bytes, uncompressed, or
+    L{None} when it is relayed as it came; and the series left out.
+    """
+    judged = check == "labels" or facts.tenant_label is not None
+    add = facts.series_labels(add)
+    refused: Optional[SeriesRefused] = None
+    verdict = None
+    if judged:
+        # Before the protobuf parse: the number of series bounds its cost.
+        verdict = sample_limits.judge_encoded(raw, facts.samples, facts.received_at)
+        if verdict is not None:
+            sample_limits.check_series_count(
+                "remote write", verdict[0], facts.samples.max_series_per_push
+            )
+    write = remote_write.decode(raw) if check != "headers" else None
+    if write is not None and check == "labels" and not remote_write.validate_encoded(raw):
+        # Not the shape the byte-level check reads: the objects judge.
+        remote_write.validate(write)
+    if judged:
+        raw, write, refused = _within_limits(raw, write, verdict, facts)
+    if add or remove:
+        relabelled = relabel(raw, add, remove)
+        if relabelled is not None:
+            return relabelled, refused
+        # Not the shape the byte-level path reads: the objects do it.
+        write = write if write is not None else remote_write.decode(raw)
+        if remote_write.apply_labels(write, add, remove) or refused is not None:
+            return write.SerializeToString(), refused
+        return None, refused
+    return (raw if refused is not None else None), refused
+
+
+#: The C{reason} of a series refused for naming a tenant its sender may
+#: not use, in the refusal's message and C{sealgw_series_refused_total}.
+TENANT_NOT_ALLOWED = "tenant_not_allowed"
+
+
+def _by_tenant(
+    raw: bytes,
+    facts: RequestFacts,
+    *,
+    add: Mapping[str, str],
+    remove: frozenset[str],
+    check: str,
+    label: str,
+    keep: bool,
+) -> Intake:
+    """
+    An uncompressed remote-write request split by the tenant each series
+    names in C{label}: one push per tenant, each checked and relabelled as
+    a request of its own and sent with its tenant.  A series without the
+    label (or with it empty) is the request's tenant's, as is the
+    metadata; a series naming a tenant the identity may not use is left
+    out and told to the client (400, once the rest is accepted), as a
+    series over a sample limit is, and so is the whole of a part whose
+    every series is over a limit.
+
+    @raise LimitExceeded: for too many series, or when no series is left.
+    """
+    most = facts.samples.max_series_per_push
+    parts = tenant_split.split_by_label(raw, label, most)
+    if parts.count > most:
+        raise LimitExceeded(
+            f"remote write: more than {most} series in one push, more than "
+            f"max_series_per_push ({most}); send smaller batches",
+            sample_limits.TOO_MANY_SERIES,
+        )
+    default = facts.tenant or ""
+    allowed = facts.tenants
+    grouped: dict[str, list[bytes]] = {}
+    forbidden: list[bytes] = []
+    for value, series in parts.series.items():
+        tenant = value.decode("utf-8", "replace") if value else default
+        if tenant != default and tenant not in allowed:
+            forbidden.append(value)
+            continue
+        grouped.setdefault(tenant, []).extend(series)
+    if parts.other:
+        grouped.setdefault(default, [])
+    refusals: list[SeriesRefused] = []
+    if forbidden:
+        refusals.append(_forbidden(parts, forbidden, label, facts))
+    if not keep:
+        remove = remove | {label}
+    pushes: list[Push] = []
+    for tenant, series in grouped.items():
+        part_raw = b"".join(series)
+        if tenant == default:
+            part_raw += parts.other
+        part_facts = attr.evolve(facts, tenant=tenant)
+        try:
+            changed, refused = _checked(part_raw, part_facts, add, remove, check)
+        except AllSeriesRefused as e:
+            refusals.append(e.refused)
+            continue
+        if refused is not None:
+            refusals.append(refused)
+        relayed = changed if changed is not None else part_raw
+        pushes.append(_relayed_push(snappy_compress(relayed), part_facts))
+    merged = _merged(refusals, parts.count)
+    if not pushes:
+        assert merged is not None
+        raise AllSeriesRefused(merged)
+    return Intake(pushes, merged, independent=True)
+
+
+def _forbidden(
+    parts: tenant_split.TenantParts, values: list[bytes], label: str, facts: RequestFacts
+) -> SeriesRefused:
+    """
+    The series naming tenants the identity may not use, as a refusal
+    naming the first of them.
+    """
+    first = min(values, key=lambda value: parts.first[value])
+    series = parts.series_at(first)
+    tenant = first.decode("utf-8", "replace")
+    shown = tenant if len(tenant) <= 64 else tenant[:64] + "..."
+    example = (
+        f"timeseries[{parts.first[first]}] {sample_limits.describe(series)}: tenant "
+        f"{shown!r} (label {label!r}) is not one identity {facts.identity!r} may use"
+    )
+    dropped = sum(len(parts.series[value]) for value in values)
+    return SeriesRefused("remote write", parts.count, ((TENANT_NOT_ALLOWED, dropped),), example)
+
+
+def _merged(refusals: list[SeriesRefused], total: int) -> Optional[SeriesRefused]:
+    """
+    The refusals of a request's parts as one for the whole request: its
+    series counted by reason, the first refusal's example.
+    """
+    if not refusals:
+        return None
+    counts: dict[str, int] = {}
+    for refusal in refusals:
+        for reason, count in refusal.by_reason:
+            counts[reason] = counts.get(reason, 0) + count
+    return SeriesRefused(
+        refusals[0].what, total, tuple(counts.items()), refusals[0].example
+    )
 
 
 def remote_write2_pushes(

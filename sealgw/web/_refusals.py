@@ -1,8 +1,9 @@
 """
-Pushes refused for a sample limit (L{sealgw.signals.limits}): counted by
-route and limit, and logged, one line per push at most and no more than
-one line per identity and limit per interval, so that a sender pushing
-bad series in a loop cannot flood the log.
+Pushes refused for a sample limit (L{sealgw.signals.limits}), or for
+series naming a tenant their sender may not use (C{tenant_from_label}):
+counted by route and limit, and logged, one line per push at most and
+no more than one line per identity and limit per interval, so that a
+sender pushing bad series in a loop cannot flood the log.
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
-from sealgw.signals.intake import AllSeriesRefused
+from sealgw.signals.intake import TENANT_NOT_ALLOWED, AllSeriesRefused
 from sealgw.signals.limits import LimitExceeded, SeriesRefused
 from sealgw.web._metrics import GatewayMetrics
 
+_LIMIT_LINE = (
+    "push refused for a sample limit ({reason}): identity {identity}, tenant "
+    "{tenant}, route {route}: {refusal}{more}"
+)
+_TENANT_LINE = (
+    "push refused for a tenant the identity may not use ({reason}): identity "
+    "{identity}, tenant {tenant}, route {route}: {refusal}{more}"
+)
 #: Seconds between two lines for the same identity and limit.
 LOG_INTERVAL = 60.0
 #: Identities and limits remembered at once; past that the oldest go.
@@ -85,13 +94,14 @@ class SampleRefusals:
             self._forget(now)
         self._logged[key] = (now, 0)
         self.log.warn(
-            "push refused for a sample limit ({reason}): identity {identity}, tenant "
-            "{tenant}, route {route}: {message}{more}",
+            _TENANT_LINE if reason == TENANT_NOT_ALLOWED else _LIMIT_LINE,
             reason=reason,
             identity=identity,
             tenant=tenant,
             route=route,
-            message=message,
+            # Not "message": Twisted's legacy log system owns that key, and
+            # with a legacy observer present the line showed "()" there.
+            refusal=message,
             more=(
                 f" ({suppressed} more pushes refused for it since the last line)"
                 if suppressed

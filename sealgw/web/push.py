@@ -29,8 +29,8 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from sealgw.auth import Admission, AuthError, Gate, Identity, listener_identity
-from sealgw.config import Config, LabelActions, RouteConfig, SampleLimitsConfig
-from sealgw.relay import Delivery, DeliveryFailed, IUpstream, UpstreamRejected
+from sealgw.config import Config, LabelActions, PushConfig, RouteConfig, SampleLimitsConfig
+from sealgw.relay import Delivery, DeliveryFailed, IUpstream, PushRoute, UpstreamRejected
 from sealgw.signals import PayloadError, intake, otlp, pushgateway, remote_write2
 from sealgw.signals import _relabel as relabelling
 from sealgw.signals import _samplecheck as samplecheck
@@ -98,6 +98,7 @@ class PushRoutes:
         # Upstreams already warned about for 2.0 pushes answered without
         # written counts (see _written_by).
         self._unconfirmed: set[str] = set()
+        self.routes = _push_routes(config, upstreams)
         rw = config.push.remote_write
         if rw is not None and (rw.labels.add or rw.labels.remove) and (
             relabelling.IMPLEMENTATION != "c"
@@ -196,6 +197,7 @@ class PushRoutes:
             tenant_label=tenant_label,
             samples=self._sample_limits(admission.identity),
             upstream_remote_write=upstream_remote_write,
+            tenants=admission.identity.tenants,
         )
 
     async def _push(
@@ -284,12 +286,13 @@ class PushRoutes:
                 self.refusals.series_refused(
                     route, facts.identity or "", admission.tenant, accepted.refused
                 )
-            upstream = self.upstreams[config.upstream]
-            deliveries = []
+            targets = self.routes[route]
+            deliveries: list[Delivery] = []
             written = accepted.written
-            for push in accepted.pushes:
+            relayed_v2 = any(p.content_type == remote_write2.CONTENT_TYPE for p in accepted.pushes)
+            for delivering in _deliveries(targets, accepted):
                 try:
-                    delivery = await upstream.deliver(push.at_path(config.path))
+                    delivery = await delivering()
                 except DeliveryFailed as e:
                     headers = {}
                     if e.retry_after is not None:
@@ -301,7 +304,7 @@ class PushRoutes:
                     )
                     return Refused(e.status, f"{what}: {e.reason}", headers)
                 deliveries.append(delivery)
-                if push.content_type == remote_write2.CONTENT_TYPE:
+                if relayed_v2:
                     written = self._written_by(config.upstream, delivery, written)
             counts = written.headers() if written is not None else {}
             if accepted.refused is not None:
@@ -356,6 +359,8 @@ class PushRoutes:
             remove=labels.remove,
             limit=self.limit,
             check=rw.check if rw is not None else "headers",
+            tenant_from=rw.tenant_from_label.label if rw and rw.tenant_from_label else None,
+            keep_label=rw.tenant_from_label.keep if rw and rw.tenant_from_label else True,
         )
         return self._push(
             request, "remote_write", rw.route if rw is not None else None, build, _no_content
@@ -510,6 +515,35 @@ class PushRoutes:
             return b""
         self.log.failure("unexpected error on {path}", failure, path=request.path)
         return answer_error(request, 500, "internal error; the data was not accepted")
+
+
+def _deliveries(
+    targets: PushRoute, accepted: Intake
+) -> list[Callable[[], Deferred[Any]]]:
+    """
+    How an intake's pushes are delivered, in order: batches of one
+    tenant's push one after the other (the client hears the first
+    failure), parts of different tenants at once, each whatever becomes
+    of the others (one tenant's store refusing its part does not keep the
+    other tenants' parts from theirs), the answer the worst of theirs.
+    """
+    if accepted.independent and len(accepted.pushes) > 1:
+        return [functools.partial(targets.deliver_each, accepted.pushes)]
+    return [functools.partial(targets.deliver, push) for push in accepted.pushes]
+
+
+def _push_routes(config: Config, upstreams: Mapping[str, IUpstream]) -> dict[str, PushRoute]:
+    """
+    Each enabled push route's targets, by the route's name (the
+    C{PushConfig} key, as L{PushRoutes._push} is given it).
+    """
+    routes: dict[str, PushRoute] = {}
+    for field in attr.fields(PushConfig):
+        signal = getattr(config.push, field.name)
+        route = getattr(signal, "route", signal)
+        if isinstance(route, RouteConfig):
+            routes[field.name] = PushRoute(route, upstreams)
+    return routes
 
 
 def _grouping_path(request: IRequest) -> str:
