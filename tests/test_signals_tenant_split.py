@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import attr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sealgw.signals import remote_write, snappy_decompress, tenant_split
+from sealgw.signals import remote_write, remote_write2, snappy_decompress, tenant_split
+from sealgw.signals.errors import UnsupportedMediaType
 from sealgw.signals.intake import (
     TENANT_NOT_ALLOWED,
     AllSeriesRefused,
@@ -226,6 +228,20 @@ class IntakeTests(SynchronousTestCase):
         self.assertEqual(by_tenant["team-b"], [{"__name__": "m2", "team": "team-b"}])
         for push in intake.pushes:
             self.assertEqual(push.owner, push.tenant)
+
+    def test_remote_write_2_refused(self) -> None:
+        """
+        A remote write 2.0 body on a route that splits by tenant is a 415
+        (the sender falls back to 1.0), never relayed whole to the
+        request's own tenant.
+        """
+        facts = attr.evolve(
+            _facts(), content_type=f"application/x-protobuf;proto={remote_write2.PROTO}"
+        )
+        with self.assertRaises(UnsupportedMediaType) as caught:
+            self.pushes(_body("team-a"), facts)
+        self.assertEqual(caught.exception.status, 415)
+        self.assertIn("tenant_from_label", caught.exception.message)
 
     def test_forbidden_tenant_refused(self) -> None:
         """

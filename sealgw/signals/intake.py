@@ -173,6 +173,15 @@ def remote_write_pushes(
         raise UnsupportedMediaType(f"remote write: Content-Type {essence!r} is not {PROTOBUF}")
     proto = params.get("proto")
     if proto == remote_write2.PROTO:
+        if tenant_from is not None:
+            # Split by tenant only as 1.0 for now; a 415 makes Prometheus
+            # and Alloy send 1.0 instead, rather than every series landing
+            # in the request's own tenant.
+            raise UnsupportedMediaType(
+                f"remote write: {remote_write2.PROTO!r} is not taken on this route, which "
+                "splits series by tenant (tenant_from_label); send remote write 1.0 "
+                "(prometheus.WriteRequest)"
+            )
         return remote_write2_pushes(
             body, facts, add=add, remove=remove, limit=limit, check=check
         )
