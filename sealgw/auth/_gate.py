@@ -184,6 +184,10 @@ class Gate(MultiService):
                 )
             else:
                 slot = self.limiter.acquire(identity, max(0, body_size))
+            if isinstance(slot, Deferred):
+                # A shared store decides: its answer, or the local
+                # buckets' when it cannot answer in time.
+                slot = await slot
         except AuthError as e:
             if e.tenant is None:
                 e.tenant = tenant

@@ -1,0 +1,18 @@
+"""
+Per-identity rates and concurrency behind one interface, L{ILimiter}:
+buckets kept in this process (L{LocalLimiter}), or a store every process
+and instance shares (L{SharedLimiter}), falling back to the local buckets
+while the store cannot answer.
+"""
+
+from sealgw.limits._interface import ILimiter, ISlot, LimitKey, OverLimit
+from sealgw.limits._local import LocalLimiter, TokenBucket
+
+__all__ = [
+    "ILimiter",
+    "ISlot",
+    "LimitKey",
+    "LocalLimiter",
+    "OverLimit",
+    "TokenBucket",
+]
