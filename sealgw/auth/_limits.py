@@ -32,8 +32,11 @@ class Limiter:
     own buckets unless another is given (the shared store's).
     """
 
-    def __init__(self, clock: IReactorTime, backend: Optional[ILimiter] = None) -> None:
+    def __init__(
+        self, clock: IReactorTime, share: int = 1, backend: Optional[ILimiter] = None
+    ) -> None:
         self.backend: ILimiter = backend if backend is not None else LocalLimiter(clock)
+        self.backend.share = share
 
     @property
     def share(self) -> int:
