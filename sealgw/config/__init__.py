@@ -9,7 +9,9 @@ from sealgw.config._auth import (
     OIDCConfig,
     RateLimitConfig,
     ReadLimitConfig,
+    RedisAddress,
     SampleLimitsConfig,
+    SharedLimitsConfig,
     TokenFileConfig,
 )
 from sealgw.config._default import default_config
@@ -67,7 +69,9 @@ __all__ = [
     "ReadRouteConfig",
     "RateLimitConfig",
     "ReadLimitConfig",
+    "RedisAddress",
     "SampleLimitsConfig",
+    "SharedLimitsConfig",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",
