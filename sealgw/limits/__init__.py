@@ -7,8 +7,14 @@ while the store cannot answer.
 
 from sealgw.limits._interface import ILimiter, ISlot, LimitKey, OverLimit
 from sealgw.limits._local import LocalLimiter, TokenBucket
+from sealgw.limits._shared import SharedLimiter
+from sealgw.limits._store import LEASE_TTL, ILimitStore, Refusal
 
 __all__ = [
+    "LEASE_TTL",
+    "ILimitStore",
+    "Refusal",
+    "SharedLimiter",
     "ILimiter",
     "ISlot",
     "LimitKey",
