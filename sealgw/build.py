@@ -182,6 +182,9 @@ def build_gateway(
         # Degraded while a rotated certificate could not be loaded.
         health.register("tls", lambda: _worst({w: t.health() for w, t in tls.items()}))
     health.register("auth", lambda: _worst(gate.health()))
+    if config.auth.shared_limits is not None:
+        # Degraded while each process decides alone with its share.
+        health.register("limits", gate.limiter.health)
     health.register("upstreams", lambda: _worst(upstreams.health()))
     if reads.slots:
         health.register("reads", lambda: _worst(reads.health()))

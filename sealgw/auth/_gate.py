@@ -39,6 +39,7 @@ from sealgw.auth._tokenfile import TokenFile, TokenFileChecker
 from sealgw.auth._userinfo import UserinfoCache
 from sealgw.config import Config, RateLimitConfig
 from sealgw.http import IHTTPClient
+from sealgw.limits import shared_limiter
 from sealgw.tenancy import (
     TenantConflict,
     TenantError,
@@ -66,8 +67,8 @@ class Gate(MultiService):
     password is offered to the same sources as a bearer token, and its
     username, when not empty, chooses the tenant as the tenant header does.
 
-    Its children are the token file watch and the OIDC provider, started
-    and stopped with it.
+    Its children are the token file watch, the OIDC provider and the
+    shared limits' connection, started and stopped with it.
     """
 
     log = Logger()
@@ -86,6 +87,12 @@ class Gate(MultiService):
         self.audit = Audit(self.registry)
         self.realm = IdentityRealm(config.tenancy.default_tenant, config.auth.default_limits)
         self.limiter = Limiter(reactor)
+        if config.auth.shared_limits is not None:
+            # One limit for the fleet; started and stopped with the gate.
+            shared = shared_limiter(config.auth.shared_limits, reactor, self.registry)
+            shared.setName("shared_limits")
+            shared.setServiceParent(self)
+            self.limiter = Limiter(reactor, backend=shared)
         self.credential_factory = BearerCredentialFactory()
         self.basic_factory: Optional[BasicTokenCredentialFactory] = (
             BasicTokenCredentialFactory() if config.auth.basic else None

@@ -13,6 +13,7 @@ from sealgw.config._auth import (
     SampleLimitsConfig,
     SharedLimitsConfig,
     TokenFileConfig,
+    parse_redis_url,
 )
 from sealgw.config._default import default_config
 from sealgw.config._in_flight import InFlightConfig
@@ -86,6 +87,7 @@ __all__ = [
     "default_config",
     "format_size",
     "load",
+    "parse_redis_url",
     "parse_duration",
     "parse_size",
     "read",

@@ -7,7 +7,7 @@ while the store cannot answer.
 
 from sealgw.limits._interface import ILimiter, ISlot, LimitKey, OverLimit
 from sealgw.limits._local import LocalLimiter, TokenBucket
-from sealgw.limits._shared import SharedLimiter
+from sealgw.limits._shared import SharedLimiter, shared_limiter
 from sealgw.limits._store import LEASE_TTL, ILimitStore, Refusal
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "LocalLimiter",
     "OverLimit",
     "TokenBucket",
+    "shared_limiter",
 ]

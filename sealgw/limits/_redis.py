@@ -6,10 +6,10 @@ by the store's own clock so that hosts' clocks need not agree.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import txredisapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.ssl import optionsForClientTLS
 from zope.interface import implementer
 
@@ -102,6 +102,10 @@ class RedisLimitStore:
 
     def __init__(self, config: SharedLimitsConfig) -> None:
         self.config = config
+        self._redis: Any = None
+
+    def connect(self) -> None:
+        config = self.config
         address = config.redis
         password = config.password.value if config.password is not None else None
         options: dict[str, Any] = {
@@ -120,6 +124,13 @@ class RedisLimitStore:
             self._redis = txredisapi.lazyConnection(
                 address.host, address.port, ssl_context_factory=tls, **options
             )
+
+    def _call(self, command: str, *args: Any) -> Deferred[Any]:
+        # Whatever goes wrong reaches the limiter as a failure, never as
+        # an exception in the request's path.
+        if self._redis is None:
+            return fail(txredisapi.ConnectionError("not connected"))
+        return maybeDeferred(getattr(self._redis, command), *args)
 
     def _keys(self, key: LimitKey) -> list[str]:
         base = f"{self.config.key_prefix}:{{{key[0]}:{key[1]}:{key[2]}}}:"
@@ -140,23 +151,26 @@ class RedisLimitStore:
             lease,
             repr(LEASE_TTL),
         ]
-        d: Deferred[Any] = self._redis.eval(DECIDE, self._keys(key), args)
+        d: Deferred[Any] = self._call("eval", DECIDE, self._keys(key), args)
         return d.addCallback(_verdict)
 
     def release(self, key: LimitKey, lease: str) -> Deferred[None]:
-        d: Deferred[Any] = self._redis.zrem(self._keys(key)[2], lease)
+        d: Deferred[Any] = self._call("zrem", self._keys(key)[2], lease)
         return d.addCallback(lambda _: None)
 
     def renew(self, key: LimitKey, leases: list[str]) -> Deferred[None]:
-        d: Deferred[Any] = self._redis.eval(
-            RENEW, [self._keys(key)[2]], [repr(LEASE_TTL), *leases]
+        d: Deferred[Any] = self._call(
+            "eval", RENEW, [self._keys(key)[2]], [repr(LEASE_TTL), *leases]
         )
         return d.addCallback(lambda _: None)
 
     def ping(self) -> Deferred[None]:
-        d: Deferred[Any] = self._redis.ping()
+        d: Deferred[Any] = self._call("ping")
         return d.addCallback(lambda _: None)
 
-    def disconnect(self) -> Optional[Deferred[Any]]:
-        d: Optional[Deferred[Any]] = self._redis.disconnect()
-        return d
+    def close(self) -> Deferred[None]:
+        redis, self._redis = self._redis, None
+        if redis is None:
+            return succeed(None)
+        d: Deferred[Any] = maybeDeferred(redis.disconnect)
+        return d.addCallback(lambda _: None)

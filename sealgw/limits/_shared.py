@@ -13,14 +13,14 @@ from typing import Any, Optional, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sealgw.config import RateLimitConfig
+from sealgw.config import RateLimitConfig, SharedLimitsConfig
 from sealgw.limits._interface import ILimiter, ISlot, LimitKey, refusal
 from sealgw.limits._local import LocalLimiter
 from sealgw.limits._store import LEASE_TTL, ILimitStore, Refusal
@@ -134,14 +134,17 @@ class SharedLimiter(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._store.connect()
         self._renewal.start(RENEW_INTERVAL, now=False)
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         for loop in (self._renewal, self._probe):
             if loop.running:
                 loop.stop()
-        return None
+        # Places still held expire with their leases.
+        self._leases.clear()
+        return self._store.close()
 
     # -- decisions -----------------------------------------------------------
 
@@ -159,7 +162,7 @@ class SharedLimiter(Service):
             return self._local.admit(key, limits, body_size)
         lease = self._prefix + str(next(self._serial)) if limits.max_concurrent else ""
         result: Deferred[ISlot] = Deferred()
-        asked = self._store.decide(key, limits, body_size, lease)
+        asked = maybeDeferred(self._store.decide, key, limits, body_size, lease)
         timer = self._clock.callLater(self._timeout, self._timed_out, result)
 
         def answered(verdict: Refusal) -> None:
@@ -238,7 +241,7 @@ class SharedLimiter(Service):
         Ask the store once; back to shared decisions when it answers in
         time.  Never raises, so the probe goes on.
         """
-        answer: Deferred[None] = self._store.ping()
+        answer: Deferred[None] = maybeDeferred(self._store.ping)
         timer: IDelayedCall = self._clock.callLater(self._timeout * 4, answer.cancel)
 
         def ok(_: None) -> None:
@@ -290,13 +293,14 @@ class SharedLimiter(Service):
             if not leases:
                 del self._leases[key]
         # A release the store misses expires with its lease.
-        self._store.release(key, lease).addErrback(self._ignore, "release")
+        maybeDeferred(self._store.release, key, lease).addErrback(self._ignore, "release")
 
     def _renew(self) -> None:
         if not self.shared:
             return
         for key, leases in list(self._leases.items()):
-            self._store.renew(key, sorted(leases)).addErrback(self._ignore, "renew")
+            d = maybeDeferred(self._store.renew, key, sorted(leases))
+            d.addErrback(self._ignore, "renew")
 
     def _ignore(self, failure: Failure, what: str) -> None:
         # The decisions notice a store that is down; a lost release or
@@ -307,3 +311,25 @@ class SharedLimiter(Service):
 
     def __len__(self) -> int:
         return len(self._local)
+
+
+def shared_limiter(
+    config: SharedLimitsConfig,
+    clock: IReactorTime,
+    registry: Optional[CollectorRegistry] = None,
+) -> SharedLimiter:
+    """
+    The limiter for C{auth.shared_limits}: decisions in its Redis, this
+    process's share of each limit meanwhile when it fails.  Nothing
+    connects before the limiter starts.
+    """
+    from sealgw.limits._redis import RedisLimitStore
+
+    return SharedLimiter(
+        RedisLimitStore(config),
+        LocalLimiter(clock),
+        clock,
+        config.timeout,
+        registry,
+        where=config.redis.url,
+    )

@@ -56,3 +56,13 @@ class ILimitStore(Interface):
         """
         Succeeds when the store answers.
         """
+
+    def connect() -> None:
+        """
+        Start connecting (when the limiter starts, not when it is built).
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Close the connection; no request is asked of the store afterwards.
+        """

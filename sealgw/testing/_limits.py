@@ -41,6 +41,7 @@ class MemoryLimitStore:
         self.leases: dict[LimitKey, dict[str, float]] = {}
         self._slow: list[tuple[Deferred[Any], Any]] = []
         self.calls: dict[str, int] = {}
+        self.connected = False
 
     def _answer(self, method: str, compute: Any) -> Deferred[Any]:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -133,3 +134,10 @@ class MemoryLimitStore:
     def ping(self) -> Deferred[None]:
         d: Deferred[None] = self._answer("ping", lambda: None)
         return d
+
+    def connect(self) -> None:
+        self.connected = True
+
+    def close(self) -> Deferred[None]:
+        self.connected = False
+        return succeed(None)
