@@ -79,6 +79,11 @@ return 0
 """
 
 
+#: Seconds between attempts to reconnect to a store that is down.
+RECONNECT_INITIAL_DELAY = 0.25
+RECONNECT_MAX_DELAY = 2.0
+
+
 def _verdict(reply: Any) -> Refusal:
     if not reply:
         return None
@@ -124,6 +129,10 @@ class RedisLimitStore:
             self._redis = txredisapi.lazyConnection(
                 address.host, address.port, ssl_context_factory=tls, **options
             )
+        # Reconnect within seconds of the store's return, not txredisapi's
+        # default of up to ten: decisions are local until then.
+        self._redis._factory.initialDelay = RECONNECT_INITIAL_DELAY
+        self._redis._factory.maxDelay = RECONNECT_MAX_DELAY
 
     def _call(self, command: str, *args: Any) -> Deferred[Any]:
         # Whatever goes wrong reaches the limiter as a failure, never as
