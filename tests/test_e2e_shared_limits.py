@@ -71,7 +71,11 @@ async def _metrics(url: str) -> str:
     return (await response.content()).decode()
 
 
-class SharedLimitsFleetTests(TestCase):
+class _Load(TestCase):
+    """
+    Pushes at a rate, and the check of what was admitted.
+    """
+
     timeout = 180
 
     def start(self, redis_url: str, upstream: str, workers: int) -> tuple[str, Child]:
@@ -163,6 +167,9 @@ class SharedLimitsFleetTests(TestCase):
             f"{admitted} admitted in {elapsed:.2f} s, the limit allows {expected:.0f}",
         )
 
+
+
+class SharedLimitsFleetTests(_Load):
     async def test_fleet(self) -> None:
         redis = await start_redis(self)
         upstream = serve(self, _Accept())
@@ -210,3 +217,117 @@ class SharedLimitsFleetTests(TestCase):
         for child in (one_child, two_child):
             self.assertNotIn(b"Traceback", child.out + child.err)
             self.assertNotIn(TOKEN.encode(), child.out + child.err)
+
+
+class _Held(Resource):
+    """
+    Answers 204 to every push but those it is told to hold.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.arrived: Deferred[None] = Deferred()
+        self.release: Deferred[None] = Deferred()
+
+    def render_POST(self, request: Any) -> Any:
+        if not self.hold:
+            request.setResponseCode(204)
+            return b""
+        self.hold = False
+        self.arrived.callback(None)
+
+        def answer(_: object) -> None:
+            request.setResponseCode(204)
+            request.finish()
+
+        self.release.addCallback(answer)
+        from twisted.web.server import NOT_DONE_YET
+
+        return NOT_DONE_YET
+
+
+class MainProcessLeasesTests(_Load):
+    """
+    Without Redis, on one host with two workers: the main process owns the
+    limits, so one keep-alive connection (one worker) gets the whole rate,
+    and C{max_concurrent: 1} stays 1 whichever worker a connection reaches.
+    """
+
+    def start_workers(self, upstream: str, limits: str) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "tokens.yaml"), "w") as f:
+            f.write(
+                f"- name: node-1\n  token: {TOKEN}\n  tenants: [team-a]\n  limits: {limits}\n"
+            )
+        port = free_port()
+        path = os.path.join(directory, "sealgw.yaml")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(f"""
+                listeners:
+                  - endpoint: tcp:{port}:interface=127.0.0.1
+                    ops: true
+                upstreams:
+                  prom: {{url: "{upstream}"}}
+                push:
+                  remote_write: {{upstream: prom, path: /api/v1/write}}
+                auth:
+                  token_file: {{path: {directory}/tokens.yaml}}
+                log: {{format: json, access: false}}
+                drain_grace: 1s
+                workers: 2
+                """))
+        child = twistd("sealgw", "--config", path)
+        self.addCleanup(stop, child)
+        self.child = child
+        return f"http://127.0.0.1:{port}"
+
+    async def test_one_connection_whole_limit(self) -> None:
+        upstream = serve(self, _Accept())
+        url = self.start_workers(upstream.url, f"{{requests_per_second: {RATE}, burst: {BURST}}}")
+        await wait_until(lambda: _health(url), what=f"{url} to answer", timeout=60)
+        health = await _health(url)
+        self.assertEqual(health["store"], "the main process")
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 1
+        self.addCleanup(pool.closeCachedConnections)
+        # One push after the other on one keep-alive connection: one
+        # worker serves them all, and would admit half without the main
+        # process's limits.
+        statuses: list[int] = []
+        first = reactor.seconds()
+        while reactor.seconds() - first < 3:
+            response = await treq.post(
+                url + "/api/v1/write", data=BODY, headers=HEADERS, pool=pool, timeout=10
+            )
+            await response.content()
+            statuses.append(response.code)
+        self.assertWithinLimit(statuses, reactor.seconds() - first)
+
+    async def test_one_in_flight_stays_one(self) -> None:
+        upstream = _Held()
+        server = serve(self, upstream)
+        url = self.start_workers(server.url, "{max_concurrent: 1}")
+        await wait_until(lambda: _health(url), what=f"{url} to answer", timeout=60)
+        upstream.hold = True
+        held = treq.post(url + "/api/v1/write", data=BODY, headers=HEADERS, persistent=False)
+        await upstream.arrived
+        # New connections, spread over both workers: each is refused.
+        codes = []
+        for _ in range(20):
+            response = await treq.post(
+                url + "/api/v1/write", data=BODY, headers=HEADERS, persistent=False
+            )
+            codes.append(response.code)
+            self.assertIn(b"in flight", await response.content())
+        self.assertEqual(set(codes), {429})
+        upstream.release.callback(None)
+        self.assertEqual((await held).code, 204)
+        response = await treq.post(
+            url + "/api/v1/write", data=BODY, headers=HEADERS, persistent=False
+        )
+        await response.content()
+        self.assertEqual(response.code, 204)

@@ -82,9 +82,11 @@ class DaemonView:
 class ControlChannel:
     """
     Reads the main process's pipe: a JSON state a line, handed to
-    C{update}.  When the pipe closes the main process has gone (killed,
-    or crashed) and C{orphaned} is called: a worker must not serve on
-    without a supervisor.
+    C{update}, and the answers to this worker's requests for limit
+    decisions (lines with a C{reply}), handed to C{replies}.  When the
+    pipe closes the main process has gone (killed, or crashed) and
+    C{orphaned} is called: a worker must not serve on without a
+    supervisor.
     """
 
     log = Logger()
@@ -94,9 +96,11 @@ class ControlChannel:
         fd: int,
         update: Callable[[dict[str, Any]], None],
         orphaned: Callable[[], None],
+        replies: Optional[Callable[[dict[str, Any]], None]] = None,
     ) -> None:
         self._fd = fd
         self._update = update
+        self._replies = replies
         self._orphaned = orphaned
         self._buffer = b""
         os.set_blocking(fd, False)
@@ -121,14 +125,22 @@ class ControlChannel:
             return connection_done.CONNECTION_DONE
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines[-1:]:  # only the latest state matters
+        latest: Optional[dict[str, Any]] = None
+        for line in lines:
             try:
-                state = json.loads(line)
+                message = json.loads(line)
             except ValueError:
-                self.log.error("unreadable state from the main process: {line!r}", line=line)
+                self.log.error("unreadable line from the main process: {line!r}", line=line)
                 continue
-            if isinstance(state, dict):
-                self._update(state)
+            if not isinstance(message, dict):
+                continue
+            if "reply" in message:
+                if self._replies is not None:
+                    self._replies(message)
+            else:
+                latest = message  # only the latest state matters
+        if latest is not None:
+            self._update(latest)
         return None
 
     def connectionLost(self, reason: Failure) -> None:
@@ -148,6 +160,9 @@ class Worker:
 
     setup: WorkerSetup
     view: DaemonView
+    #: How this worker asks the main process for limit decisions
+    #: (a L{sealgw.daemon._leases.LeaseClient}).
+    leases: Optional[Any] = None
 
     @property
     def index(self) -> int:

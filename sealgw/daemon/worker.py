@@ -20,6 +20,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger, globalLogBeginner
 
 from sealgw.daemon._handoff import FROM_MAIN, SERVING, TO_MAIN, read_setup
+from sealgw.daemon._leases import LeaseClient
 from sealgw.daemon._logging import WorkerTag, make_observer
 from sealgw.daemon._service import CannotListen
 from sealgw.daemon._view import ControlChannel, DaemonView, Worker
@@ -52,6 +53,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     pid = os.getpid()
     view = DaemonView(setup.index, pid)
+    # Each identity's limits are the main process's, asked over the pipe
+    # that says "serving" first.
+    leases = LeaseClient(TO_MAIN)
     observer = make_observer(sys.stdout, setup.config.log.format, setup.config.log.level)
     globalLogBeginner.beginLoggingTo(
         [WorkerTag(observer, setup.index, pid)], redirectStandardIO=False
@@ -64,7 +68,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         service = build_gateway(
             setup.config,
             reactor,
-            worker=Worker(setup, view),
+            worker=Worker(setup, view, leases),
             on_fatal=ExitAfterStop(reactor, status=FAILED_TO_START),
         )
     except ConfigError as e:
@@ -72,7 +76,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         # since (a token file, a certificate) is what this says.
         log.critical("cannot start: {problems}", problems="; ".join(e.problems))
         return 1
-    reactor.addReader(ControlChannel(FROM_MAIN, view.update, lambda: _stop(reactor)))
+    reactor.addReader(
+        ControlChannel(FROM_MAIN, view.update, lambda: _stop(reactor), leases.answer)
+    )
     # Serving once it listens and its outbound credentials have their
     # first tokens: until then, a worker that fails to start (status
     # FAILED_TO_START) ends the daemon rather than being restarted.
@@ -92,9 +98,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _say_serving(_: object) -> None:
-    # A few bytes to an empty pipe: this does not block.
+    # A few bytes to a pipe the main process reads: this does not block.
+    # The pipe stays open for the limits' requests.
     os.write(TO_MAIN, SERVING)
-    os.close(TO_MAIN)
 
 
 def _stop(reactor: Any) -> None:

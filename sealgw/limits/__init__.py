@@ -7,6 +7,7 @@ while the store cannot answer.
 
 from sealgw.limits._interface import ILimiter, ISlot, LimitKey, OverLimit
 from sealgw.limits._local import LocalLimiter, TokenBucket
+from sealgw.limits._owner import LimitOwner
 from sealgw.limits._shared import SharedLimiter, shared_limiter
 from sealgw.limits._store import LEASE_TTL, ILimitStore, Refusal
 
@@ -18,6 +19,7 @@ __all__ = [
     "ILimiter",
     "ISlot",
     "LimitKey",
+    "LimitOwner",
     "LocalLimiter",
     "OverLimit",
     "TokenBucket",
