@@ -18,7 +18,7 @@ from typing import Any, Optional
 import treq
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -71,6 +71,17 @@ async def _metrics(url: str) -> str:
     return (await response.content()).decode()
 
 
+async def _fallbacks(url: str) -> float:
+    """
+    The decisions the instance's processes took alone so far.
+    """
+    total = 0.0
+    for line in (await _metrics(url)).splitlines():
+        if line.startswith("sealgw_limits_fallbacks_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class _Load(TestCase):
     """
     Pushes at a rate, and the check of what was admitted.
@@ -102,7 +113,8 @@ class _Load(TestCase):
                   shared_limits:
                     redis: "{redis_url}"
                     key_prefix: fleet-test
-                    timeout: 50ms
+                    # Generous: a busy test machine must not make it fall back.
+                    timeout: 1s
                 log: {{format: json, access: false}}
                 drain_grace: 1s
                 workers: {workers}
@@ -123,7 +135,6 @@ class _Load(TestCase):
         statuses: list[int] = []
         pending: list[Deferred[Any]] = []
         sent = 0
-        total = int(seconds * per_second)
         first = reactor.seconds()
 
         async def push(index: int) -> None:
@@ -136,27 +147,36 @@ class _Load(TestCase):
                 )
                 await response.content()
                 statuses.append(response.code)
-            except Exception as e:  # a failed exchange is an outcome to report
+            except Exception:  # a failed exchange is an outcome to report
                 statuses.append(-1)
-                self.fail_reason = repr(e)
 
-        def tick() -> None:
+        def tick(due: int) -> None:
+            # A busy reactor calls late: send every push that is due, so
+            # that the offered rate holds.
             nonlocal sent
-            if sent >= total:
+            for _ in range(due):
+                pending.append(Deferred.fromCoroutine(push(sent)))
+                sent += 1
+            if reactor.seconds() - first >= seconds:
                 loop.stop()
-                return
-            pending.append(Deferred.fromCoroutine(push(sent)))
-            sent += 1
 
-        loop = LoopingCall(tick)
+        loop = LoopingCall.withCount(tick)
+        loop.clock = reactor
         await loop.start(1.0 / per_second)
         last = reactor.seconds()
         await DeferredList(pending)
         return statuses, last - first
 
-    def assertWithinLimit(self, statuses: list[int], elapsed: float) -> None:
+    def assertWithinLimit(
+        self,
+        statuses: list[int],
+        elapsed: float,
+        rate: float = RATE,
+        burst: float = BURST,
+        why: str = "",
+    ) -> None:
         admitted = statuses.count(204)
-        expected = RATE * elapsed + BURST
+        expected = rate * elapsed + burst
         self.assertEqual(
             sorted(set(statuses) - {204, 429}), [], f"only 204 and 429 expected: {statuses}"
         )
@@ -164,7 +184,7 @@ class _Load(TestCase):
         self.assertGreater(len(statuses), 2 * expected)
         self.assertLessEqual(
             abs(admitted - expected), 0.1 * expected,
-            f"{admitted} admitted in {elapsed:.2f} s, the limit allows {expected:.0f}",
+            f"{admitted} admitted in {elapsed:.2f} s, the limit allows {expected:.0f}; {why}",
         )
 
 
@@ -187,8 +207,16 @@ class SharedLimitsFleetTests(_Load):
             self.addCleanup(pool.closeCachedConnections)
             pools.append(pool)
 
+        # Every process connects to Redis on its first decisions; a busy
+        # machine can make those fall back for a second.  Warm up, then
+        # let the buckets fill again.
+        await self.load(urls, pools, seconds=1, per_second=20)
+        await deferLater(reactor, 2, lambda: None)
+        before = [await _fallbacks(url) for url in urls]
         statuses, elapsed = await self.load(urls, pools, seconds=4, per_second=100)
-        self.assertWithinLimit(statuses, elapsed)
+        self.assertWithinLimit(
+            statuses, elapsed, why=f"fallbacks {before} -> {[await _fallbacks(u) for u in urls]}"
+        )
 
         # Redis killed under load: no 5xx, each process decides alone.
         kill = reactor.callLater(0.5, lambda: Deferred.fromCoroutine(redis.kill()))
@@ -212,8 +240,12 @@ class SharedLimitsFleetTests(_Load):
             return True
 
         await wait_until(shared_everywhere, what="shared limits to return", timeout=30)
+        # The buckets, full in the new Redis, and the local ones drained.
+        before = [await _fallbacks(url) for url in urls]
         statuses, elapsed = await self.load(urls, pools, seconds=3, per_second=100)
-        self.assertWithinLimit(statuses, elapsed)
+        self.assertWithinLimit(
+            statuses, elapsed, why=f"fallbacks {before} -> {[await _fallbacks(u) for u in urls]}"
+        )
         for child in (one_child, two_child):
             self.assertNotIn(b"Traceback", child.out + child.err)
             self.assertNotIn(TOKEN.encode(), child.out + child.err)
@@ -287,7 +319,9 @@ class MainProcessLeasesTests(_Load):
 
     async def test_one_connection_whole_limit(self) -> None:
         upstream = serve(self, _Accept())
-        url = self.start_workers(upstream.url, f"{{requests_per_second: {RATE}, burst: {BURST}}}")
+        # A rate that pushes one at a time exceed several times over, even
+        # on a busy machine.
+        url = self.start_workers(upstream.url, "{requests_per_second: 5, burst: 5}")
         await wait_until(lambda: _health(url), what=f"{url} to answer", timeout=60)
         health = await _health(url)
         self.assertEqual(health["store"], "the main process")
@@ -299,13 +333,13 @@ class MainProcessLeasesTests(_Load):
         # process's limits.
         statuses: list[int] = []
         first = reactor.seconds()
-        while reactor.seconds() - first < 3:
+        while reactor.seconds() - first < 4:
             response = await treq.post(
                 url + "/api/v1/write", data=BODY, headers=HEADERS, pool=pool, timeout=10
             )
             await response.content()
             statuses.append(response.code)
-        self.assertWithinLimit(statuses, reactor.seconds() - first)
+        self.assertWithinLimit(statuses, reactor.seconds() - first, rate=5, burst=5)
 
     async def test_one_in_flight_stays_one(self) -> None:
         upstream = _Held()

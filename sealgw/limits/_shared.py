@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -29,6 +29,9 @@ from sealgw.limits._store import LEASE_TTL, ILimitStore, Refusal
 #: process's leases are renewed (well within their TTL).
 PROBE_INTERVAL = 1.0
 RENEW_INTERVAL = LEASE_TTL / 3
+
+
+_PROBE_TIMEOUT = object()
 
 
 class _StoreTimeout(Exception):
@@ -239,23 +242,27 @@ class SharedLimiter(Service):
     def _check_store(self) -> Deferred[None]:
         """
         Ask the store once; back to shared decisions when it answers in
-        time.  Never raises, so the probe goes on.
+        time.  Never raises, so the probe goes on.  A late answer is let
+        be rather than cancelled: the client's request stays whole.
         """
-        answer: Deferred[None] = maybeDeferred(self._store.ping)
-        timer: IDelayedCall = self._clock.callLater(self._timeout * 4, answer.cancel)
+        done: Deferred[None] = Deferred()
 
-        def ok(_: None) -> None:
+        def settle(outcome: Any) -> None:
+            if done.called:
+                return
             if timer.active():
                 timer.cancel()
-            self._recover()
+            if isinstance(outcome, Failure):
+                self.last_error = f"{type(outcome.value).__name__}: {outcome.getErrorMessage()}"
+            elif outcome is _PROBE_TIMEOUT:
+                self.last_error = f"no answer to a ping within {self._timeout * 4 * 1000:g} ms"
+            else:
+                self._recover()
+            done.callback(None)
 
-        def failed(failure: Failure) -> None:
-            if timer.active():
-                timer.cancel()
-            if not failure.check(CancelledError):
-                self.last_error = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
-
-        return answer.addCallbacks(ok, failed)
+        timer: IDelayedCall = self._clock.callLater(self._timeout * 4, settle, _PROBE_TIMEOUT)
+        maybeDeferred(self._store.ping).addBoth(settle)
+        return done
 
     def _recover(self) -> None:
         if self.shared:
