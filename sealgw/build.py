@@ -28,6 +28,8 @@ from sealgw.daemon import (
     make_observer,
     prepare_listener,
 )
+from sealgw.daemon._leases import TIMEOUT as LEASE_TIMEOUT
+from sealgw.daemon._leases import LeaseServer
 from sealgw.daemon._listeners import Listener
 from sealgw.daemon._memory import freeze_startup_objects, map_large_blocks
 from sealgw.daemon._supervisor import Supervisor
@@ -35,6 +37,7 @@ from sealgw.daemon._threads import WorkerThreads
 from sealgw.daemon._tokens import TokenRelay
 from sealgw.daemon._view import Worker
 from sealgw.daemon._workers import NotServed, ProcessLauncher, WorkersService
+from sealgw.limits import LimitOwner
 from sealgw.query import build_reads
 from sealgw.relay import FileUpstream, RelayMetrics, build_upstreams
 from sealgw.web import GatewayMetrics, GatewayRoot, GatewaySite, OpsRoutes
@@ -77,6 +80,9 @@ def build_gateway(
     gate = build_gate(config, reactor, metrics.registry)
     gate.audit.log_allowed = config.log.level == "debug"
     if worker is not None:
+        if worker.leases is not None:
+            # Without a shared store, the main process owns the limits.
+            gate.lease_limits(worker.leases, "the main process", LEASE_TIMEOUT)
         gate.limiter.share = worker.count
     # Large decodes and file writes get threads of their own, apart from
     # the reactor's pool that name resolution uses.
@@ -216,6 +222,9 @@ def build_gateway(
         # Degraded while a rotated certificate could not be loaded.
         health.register("tls", lambda: _worst({w: t.health() for w, t in tls.items()}))
     health.register("auth", lambda: _worst(gate.health()))
+    if gate.shared_limits is not None:
+        # Degraded while each process decides alone with its share.
+        health.register("limits", gate.shared_limits.health)
     health.register("upstreams", lambda: _worst(upstreams.health()))
     if reads.slots:
         health.register("reads", lambda: _worst(reads.health()))
@@ -266,7 +275,13 @@ def build_daemon(
         return gateway
     launcher = ProcessLauncher(reactor, config)
     supervisor = Supervisor(
-        config.workers, launcher, reactor, config.drain_grace, on_fatal=on_fatal
+        config.workers,
+        launcher,
+        reactor,
+        config.drain_grace,
+        on_fatal=on_fatal,
+        # The workers' limits, unless a shared store holds them.
+        leases=LeaseServer(LimitOwner(reactor)) if config.auth.shared_limits is None else None,
     )
     observer = None
     if log_output is not None:

@@ -10,8 +10,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sealgw.auth import Identity, RateLimited
-from sealgw.auth._limits import Limiter, TokenBucket
+from sealgw.auth._limits import Limiter
 from sealgw.config import AuthConfig, ClientCertConfig, RateLimitConfig, Secret
+from sealgw.limits import LocalLimiter, TokenBucket
 from tests.idp import admit, fake_request, make_gate
 
 
@@ -148,7 +149,9 @@ class LimiterTests(SynchronousTestCase):
         self.limiter.acquire(tighter, 0)
 
     def test_idle_states_pruned(self) -> None:
-        self.limiter.max_states = 10
+        local = self.limiter.backend
+        assert isinstance(local, LocalLimiter)
+        local.max_states = 10
         limits = RateLimitConfig(requests_per_second=1)
         for i in range(10):
             self.limiter.acquire(identity(limits, f"n{i}"), 0).release()

@@ -280,6 +280,7 @@ def service_ports(doc: dict[str, Any]) -> dict[str, set[int]]:
         # Their defaults: nothing in the demo changes them.
         "grafana": {3000},
         "prometheus-agent": {9090},
+        "redis": {6379},
     }
     unknown = set(ports) - set(doc["services"])
     assert not unknown, unknown
@@ -295,6 +296,9 @@ def referenced_urls() -> Iterator[tuple[str, str]]:
     for name, upstream in sealgw.get("upstreams", {}).items():
         if "url" in upstream:
             yield f"sealgw.yaml upstreams.{name}", upstream["url"]
+    shared = sealgw.get("auth", {}).get("shared_limits")
+    if shared is not None:
+        yield "sealgw.yaml auth.shared_limits.redis", shared["redis"]
     prometheus = read_yaml(os.path.join(DOCKER, "prometheus", "prometheus.yaml"))
     for job in prometheus.get("scrape_configs", []):
         for static in job.get("static_configs", []):

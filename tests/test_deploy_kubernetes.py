@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUBE = os.path.join(ROOT, "deploy", "kubernetes")
 BASE = os.path.join(KUBE, "base")
 OVERLAYS = {
-    name: os.path.join(KUBE, "overlays", name) for name in ("production", "azure-sidecar", "spool")
+    name: os.path.join(KUBE, "overlays", name)
+    for name in ("production", "azure-sidecar", "spool", "shared-limits")
 }
 COMPONENTS = {
     name: os.path.join(KUBE, "components", name) for name in ("servicemonitor", "azure-sidecar")
@@ -585,6 +586,58 @@ class ConfigTests(SynchronousTestCase):
             capture_output=True,
             text=True,
             env=child_env(),
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+
+    def test_shared_limits_config(self) -> None:
+        """
+        The shared-limits overlay's sealgw.yaml is the base's with
+        auth.shared_limits, pointing at its Redis Service with the password
+        the Deployment puts in the environment from the Secret Redis reads
+        too; it passes check-config.
+        """
+        overlay = OVERLAYS["shared-limits"]
+        with open(os.path.join(overlay, "sealgw.yaml"), encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        with open(os.path.join(BASE, "sealgw.yaml"), encoding="utf-8") as f:
+            base = yaml.safe_load(f)
+        shared = config["auth"].pop("shared_limits")
+        self.assertEqual(config, base)
+        rendered = render(overlay)
+        service = find(rendered, "Service", "sealgw-redis")
+        self.assertEqual(
+            shared["redis"], f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+        )
+        env_name = shared["password"]["env"]
+        gateway = find(rendered, "Deployment", "sealgw")
+        (container,) = gateway["spec"]["template"]["spec"]["containers"]
+        (env,) = [e for e in container["env"] if e["name"] == env_name]
+        redis = find(rendered, "Deployment", "sealgw-redis")
+        (redis_container,) = redis["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(
+            env["valueFrom"], redis_container["env"][0]["valueFrom"], "one Secret for both"
+        )
+        self.assertEqual(
+            {r["metadata"].get("namespace") for r in rendered if r["kind"] != "Namespace"},
+            {"observability"},
+        )
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "sealgw.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(
+                {**config, "auth": {**config["auth"], "shared_limits": shared,
+                                    "token_file": {"path": os.path.join(directory, "t.yaml")}}},
+                f,
+            )
+        with open(os.path.join(directory, "t.yaml"), "w", encoding="utf-8") as f:
+            f.write("[]\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "sealgw", "check-config", path],
+            capture_output=True,
+            text=True,
+            env=child_env(**{env_name: "test-password"}),
             timeout=60,
         )
         self.assertEqual((result.returncode, result.stderr), (0, ""))

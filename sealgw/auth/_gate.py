@@ -39,6 +39,7 @@ from sealgw.auth._tokenfile import TokenFile, TokenFileChecker
 from sealgw.auth._userinfo import UserinfoCache
 from sealgw.config import Config, RateLimitConfig
 from sealgw.http import IHTTPClient
+from sealgw.limits import ILimitStore, LocalLimiter, SharedLimiter, shared_limiter
 from sealgw.tenancy import (
     TenantConflict,
     TenantError,
@@ -66,8 +67,8 @@ class Gate(MultiService):
     password is offered to the same sources as a bearer token, and its
     username, when not empty, chooses the tenant as the tenant header does.
 
-    Its children are the token file watch and the OIDC provider, started
-    and stopped with it.
+    Its children are the token file watch, the OIDC provider and the
+    shared limits' connection, started and stopped with it.
     """
 
     log = Logger()
@@ -86,6 +87,13 @@ class Gate(MultiService):
         self.audit = Audit(self.registry)
         self.realm = IdentityRealm(config.tenancy.default_tenant, config.auth.default_limits)
         self.limiter = Limiter(reactor)
+        #: The limiter that asks a store shared with other processes, if any.
+        self.shared_limits: Optional[SharedLimiter] = None
+        if config.auth.shared_limits is not None:
+            # One limit for the fleet; started and stopped with the gate.
+            self._share_limits(
+                shared_limiter(config.auth.shared_limits, reactor, self.registry)
+            )
         self.credential_factory = BearerCredentialFactory()
         self.basic_factory: Optional[BasicTokenCredentialFactory] = (
             BasicTokenCredentialFactory() if config.auth.basic else None
@@ -131,6 +139,27 @@ class Gate(MultiService):
                 "or auth.client_certificates): every request will be refused",
                 source=config.source,
             )
+
+    def _share_limits(self, shared: SharedLimiter) -> None:
+        shared.setName("shared_limits")
+        shared.setServiceParent(self)
+        self.shared_limits = shared
+        self.limiter = Limiter(self._reactor, backend=shared)
+
+    def lease_limits(self, store: ILimitStore, where: str, timeout: float) -> None:
+        """
+        Ask C{store} (the main process, for a worker) for every limit
+        decision, this process's share deciding when it cannot answer in
+        C{timeout}; unless C{auth.shared_limits} already shares them.
+        Called before the gate starts.
+        """
+        if self.shared_limits is not None:
+            return
+        self._share_limits(
+            SharedLimiter(
+                store, LocalLimiter(self._reactor), self._reactor, timeout, self.registry, where
+            )
+        )
 
     def stopService(self) -> Deferred[Any]:
         if self.userinfo is not None:
@@ -184,6 +213,10 @@ class Gate(MultiService):
                 )
             else:
                 slot = self.limiter.acquire(identity, max(0, body_size))
+            if isinstance(slot, Deferred):
+                # A shared store decides: its answer, or the local
+                # buckets' when it cannot answer in time.
+                slot = await slot
         except AuthError as e:
             if e.tenant is None:
                 e.tenant = tenant

@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 from sealgw.auth._identity import IdentityProviderUnavailable, Unauthorized
 from sealgw.auth._issuer import IdPUnreachable
 from sealgw.auth._jwt import JWKS
-from sealgw.auth._limits import TokenBucket
 from sealgw.auth._shared import Coalescer
+from sealgw.limits import TokenBucket
 
 #: How long a key that a fresh fetch showed the issuer does not hold is
 #: refused outright (401, nothing fetched), counted from when it was first

@@ -1,152 +1,51 @@
 """
-Per-identity limits: a token bucket on requests, another on request-body
-bytes, and a cap on requests in flight.
-
-With several worker processes each keeps its own state and enforces its
-share of every limit (see L{Limiter.share}).
+The gate's view of the limiter: an identity's request counted under its
+key, and a limit's refusal answered as a 429 (L{RateLimited}).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Optional
+from typing import Any, Optional, Union
 
-import attr
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from sealgw.auth._identity import Identity, RateLimited
 from sealgw.config import RateLimitConfig
-
-# Float sums of refills drift by a few ulps; a bucket this close to full
-# enough counts as full enough.
-_EPSILON = 1e-9
-
-#: How a refusal names what was counted, per kind of request.
-_NOUNS = {"push": "requests", "read": "reads"}
+from sealgw.limits import ILimiter, ISlot, LocalLimiter, OverLimit
 
 
-class TokenBucket:
-    """
-    C{rate} tokens a second, holding at most C{capacity}.
-
-    A request larger than the capacity is let through when the bucket is
-    full and leaves it in debt, so big bodies are slowed rather than
-    refused forever.
-    """
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.updated = now
-
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = max(self.updated, now)
-
-    def wait(self, amount: float, now: float) -> float:
-        """
-        Seconds until C{amount} may be taken; 0 when it may be now.
-        """
-        self._refill(now)
-        need = min(amount, self.capacity)
-        if self.tokens + _EPSILON >= need:
-            return 0.0
-        return (need - self.tokens) / self.rate
-
-    def take(self, amount: float) -> None:
-        self.tokens -= amount
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens + _EPSILON >= self.capacity
+def _rate_limited(e: OverLimit) -> RateLimited:
+    return RateLimited(str(e), e.retry_after, e.reason)
 
 
-class ConcurrencySlot:
-    """
-    One request in flight for one identity; released once, however often
-    L{release} is called.
-    """
-
-    def __init__(self, state: LimitState) -> None:
-        self._state: Optional[LimitState] = state
-
-    def release(self) -> None:
-        state, self._state = self._state, None
-        if state is not None:
-            state.in_flight -= 1
-
-
-@attr.define
-class LimitState:
-    limits: RateLimitConfig
-    requests: Optional[TokenBucket]
-    body: Optional[TokenBucket]
-    in_flight: int = 0
-    max_concurrent: Optional[int] = None
-
-    @classmethod
-    def create(cls, limits: RateLimitConfig, now: float, share: int = 1) -> LimitState:
-        state = cls(limits, None, None)
-        state.reset(limits, now, share)
-        return state
-
-    def reset(self, limits: RateLimitConfig, now: float, share: int = 1) -> None:
-        """
-        Take on new limits with full buckets; requests in flight still count.
-
-        @param share: how many processes enforce these limits side by side;
-            this one takes rates and bursts divided by it, and requests in
-            flight divided by it rounded up (never below one).
-        """
-        self.limits = limits
-        self.requests = None
-        if limits.requests_per_second is not None:
-            burst = limits.burst or max(1, math.ceil(limits.requests_per_second))
-            self.requests = TokenBucket(
-                limits.requests_per_second / share, burst / share, now
-            )
-        self.body = None
-        if limits.bytes_per_second is not None:
-            burst_bytes = limits.burst_bytes or limits.bytes_per_second
-            self.body = TokenBucket(limits.bytes_per_second / share, burst_bytes / share, now)
-        self.max_concurrent = None
-        if limits.max_concurrent is not None:
-            self.max_concurrent = max(1, math.ceil(limits.max_concurrent / share))
-
-    def idle(self, now: float) -> bool:
-        return (
-            self.in_flight == 0
-            and (self.requests is None or self.requests.full(now))
-            and (self.body is None or self.body.full(now))
-        )
+def _translate(failure: Failure) -> Failure:
+    if isinstance(failure.value, OverLimit):
+        return Failure(_rate_limited(failure.value))
+    return failure
 
 
 class Limiter:
     """
-    The limit state of every identity seen recently.
-
-    State is kept per kind of request (pushes, reads) and identity
-    (checker, name): an identity's reads and pushes are limited apart, each
-    by a limit set of its own.  When an identity's limits change (a
-    reloaded token file) its state starts afresh.  Idle states are
-    dropped once there are many, so a stream of distinct identities cannot
-    grow memory without bound.
-
-    @ivar share: how many worker processes enforce each identity's limits
-        side by side, each with a limiter of its own.  The kernel spreads
-        connections roughly evenly over the workers, so each takes
-        C{1/share} of every rate and burst, and of the requests in flight
-        (rounded up).  Set before the first request.
+    Counts each identity's requests with an L{ILimiter}: this process's
+    own buckets unless another is given (the shared store's).
     """
 
-    max_states = 10_000
+    def __init__(
+        self, clock: IReactorTime, share: int = 1, backend: Optional[ILimiter] = None
+    ) -> None:
+        self.backend: ILimiter = backend if backend is not None else LocalLimiter(clock)
+        self.backend.share = share
 
-    def __init__(self, clock: IReactorTime, share: int = 1) -> None:
-        self._clock = clock
-        self.share = share
-        self._states: dict[tuple[str, str, str], LimitState] = {}
+    @property
+    def share(self) -> int:
+        share: int = self.backend.share
+        return share
+
+    @share.setter
+    def share(self, value: int) -> None:
+        self.backend.share = value
 
     def acquire(
         self,
@@ -155,67 +54,31 @@ class Limiter:
         *,
         kind: str = "push",
         limits: Optional[RateLimitConfig] = None,
-    ) -> ConcurrencySlot:
+    ) -> Union[ISlot, Deferred[ISlot]]:
         """
         Admit one request of C{body_size} bytes, or refuse it.
-
-        Nothing is taken from any bucket unless every limit allows the
-        request, so a refused request costs the identity nothing.
 
         @param kind: which of the identity's limit sets counts the request
             (C{"push"} or C{"read"}); each has a state of its own.
         @param limits: the limits of that set; by default the identity's
             own.
-        @raise RateLimited: with the seconds until it would be admitted.
+        @raise RateLimited: (or fails with it) with the seconds until it
+            would be admitted.
         """
-        if limits is None:
-            limits = identity.limits
-        noun = _NOUNS.get(kind, "requests")
-        now = self._clock.seconds()
-        key = (kind, identity.checker, identity.name)
-        state = self._states.get(key)
-        if state is None:
-            if len(self._states) >= self.max_states:
-                self._prune(now)
-            state = self._states[key] = LimitState.create(limits, now, self.share)
-        elif state.limits != limits:
-            # The same state object stays, so slots already handed out
-            # still release into it.
-            state.reset(limits, now, self.share)
-        if state.max_concurrent is not None and state.in_flight >= state.max_concurrent:
-            raise RateLimited(
-                f"more than {limits.max_concurrent} {noun} in flight for this identity",
-                1.0,
-                "concurrency_limited",
+        try:
+            result = self.backend.admit(
+                (kind, identity.checker, identity.name),
+                identity.limits if limits is None else limits,
+                body_size,
             )
-        if state.requests is not None:
-            wait = state.requests.wait(1, now)
-            if wait > 0:
-                raise RateLimited(
-                    f"more than {limits.requests_per_second:g} {noun} a second "
-                    "for this identity",
-                    wait,
-                    "rate_limited",
-                )
-        if state.body is not None:
-            wait = state.body.wait(body_size, now)
-            if wait > 0:
-                raise RateLimited(
-                    f"more than {limits.bytes_per_second} request-body bytes a second "
-                    "for this identity",
-                    wait,
-                    "byte_rate_limited",
-                )
-        if state.requests is not None:
-            state.requests.take(1)
-        if state.body is not None:
-            state.body.take(body_size)
-        state.in_flight += 1
-        return ConcurrencySlot(state)
+        except OverLimit as e:
+            raise _rate_limited(e) from None
+        if isinstance(result, Deferred):
+            return result.addErrback(_translate)
+        return result
 
-    def _prune(self, now: float) -> None:
-        for key in [k for k, s in self._states.items() if s.idle(now)]:
-            del self._states[key]
+    def health(self) -> dict[str, Any]:
+        return self.backend.health()
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self.backend)  # type: ignore[arg-type]

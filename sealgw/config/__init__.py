@@ -9,8 +9,11 @@ from sealgw.config._auth import (
     OIDCConfig,
     RateLimitConfig,
     ReadLimitConfig,
+    RedisAddress,
     SampleLimitsConfig,
+    SharedLimitsConfig,
     TokenFileConfig,
+    parse_redis_url,
 )
 from sealgw.config._default import default_config
 from sealgw.config._in_flight import InFlightConfig
@@ -72,7 +75,9 @@ __all__ = [
     "TailConfig",
     "RateLimitConfig",
     "ReadLimitConfig",
+    "RedisAddress",
     "SampleLimitsConfig",
+    "SharedLimitsConfig",
     "RemoteWriteConfig",
     "RetryConfig",
     "RouteConfig",
@@ -88,6 +93,7 @@ __all__ = [
     "default_config",
     "format_size",
     "load",
+    "parse_redis_url",
     "parse_duration",
     "parse_size",
     "read",

@@ -5,12 +5,29 @@ that apply to the identities they yield.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Optional
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import attr
 
-from sealgw.config._rules import URL, AtLeast, Bytes, Count, Interval, OneOf, Path, Seconds, Tenant
+from sealgw.config._problems import Invalid
+from sealgw.config._rules import (
+    URL,
+    AtLeast,
+    Bytes,
+    Count,
+    Duration,
+    Interval,
+    OneOf,
+    Path,
+    Rule,
+    Seconds,
+    SourceFile,
+    Tenant,
+)
+from sealgw.config._secret import Secret
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA")
 """The JWT signature algorithms that C{auth.oidc.algorithms} may name
@@ -186,12 +203,136 @@ class ClientCertConfig:
 
 
 @attr.frozen
+class RedisAddress:
+    """
+    Where a Redis (or Valkey) listens, taken apart from its URL.
+
+    @ivar tls: C{rediss://}: TLS, verified against the system's roots.
+    @ivar path: a unix socket's path (C{unix://}); then C{host} is L{None}.
+    @ivar db: the database number (the URL's path, or C{?db=} for a socket).
+    """
+
+    url: str
+    host: Optional[str] = None
+    port: int = 6379
+    path: Optional[str] = None
+    db: int = 0
+    tls: bool = False
+    username: Optional[str] = None
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """
+    C{redis://host[:port][/db]}, C{rediss://...} for TLS, or
+    C{unix:///path[?db=N]}.  A password in the URL is refused: the URL is
+    logged and shown in C{/health}, so the password goes in C{password}.
+
+    @raise Invalid: saying what is wrong with C{url}.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise Invalid(f"{url!r} is not a redis://, rediss:// or unix:// URL")
+    if parts.password is not None:
+        raise Invalid(
+            "a password in the URL would be logged: give it as password "
+            "(inline, {file: PATH} or {env: NAME}) instead"
+        )
+    username = unquote(parts.username) if parts.username else None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise Invalid(f"{url!r}: a unix:// URL needs a socket path (unix:///run/redis.sock)")
+        db = parse_qs(parts.query).get("db", ["0"])[-1]
+        return RedisAddress(url, path=parts.path, db=_db(db), username=username)
+    if not parts.hostname:
+        raise Invalid(f"{url!r} names no host")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise Invalid(f"{url!r}: bad port") from None
+    return RedisAddress(
+        url,
+        host=parts.hostname,
+        port=port,
+        db=_db(parts.path.lstrip("/") or "0"),
+        tls=parts.scheme == "rediss",
+        username=username,
+    )
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise Invalid(f"the database must be a number, got {text!r}")
+    return int(text)
+
+
+@attr.frozen
+class RedisURL(Rule):
+    def structure(self, value: object, file: SourceFile) -> RedisAddress:
+        if not isinstance(value, str):
+            raise Invalid("expected a redis://, rediss:// or unix:// URL")
+        return parse_redis_url(value)
+
+
+@attr.frozen
+class KeyPrefix(Rule):
+    """
+    The start of every key: letters, digits and C{_-.:}, so that it cannot
+    hide a Redis Cluster hash tag or look like another key's.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+            raise Invalid("must be 1 to 64 letters, digits or _-.:")
+        return value
+
+
+@attr.frozen
+class DecisionTimeout(Duration):
+    """
+    At most a second: past it, a store that does not answer would hold
+    every request for longer than the fallback is meant to take.
+    """
+
+    def structure(self, value: object, file: SourceFile) -> float:
+        seconds = super().structure(value, file)
+        if seconds > 1.0:
+            raise Invalid("must be at most 1s (each admitted request waits for it)")
+        return seconds
+
+
+@attr.frozen
+class SharedLimitsConfig:
+    """
+    Limits kept in a Redis (or Valkey) that every process and instance
+    shares, so that each identity's limits hold for the fleet as written
+    rather than once per process (docs/limits.rst).
+
+    @ivar redis: where the store listens.
+    @ivar password: the store's password (C{AUTH}); inline, or
+        C{{file: PATH}} / C{{env: NAME}}.
+    @ivar key_prefix: the start of every key the gateway writes, so that
+        several gateways (or other users) can share one store.
+    @ivar timeout: how long a decision waits for the store before the
+        process decides alone with its local share; kept short, as every
+        admitted request waits for it.
+    """
+
+    redis: Annotated[RedisAddress, RedisURL()]
+    password: Optional[Secret] = None
+    key_prefix: Annotated[str, KeyPrefix()] = "sealgw"
+    timeout: Annotated[float, DecisionTimeout()] = 0.05
+
+
+@attr.frozen
 class AuthConfig:
     """
     @ivar basic: whether C{Authorization: Basic} is accepted, with a token
         as the password and, optionally, a tenant as the username; for
         clients that cannot send a bearer token (Promtail, Alloy,
         Prometheus's C{basic_auth}).
+    @ivar shared_limits: a store that makes every identity's limits hold
+        across processes and instances; without it, each process enforces
+        its share of each host's limits.
     """
 
     token_file: Optional[TokenFileConfig] = None
@@ -199,3 +340,4 @@ class AuthConfig:
     client_certificates: Optional[ClientCertConfig] = None
     default_limits: RateLimitConfig = RateLimitConfig()
     basic: bool = True
+    shared_limits: Optional[SharedLimitsConfig] = None

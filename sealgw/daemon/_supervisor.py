@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from sealgw.daemon._handoff import FROM_MAIN, SERVING, TO_MAIN, encode_state
+from sealgw.daemon._leases import MAX_LINE, LeaseServer
 
 #: Seconds before restarting a worker that ended after running a while;
 #: each quick exit in a row doubles it, up to L{MAX_BACKOFF}.
@@ -90,13 +91,23 @@ class WorkerProcess(ProcessProtocol):
         self.pid = getattr(self.transport, "pid", None)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != TO_MAIN or self.serving:
+        if childFD != TO_MAIN:
             return
-        # Only ever a few bytes: keep no more than the word looked for.
-        self._said = (self._said + data)[-64:]
-        if SERVING in self._said:
-            self.serving = True
-            self.supervisor._serving(self)
+        # A line at a time: SERVING once, then the worker's requests for
+        # limit decisions (sealgw.daemon._leases).
+        self._said += data
+        *lines, self._said = self._said.split(b"\n")
+        if len(self._said) > MAX_LINE:
+            self._said = b""  # no request is this long: not one to keep
+        for line in lines:
+            if line + b"\n" == SERVING:
+                if not self.serving:
+                    self.serving = True
+                    self.supervisor._serving(self)
+            elif line and self.supervisor.leases is not None:
+                answer = self.supervisor.leases.handle(line)
+                if answer is not None:
+                    self.send(answer)
 
     def processEnded(self, reason: Failure) -> None:  # type: ignore[override]
         self.reason = reason
@@ -161,12 +172,16 @@ class Supervisor(Service):
         clock: IReactorTime,
         drain_grace: float,
         on_fatal: Optional[Callable[[str], None]] = None,
+        leases: Optional[LeaseServer] = None,
     ) -> None:
         """
         @param on_fatal: called with the reason when a worker exits with
             L{FAILED_TO_START} before any worker has served: the daemon
             cannot start, and this ends it (twistd's exit with status 1).
+        @param leases: the limits the workers ask for their decisions;
+            a worker's places in flight are freed when it ends.
         """
+        self.leases = leases
         self.count = count
         self.on_fatal = on_fatal
         self.served = False
@@ -229,6 +244,8 @@ class Supervisor(Service):
         slot.process = None
         how = describe_end(reason)
         slot.last_exit = how
+        if process.pid is not None and self.leases is not None:
+            self.leases.worker_ended(process.pid)
         if process.pid is not None:
             try:
                 self.launcher.ended(process.pid)

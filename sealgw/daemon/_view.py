@@ -82,11 +82,12 @@ class DaemonView:
 class ControlChannel:
     """
     Reads the main process's pipe: a JSON object a line.  One with a
-    C{kind} goes to that kind's handler (L{sealgw.daemon._handoff}
-    names the kinds); one without is the daemon's state, handed to
-    C{update}.  When the pipe closes the main process has gone (killed,
-    or crashed) and C{orphaned} is called: a worker must not serve on
-    without a supervisor.
+    C{reply} answers this worker's request for a limit decision and goes
+    to C{replies}; one with a C{kind} goes to that kind's handler
+    (L{sealgw.daemon._handoff} names the kinds); one with neither is the
+    daemon's state, handed to C{update}.  When the pipe closes the main
+    process has gone (killed, or crashed) and C{orphaned} is called: a
+    worker must not serve on without a supervisor.
 
     A line is never logged: some carry tokens.
     """
@@ -98,10 +99,12 @@ class ControlChannel:
         fd: int,
         update: Callable[[dict[str, Any]], None],
         orphaned: Callable[[], None],
+        replies: Optional[Callable[[dict[str, Any]], None]] = None,
         handlers: Optional[Mapping[str, Callable[[dict[str, Any]], None]]] = None,
     ) -> None:
         self._fd = fd
         self._update = update
+        self._replies = replies
         self._orphaned = orphaned
         self._handlers = dict(handlers or {})
         self._buffer = b""
@@ -137,6 +140,10 @@ class ControlChannel:
                 )
                 continue
             if not isinstance(message, dict):
+                continue
+            if "reply" in message:
+                if self._replies is not None:
+                    self._replies(message)
                 continue
             kind = message.get("kind")
             if kind is None:
@@ -181,6 +188,9 @@ class Worker:
 
     setup: WorkerSetup
     view: DaemonView
+    #: How this worker asks the main process for limit decisions
+    #: (a L{sealgw.daemon._leases.LeaseClient}).
+    leases: Optional[Any] = None
 
     @property
     def index(self) -> int:

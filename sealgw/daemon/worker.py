@@ -26,6 +26,7 @@ from sealgw.daemon._handoff import (
     TO_MAIN,
     read_setup,
 )
+from sealgw.daemon._leases import LeaseClient
 from sealgw.daemon._logging import WorkerTag, make_observer
 from sealgw.daemon._service import CannotListen
 from sealgw.daemon._view import ControlChannel, DaemonView, Worker
@@ -58,6 +59,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     pid = os.getpid()
     view = DaemonView(setup.index, pid)
+    # Each identity's limits are the main process's, asked over the pipe
+    # that says "serving" first.
+    leases = LeaseClient(TO_MAIN)
     observer = make_observer(sys.stdout, setup.config.log.format, setup.config.log.level)
     globalLogBeginner.beginLoggingTo(
         [WorkerTag(observer, setup.index, pid)], redirectStandardIO=False
@@ -70,7 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         service = build_gateway(
             setup.config,
             reactor,
-            worker=Worker(setup, view),
+            worker=Worker(setup, view, leases),
             on_fatal=ExitAfterStop(reactor, status=FAILED_TO_START),
         )
     except ConfigError as e:
@@ -80,10 +84,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     # Its outbound tokens come from the main process, which runs the
     # refreshers: each one as it is had, and the current ones right after
-    # the setup.
+    # the setup; so do the answers to its requests for limit decisions.
     credentials: Any = service.getServiceNamed("credentials")
     reactor.addReader(ControlChannel(
-        FROM_MAIN, view.update, lambda: _stop(reactor),
+        FROM_MAIN, view.update, lambda: _stop(reactor), leases.answer,
         handlers={OUTBOUND_TOKENS: credentials.update},
     ))
     # Serving once it listens and its outbound credentials have their
@@ -104,9 +108,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _say_serving(_: object) -> None:
-    # A few bytes to an empty pipe: this does not block.
+    # A few bytes to a pipe the main process reads: this does not block.
+    # The pipe stays open for the limits' requests.
     os.write(TO_MAIN, SERVING)
-    os.close(TO_MAIN)
 
 
 def _stop(reactor: Any) -> None:
