@@ -240,12 +240,18 @@ class SharedLimitsFleetTests(_Load):
             return True
 
         await wait_until(shared_everywhere, what="shared limits to return", timeout=30)
-        # The buckets, full in the new Redis, and the local ones drained.
+        # Shared again: the fleet holds the limit once more.  Whether the
+        # burst is there to spend depends on when each process's first
+        # decision reached the new Redis and on what the local buckets
+        # spent meanwhile, so it is allowed but not required here (the
+        # first measurement above holds the burst to the figure).
         before = [await _fallbacks(url) for url in urls]
         statuses, elapsed = await self.load(urls, pools, seconds=3, per_second=100)
-        self.assertWithinLimit(
-            statuses, elapsed, why=f"fallbacks {before} -> {[await _fallbacks(u) for u in urls]}"
-        )
+        why = f"fallbacks {before} -> {[await _fallbacks(u) for u in urls]}"
+        admitted = statuses.count(204)
+        self.assertEqual(sorted(set(statuses) - {204, 429}), [], statuses)
+        self.assertLessEqual(admitted, 1.1 * (RATE * elapsed + BURST), why)
+        self.assertGreaterEqual(admitted, 0.9 * RATE * elapsed, why)
         for child in (one_child, two_child):
             self.assertNotIn(b"Traceback", child.out + child.err)
             self.assertNotIn(TOKEN.encode(), child.out + child.err)
