@@ -299,6 +299,8 @@ def build_reads(
                 tenant_header=config.tenancy.header,
                 credentials=(credentials or {}).get(read.upstream),
                 in_flight=upstream.in_flight.reads,
+                kind="reads",
+                registry=registry,
             )
             tail = None
             if isinstance(read, LokiReadConfig):
