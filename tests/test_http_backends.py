@@ -100,17 +100,25 @@ class BalancingTests(SynchronousTestCase):
 
     def test_retry_goes_elsewhere(self) -> None:
         """
-        A backend that has just failed counts as busier, so the retry of
-        the request goes to the other one.
+        A backend that has just failed is picked only when the others have
+        failed too, however busy they are: the retry of a request goes to
+        another backend.
         """
-        for _ in range(4):
-            failed = self.backends.pick()
-            self.backends.finished(failed, False)
-            retry = self.backends.pick()
-            self.assertNotEqual(retry, failed)
-            self.backends.finished(retry, True)
-            # Only once the failure is old does it count for nothing.
-            self.clock.advance(10)
+        a, b = self.backends.backends
+        busy = [self.backends.pick() for _ in range(6)]
+        self.backends.finished(a, False)
+        for _ in range(3):
+            self.assertEqual(self.backends.pick(), b)
+        # Once its failure is old, it is the least loaded again.
+        self.clock.advance(5)
+        self.assertEqual(self.backends.pick(), a)
+        # With both failed just now, the least loaded of them (a).
+        self.backends.finished(b, False)
+        self.backends.finished(a, False)
+        report = {r["backend"]: r["in_flight"] for r in self.backends.report()}
+        self.assertEqual(report, {a.label: 2, b.label: 5})
+        self.assertEqual(self.backends.pick(), a)
+        del busy
 
     def test_set_aside_and_back(self) -> None:
         """
@@ -195,21 +203,17 @@ class BalancingTests(SynchronousTestCase):
 
     def _pick(self, wanted: Backend) -> Backend:
         """
-        Pick until C{wanted} comes, keeping the others busy meanwhile (a
-        backend that has just failed is picked only when the others are
-        busier), then finishing them well.
+        Pick until C{wanted} comes, finishing the others well, once any
+        failure of C{wanted} is old enough not to keep it from being
+        picked.
         """
-        others: list[Backend] = []
-        try:
-            for _ in range(10):
-                backend = self.backends.pick()
-                if backend == wanted:
-                    return backend
-                others.append(backend)
-            raise AssertionError(f"{wanted} never picked")
-        finally:
-            for other in others:
-                self.backends.finished(other, True)
+        self.clock.advance(5)
+        for _ in range(10):
+            backend = self.backends.pick()
+            if backend == wanted:
+                return backend
+            self.backends.finished(backend, True)
+        raise AssertionError(f"{wanted} never picked")
 
 
 class ResolutionTests(SynchronousTestCase):

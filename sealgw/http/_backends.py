@@ -8,8 +8,9 @@ round-robin DNS).  Connecting by name and keeping connections alive pins
 the gateway to the few addresses it happened to connect to first; so each
 address is a backend of its own, with its own connections, and every
 request goes to the least loaded one.  A backend that fails several times
-in a row is set aside for a while, then given one trial request; a
-backend that has just failed counts as busier, so a retry goes elsewhere.
+in a row is set aside for a while, then given one trial request; one
+that has just failed is used only when all the others have too, so a
+retry goes elsewhere.
 
 Names are resolved off the request path, on a timer, with the reactor's
 resolver; until a name has resolved (or while it resolves to nothing), it
@@ -40,8 +41,8 @@ from zope.interface import implementer
 FAILURES_TO_SET_ASIDE = 3
 
 #: How long a backend is first set aside; each failed trial doubles it, up
-#: to L{MAX_SET_ASIDE}.  A recent failure also makes a backend look busier
-#: (by one request per failure) for this long.
+#: to L{MAX_SET_ASIDE}.  A backend that failed less than this long ago
+#: is picked only when every other one has too.
 SET_ASIDE = 5.0
 
 #: The longest a backend is set aside between trials.
@@ -246,10 +247,15 @@ class Backends:
         trial request; otherwise the least loaded of those not set aside
         (a recent failure counting as load), in turn among equals; when
         every backend is set aside, the one that comes back first.
+
+        A backend that failed less than C{set_aside} seconds ago is picked
+        only when every other one has too, so that a request retried after
+        a failure goes to another backend, and the failed one rests a
+        while even before it is set aside.
         """
         now = self._clock.seconds()
         best: Optional[Backend] = None
-        best_load = 0
+        best_key = (True, 0)
         returning: Optional[Backend] = None
         returning_at = 0.0
         count = len(self._order)
@@ -265,12 +271,10 @@ class Backends:
                 if returning is None or state.set_aside_until < returning_at:
                     returning, returning_at = backend, state.set_aside_until
                 continue
-            load = state.in_flight
-            if state.failures and state.last_failure is not None:
-                if now - state.last_failure < self._set_aside:
-                    load += state.failures
-            if best is None or load < best_load:
-                best, best_load = backend, load
+            recent = state.last_failure is not None and now - state.last_failure < self._set_aside
+            key = (recent, state.in_flight)
+            if best is None or key < best_key:
+                best, best_key = backend, key
         chosen = best if best is not None else returning
         assert chosen is not None
         return self._started(chosen, self._states[chosen])
