@@ -8,6 +8,7 @@ configured URLs and the addresses kept per name
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -53,19 +54,38 @@ class BackendMetrics:
 
 
 class _Upstream:
+    """
+    One upstream's series, each backend's children found once: looking
+    them up by label takes a lock and a validation each time, and a
+    backend's state is set twice per request.
+    """
+
     def __init__(self, families: BackendMetrics, upstream: str, kind: str) -> None:
         self._families = families
         self._labels = (upstream, kind)
+        self._children: dict[Backend, tuple[Any, Any, Any]] = {}
+
+    def _of(self, backend: Backend) -> tuple[Any, Any, Any]:
+        children = self._children.get(backend)
+        if children is None:
+            labels = (*self._labels, backend.label)
+            children = self._children[backend] = (
+                self._families.up.labels(*labels),
+                self._families.in_flight.labels(*labels),
+                self._families.failures.labels(*labels),
+            )
+        return children
 
     def state(self, backend: Backend, usable: bool, in_flight: int) -> None:
-        labels = (*self._labels, backend.label)
-        self._families.up.labels(*labels).set(1 if usable else 0)
-        self._families.in_flight.labels(*labels).set(in_flight)
+        up, flying, _ = self._of(backend)
+        up.set(1 if usable else 0)
+        flying.set(in_flight)
 
     def failed(self, backend: Backend) -> None:
-        self._families.failures.labels(*self._labels, backend.label).inc()
+        self._of(backend)[2].inc()
 
     def removed(self, backend: Backend) -> None:
+        self._children.pop(backend, None)
         labels = (*self._labels, backend.label)
         for family in (self._families.up, self._families.in_flight, self._families.failures):
             try:
