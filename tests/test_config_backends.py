@@ -114,8 +114,3 @@ class BackendURLsTests(SynchronousTestCase):
         problems = self.problems("    urls: [http://a:80, http://a]\n")
         self.assertEqual(len(problems), 1, problems)
         self.assertIn("'http://a' is listed twice", problems[0])
-
-    def test_credentials_in_url(self) -> None:
-        problems = self.problems("    urls: [http://u:p@a:1]\n")
-        self.assertEqual(len(problems), 1, problems)
-        self.assertIn("use basic_auth", problems[0])

@@ -91,7 +91,7 @@ def _backend_urls(upstream: HTTPUpstreamConfig) -> Iterator[Invalid]:
     """
     C{url} or C{urls}, not both, nor neither; C{urls}' backends differ in
     host and port only, since one request's path and query are sent to
-    whichever of them is picked.
+    whichever of them is picked; none is listed twice.
     """
     if upstream.both_urls:
         yield Invalid("give either url (one backend) or urls (several), not both", at=["urls"])
@@ -110,10 +110,6 @@ def _backend_urls(upstream: HTTPUpstreamConfig) -> Iterator[Invalid]:
                 f"{url!r} differs from {upstream.urls[0]!r} in more than host and port: "
                 "an upstream's backends serve the same paths",
                 at=["urls", index],
-            )
-        if parts.username is not None or parts.password is not None:
-            yield Invalid(
-                "credentials in a URL are not sent: use basic_auth", at=["urls", index]
             )
         where = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         if where in seen:
