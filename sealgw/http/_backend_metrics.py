@@ -11,6 +11,7 @@ import weakref
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from zope.interface import implementer
 
 from sealgw.http._backends import Backend, IBackendMetrics
 
@@ -53,6 +54,7 @@ class BackendMetrics:
         return _Upstream(self, upstream, kind)
 
 
+@implementer(IBackendMetrics)
 class _Upstream:
     """
     One upstream's series, each backend's children found once: looking

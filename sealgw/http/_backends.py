@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import attr
@@ -35,7 +35,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 #: Failures in a row that set a backend aside.
 FAILURES_TO_SET_ASIDE = 3
@@ -118,18 +118,30 @@ def _is_address(host: str) -> bool:
     return True
 
 
-class IBackendMetrics(Protocol):
+class IBackendMetrics(Interface):
     """
-    Where a L{Backends} reports each backend's state.
+    Where a L{Backends} reports each backend's state;
+    L{sealgw.http.BackendMetrics} puts it in a Prometheus registry.
     """
 
-    def state(self, backend: Backend, usable: bool, in_flight: int) -> None: ...
+    def state(backend: Backend, usable: bool, in_flight: int) -> None:
+        """
+        C{backend} may take requests (C{usable}) or is set aside, and has
+        C{in_flight} requests in flight.
+        """
 
-    def failed(self, backend: Backend) -> None: ...
+    def failed(backend: Backend) -> None:
+        """
+        A request to C{backend} failed.
+        """
 
-    def removed(self, backend: Backend) -> None: ...
+    def removed(backend: Backend) -> None:
+        """
+        C{backend} is no longer one (its name no longer resolves to it).
+        """
 
 
+@implementer(IBackendMetrics)
 class NoBackendMetrics:
     def state(self, backend: Backend, usable: bool, in_flight: int) -> None:
         pass
