@@ -15,9 +15,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
 
 from sealgw.config import HTTPUpstreamConfig
+from sealgw.config import read as read_config
 from sealgw.http import Backends, HTTPClient, load_trust_root
+from sealgw.query import build_reads
 from sealgw.relay import HTTPUpstream, UpstreamUnavailable
 from tests.pki import make_ca, make_server_cert, pem
 from tests.test_http_backends import ScriptedResolver
@@ -40,8 +43,10 @@ class Server:
     on the same port.
     """
 
-    def __init__(self, test: TestCase, tls: Optional[bytes] = None) -> None:
-        self.resource = Upstream()
+    def __init__(
+        self, test: TestCase, tls: Optional[bytes] = None, resource: Optional[Resource] = None
+    ) -> None:
+        self.resource: Any = resource if resource is not None else Upstream()
         self.site = TrackingSite(self.resource)
         self._tls = tls
         self._port: Optional[IListeningPort] = None
@@ -247,3 +252,63 @@ class NameOverTLSTests(_UpstreamTestCase):
             await upstream.deliver(push("/ok"))
         self.assertIn("TLS", raised.exception.reason)
         self.assertEqual(server.resource.seen, [])
+
+
+class Answers(Resource):
+    """
+    Answers every GET with 200 and counts them.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def render_GET(self, request: Any) -> bytes:
+        self.gets += 1
+        return b'{"status":"success"}'
+
+
+class ReadBackendsTests(TestCase):
+    @inline
+    async def test_reads_spread(self) -> None:
+        """
+        The read path's client for an upstream of two backends (built
+        from the configuration as the gateway builds it) sends reads to
+        both, and none to one that is stopped.
+        """
+        resources = [Answers(), Answers()]
+        servers = [Server(self, resource=r) for r in resources]
+        for server in servers:
+            tracked(server)
+        urls = [f"http://127.0.0.1:{server.number}" for server in servers]
+        parsed = read_config({
+            "listeners": [{"endpoint": "tcp:0:interface=127.0.0.1"}],
+            "upstreams": {"prom": {"urls": urls}},
+            "query": {"prometheus": {"upstream": "prom"}},
+        })
+        clients = build_reads(parsed, reactor)
+        self.addCleanup(clients.stopService)
+        settings = clients.settings.prometheus
+        assert settings is not None
+
+        async def get() -> int:
+            response = await settings.client.request("GET", settings.url_for("/api/v1/query", ""))
+            await response.read(1024)
+            return response.status
+
+        statuses = [await get() for _ in range(10)]
+        self.assertEqual(statuses, [200] * 10)
+        self.assertEqual([r.gets for r in resources], [5, 5])
+        await servers[0].stop()
+        # A read is not retried: the one that finds the stopped backend
+        # fails, and those after it go to the other.
+        try:
+            await get()
+        except Exception:
+            pass
+        before = resources[1].gets
+        statuses = [await get() for _ in range(5)]
+        self.assertEqual(statuses, [200] * 5)
+        self.assertEqual(resources[1].gets - before, 5)
