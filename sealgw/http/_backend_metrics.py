@@ -2,7 +2,7 @@
 The Prometheus series of upstreams' backends, labelled by upstream, kind
 (C{pushes}, C{reads}) and backend (address and port): bounded by the
 configured URLs and the addresses kept per name
-(L{sealgw.http._backends.MAX_ADDRESSES}).
+(L{sealgw.http._resolution.MAX_ADDRESSES}).
 """
 
 from __future__ import annotations

@@ -25,17 +25,12 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import attr
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IAddress,
-    IHostnameResolver,
-    IHostResolution,
-    IReactorTime,
-    IResolutionReceiver,
-)
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IHostnameResolver, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
+
+from sealgw.http._resolution import RESOLVE_INTERVAL, NameResolution
 
 #: Failures in a row that set a backend aside.
 FAILURES_TO_SET_ASIDE = 3
@@ -48,14 +43,6 @@ SET_ASIDE = 5.0
 #: The longest a backend is set aside between trials.
 MAX_SET_ASIDE = 60.0
 
-#: How often names are resolved again.  A Kubernetes Service's endpoints
-#: change as pods come and go; half a minute bounds how long new pods wait
-#: for traffic, and costs one lookup per name.
-RESOLVE_INTERVAL = 30.0
-
-#: The most addresses kept for one name: each is a connection pool and a
-#: metrics series, so their number is bounded whatever DNS answers.
-MAX_ADDRESSES = 64
 
 
 @attr.frozen
@@ -169,28 +156,6 @@ class _State:
         self.trial = False
 
 
-@implementer(IResolutionReceiver)
-class _Addresses:
-    """
-    Collects one resolution's addresses.
-    """
-
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.done: Deferred[list[str]] = Deferred()
-
-    def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
-        pass
-
-    def addressResolved(self, address: IAddress) -> None:
-        host = getattr(address, "host", None)
-        if isinstance(host, str) and host not in self.addresses:
-            self.addresses.append(host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.addresses)
-
-
 class Backends:
     """
     The one owner of an upstream's backends and their state: the client
@@ -240,7 +205,7 @@ class Backends:
         self._states: dict[Backend, _State] = {}
         self._order: list[Backend] = []
         self._turn = 0
-        self._loop: Optional[LoopingCall] = None
+        self._resolution: Optional[NameResolution] = None
         self._rebuild()
 
     # -- asked per request ------------------------------------------------
@@ -380,72 +345,38 @@ class Backends:
         """
         Resolve the configured names now and every C{resolve_interval}.
         """
-        if self._resolver is None or self._loop is not None:
+        names = [b for b in self._configured if b.address is None]
+        if self._resolver is None or self._resolution is not None or not names:
             return
-        if all(b.address is not None for b in self._configured):
-            return
-        self._loop = LoopingCall(self.resolve)
-        self._loop.clock = self._clock
-        self._loop.start(self._resolve_interval, now=True)
+        self._resolution = NameResolution(
+            self.name, names, self._resolver, self._clock, self._resolve_interval,
+            self._resolved,
+        )
+        self._resolution.start()
 
     def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        if self._resolution is not None:
+            self._resolution.stop()
+        self._resolution = None
 
     def resolve(self) -> Deferred[None]:
         """
-        Resolve every configured name once; never fails (a name that does
-        not resolve keeps the backends it had).
+        Resolve every configured name once, now.
         """
         names = [b for b in self._configured if b.address is None]
-        done: Deferred[None] = Deferred()
-        remaining = [len(names)]
-        if not names:
-            done.callback(None)
-            return done
-
-        def one_done(_: object) -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                done.callback(None)
-
-        for name in names:
-            self._resolve_one(name).addBoth(one_done)
-        return done
-
-    def _resolve_one(self, name: Backend) -> Deferred[None]:
-        assert self._resolver is not None
-        receiver = _Addresses()
-        try:
-            self._resolver.resolveHostName(receiver, name.host, name.port)
-        except Exception as e:
-            self._log.warn(
-                "{upstream}: resolving {host} failed: {error}", upstream=self.name,
-                host=name.host, error=e,
-            )
-            d: Deferred[None] = Deferred()
-            d.callback(None)
-            return d
-        return receiver.done.addCallback(lambda found: self._resolved(name, found))
+        if self._resolver is None:
+            return succeed(None)
+        return NameResolution(
+            self.name, names, self._resolver, self._clock, self._resolve_interval,
+            self._resolved,
+        ).resolve()
 
     def _resolved(self, name: Backend, addresses: list[str]) -> None:
-        if not addresses:
-            # An empty answer (or a failed lookup, which Twisted's
-            # resolvers report the same way) keeps what worked before:
-            # a DNS outage must not take every backend away.
-            self._log.warn(
-                "{upstream}: {host} resolved to no address; keeping {count} backend(s)",
-                upstream=self.name, host=name.host, count=len(self._by_name[name]),
-            )
-            return
-        # A name's IPv4 addresses, or its IPv6 ones if it has none: a
-        # dual-stack name (localhost) often serves on one family only, and
-        # connecting by name tries both, so neither may be a backend of
-        # its own that fails every other request.
-        ipv4 = [a for a in addresses if ":" not in a]
-        chosen = sorted(ipv4 or addresses)[:MAX_ADDRESSES]
-        found = [attr.evolve(name, address=a) for a in chosen]
+        """
+        C{name} now resolves to C{addresses} (never empty): its backends
+        are those, the state of any it had before kept.
+        """
+        found = [attr.evolve(name, address=a) for a in addresses]
         if found == self._by_name[name]:
             return
         self._by_name[name] = found

@@ -239,7 +239,7 @@ class HTTPClient:
         The client a configured upstream describes, with the static
         credentials it names unless C{credentials} replaces them, and its
         backends (C{urls}), their names resolved now and every
-        L{sealgw.http._backends.RESOLVE_INTERVAL} by the reactor's
+        L{sealgw.http._resolution.RESOLVE_INTERVAL} by the reactor's
         resolver.  Reads its C{ca_file} now.
 
         @param in_flight: the most requests the caller sends through it at
