@@ -285,6 +285,28 @@ class ResolutionTests(SynchronousTestCase):
         self.assertEqual(labels(self.backends.backends), ["10.1.0.1:8443"])
         self.assertEqual(self.removed, [])
 
+    def test_resolver_raises(self) -> None:
+        """
+        A resolver that raises is logged, and the timer goes on: the next
+        lookup that works is taken.
+        """
+        self.resolver.answers["mimir.example"] = ["10.1.0.1"]
+        original = self.resolver.resolveHostName
+        calls = [0]
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise OSError("resolver broken")
+            return original(*args, **kwargs)
+
+        self.resolver.resolveHostName = flaky  # type: ignore[method-assign]
+        self.backends.start()
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(labels(self.backends.backends), ["mimir.example:8443"])
+        self.clock.advance(30)
+        self.assertEqual(labels(self.backends.backends), ["10.1.0.1:8443"])
+
     def test_ipv4_preferred(self) -> None:
         self.resolver.answers["mimir.example"] = ["::1", "127.0.0.1"]
         self.backends.start()
