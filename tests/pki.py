@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from typing import Optional
 
 from cryptography import x509
@@ -58,9 +59,15 @@ def make_ca(
     return key, builder.sign(signer_key, hashes.SHA256())
 
 
-def make_server_cert(ca_key: Key, ca_cert: x509.Certificate) -> tuple[Key, x509.Certificate]:
+def make_server_cert(
+    ca_key: Key,
+    ca_cert: x509.Certificate,
+    names: Sequence[str] = ("localhost",),
+    addresses: Sequence[str] = ("127.0.0.1",),
+) -> tuple[Key, x509.Certificate]:
     """
-    A server certificate for C{localhost} and C{127.0.0.1}.
+    A server certificate for C{names} and C{addresses} (by default
+    C{localhost} and C{127.0.0.1}).
     """
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -73,10 +80,10 @@ def make_server_cert(ca_key: Key, ca_cert: x509.Certificate) -> tuple[Key, x509.
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in names]
+                + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -170,7 +170,21 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(client.pool.maxPersistentPerHost, 12)
         self.assertEqual(
             clients.health()["m"],
-            {"status": "ok", "reads_in_flight": {"in_use": 0, "limit": 12, "waiting": 0}},
+            {
+                "status": "ok",
+                "reads_in_flight": {"in_use": 0, "limit": 12, "waiting": 0},
+                "backends": [{
+                    "backend": "mimir:8080", "host": "mimir", "status": "ok", "in_flight": 0,
+                    "consecutive_failures": 0, "set_aside_for": None,
+                }],
+            },
+        )
+        self.assertEqual(
+            registry.get_sample_value(
+                "sealgw_upstream_backend_up",
+                {"upstream": "m", "kind": "reads", "backend": "mimir:8080"},
+            ),
+            1,
         )
         self.assertEqual(
             registry.get_sample_value(

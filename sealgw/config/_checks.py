@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import attr
 
@@ -92,6 +93,36 @@ def _endpoint_parts(endpoint: str) -> list[str]:
     return [*parts, current]
 
 
+def _backend_urls(upstream: HTTPUpstreamConfig) -> Iterator[Invalid]:
+    """
+    C{url} or C{urls}, not both, nor neither; C{urls}' backends differ in
+    host and port only, since one request's path and query are sent to
+    whichever of them is picked; none is listed twice.
+    """
+    if upstream.both_urls:
+        yield Invalid("give either url (one backend) or urls (several), not both", at=["urls"])
+        return
+    if not upstream.urls:
+        yield Invalid("required: url (one backend) or urls (several)", at=["url"])
+        return
+    first = urlsplit(upstream.urls[0])
+    seen: set[tuple[str, int]] = set()
+    for index, url in enumerate(upstream.urls):
+        parts = urlsplit(url)
+        if (parts.scheme, parts.path.rstrip("/"), parts.query) != (
+            first.scheme, first.path.rstrip("/"), first.query
+        ):
+            yield Invalid(
+                f"{url!r} differs from {upstream.urls[0]!r} in more than host and port: "
+                "an upstream's backends serve the same paths",
+                at=["urls", index],
+            )
+        where = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        if where in seen:
+            yield Invalid(f"{url!r} is listed twice", at=["urls", index])
+        seen.add(where)
+
+
 def _local_only(endpoint: str) -> bool:
     """
     Whether only this host can connect to C{endpoint}: a unix socket, or
@@ -130,8 +161,9 @@ def _retry(retry: RetryConfig) -> Iterator[Invalid]:
         yield Invalid("must not be shorter than initial_backoff", at=["max_backoff"])
 
 
-@check(HTTPUpstreamConfig, "basic_auth", "bearer_token", "azure_ad")
+@check(HTTPUpstreamConfig, "url", "urls", "basic_auth", "bearer_token", "azure_ad")
 def _http_upstream(upstream: HTTPUpstreamConfig) -> Iterator[Invalid]:
+    yield from _backend_urls(upstream)
     if upstream.basic_auth is not None and upstream.bearer_token is not None:
         yield Invalid("give either basic_auth or bearer_token, not both", at=["bearer_token"])
     if upstream.azure_ad is not None and (

@@ -258,10 +258,15 @@ class HTTPUpstreamConfig:
         reads C{io.prometheus.write.v2.Request}, such as Prometheus 3's)
         has them relayed as 2.0.  1.0 requests are relayed as 1.0 either
         way.
+    @ivar url: the upstream's base URL; with C{urls}, the first of them.
+    @ivar urls: its backends, each a base URL differing from the others
+        in host and port only (L{sealgw.http.Backends} balances between
+        them); C{(url,)} when the file gives C{url}.  Either key may be
+        given, not both.
     """
 
     name: str = attr.field(metadata=FROM_KEY)
-    url: URL
+    url: URL = ""
     timeouts: TimeoutsConfig = TimeoutsConfig()
     retry: RetryConfig = RetryConfig()
     headers: Mapping[Annotated[str, HeaderName()], AnyText] = attr.field(factory=dict)
@@ -275,6 +280,20 @@ class HTTPUpstreamConfig:
     spool: Optional[SpoolConfig] = None
     azure_ad: Optional[AzureADConfig] = None
     remote_write_version: Annotated[int, RemoteWriteVersion()] = 1
+    urls: tuple[URL, ...] = ()
+    #: Whether the file gave both C{url} and C{urls}, for the check to say
+    #: so (once one fills the other in, it no longer can).
+    both_urls: bool = attr.field(default=False, metadata=NOT_IN_FILE, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # One of the two keys fills the other in, so that every reader of
+        # C{url} (one backend) and of C{urls} (all of them) finds it.
+        if self.url and self.urls:
+            object.__setattr__(self, "both_urls", True)
+        elif self.urls:
+            object.__setattr__(self, "url", self.urls[0])
+        elif self.url:
+            object.__setattr__(self, "urls", (self.url,))
 
 
 @attr.frozen

@@ -6,6 +6,8 @@ tenants by L{UpstreamSlots}, and what their endings mean for the client is
 decided in one place, L{status_verdict} and L{failure_verdict}.
 """
 
+from sealgw.http._backend_metrics import BackendMetrics, backend_metrics
+from sealgw.http._backends import Backend, Backends, IBackendMetrics, NoBackendMetrics
 from sealgw.http._body import Body, StreamStopped
 from sealgw.http._client import CACHED_CONNECTION_TIMEOUT, HTTPClient, HTTPResponse
 from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable, describe, inner_failures
@@ -34,6 +36,12 @@ from sealgw.http._verdict import (
 )
 
 __all__ = [
+    "Backend",
+    "BackendMetrics",
+    "Backends",
+    "IBackendMetrics",
+    "NoBackendMetrics",
+    "backend_metrics",
     "CREDENTIAL_STATUSES",
     "DEFAULT_RETRY_AFTER",
     "UNSENT",

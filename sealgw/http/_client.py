@@ -28,6 +28,9 @@ from zope.interface import implementer
 from sealgw.config import HTTPUpstreamConfig, TimeoutsConfig
 from sealgw.credentials._interfaces import ICredentials
 from sealgw.credentials._static import NoCredentials, credentials_for
+from sealgw.http._backend_agent import BackendAgent
+from sealgw.http._backend_metrics import backend_metrics
+from sealgw.http._backends import Backend, Backends
 from sealgw.http._body import Body, CappedBody, StreamingBody
 from sealgw.http._errors import BodyReadFailed, CredentialsUnavailable
 from sealgw.http._headers import HeaderPolicy
@@ -38,6 +41,7 @@ from sealgw.http._undecoded import UndecodedAgent, hide_accepted, restore
 from sealgw.http._url import sendable
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 #: Idle pooled connections are dropped after this long.  Load balancers
@@ -45,6 +49,26 @@ if TYPE_CHECKING:
 #: POST sent on a connection the server is closing fails without a
 #: response and costs a retry, so let ours go first.
 CACHED_CONNECTION_TIMEOUT = 50.0
+
+#: Answers that say a backend cannot serve now, as a proxy in front of it
+#: or the backend itself gives them: its other backends may.  (A 429 is
+#: about a tenant's limits, a 500 about the request as often as the
+#: backend: neither is held against it.)
+_BACKEND_UNAVAILABLE = frozenset({502, 503, 504})
+
+
+def _treq_over(agent: Any) -> TreqLike:
+    """
+    treq on C{agent}, below its gzip decoder an agent that hides encodings
+    from it (L{UndecodedAgent}).
+    """
+    # Cookies an upstream's load balancer sets must not be replayed on
+    # every later request, whichever tenant it carries.
+    no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    client = TreqClient(
+        UndecodedAgent(agent), cookiejar=no_cookies, data_to_body_producer=_body_producer
+    )
+    return cast(TreqLike, client)
 
 
 class TreqLike(Protocol):
@@ -160,6 +184,9 @@ class HTTPClient:
     @param treq: a treq-like client to send through instead of the owned
         pool (tests pass fakes or C{StubTreq}, which decodes gzip as treq
         does; the owned pool never does).
+    @param backends: where each request goes (L{Backends}); by default
+        where its URL says.  Every backend's connections are kept in the
+        one pool, apart from the others'.
     """
 
     _log = Logger()
@@ -176,9 +203,14 @@ class HTTPClient:
         tenant_header: str = "X-Scope-OrgID",
         credentials: Optional[ICredentials] = None,
         treq: Optional[TreqLike] = None,
+        backends: Optional[Backends] = None,
     ) -> None:
         self.name = name
         self.timeouts = timeouts
+        self.backends = backends
+        self._reactor = reactor
+        self._senders: dict[Backend, TreqLike] = {}
+        self._injected = treq is not None
         self._clock: IReactorTime = reactor
         self._policy = HeaderPolicy.build(headers or {}, tenant_header)
         self._credentials: ICredentials = (
@@ -188,6 +220,8 @@ class HTTPClient:
         if treq is None:
             treq = self._own_pool(reactor, max_connections, trust_root)
         self._treq = treq
+        if backends is not None:
+            backends.when_removed(self._forget)
 
     @classmethod
     def for_upstream(
@@ -198,22 +232,40 @@ class HTTPClient:
         tenant_header: str = "X-Scope-OrgID",
         credentials: Optional[ICredentials] = None,
         in_flight: int = 0,
+        kind: str = "pushes",
+        registry: Optional[CollectorRegistry] = None,
     ) -> HTTPClient:
         """
         The client a configured upstream describes, with the static
-        credentials it names unless C{credentials} replaces them.  Reads
-        its C{ca_file} now.
+        credentials it names unless C{credentials} replaces them, and its
+        backends (C{urls}), their names resolved now and every
+        L{sealgw.http._resolution.RESOLVE_INTERVAL} by the reactor's
+        resolver.  Reads its C{ca_file} now.
 
         @param in_flight: the most requests the caller sends through it at
             once (its L{sealgw.http.UpstreamSlots}); the pool keeps that
             many idle connections if C{max_connections} is fewer, so every
             slot finds its connection again.
+        @param kind: what the client is for (C{pushes}, C{reads}), in its
+            backends' metrics.
+        @param registry: where its backends' series go; none by default.
 
         @raise OSError: when C{ca_file} cannot be read.
         @raise ValueError: when C{ca_file} holds no usable certificate.
         """
         trust_root = load_trust_root(config.ca_file) if config.ca_file is not None else None
-        return cls(
+        backends = Backends(
+            config.name,
+            config.urls,
+            reactor,
+            resolver=getattr(reactor, "nameResolver", None),
+            metrics=(
+                backend_metrics(registry).for_upstream(config.name, kind)
+                if registry is not None
+                else None
+            ),
+        )
+        client = cls(
             reactor,
             name=config.name,
             timeouts=config.timeouts,
@@ -222,7 +274,10 @@ class HTTPClient:
             headers=config.headers,
             tenant_header=tenant_header,
             credentials=credentials if credentials is not None else credentials_for(config),
+            backends=backends,
         )
+        backends.start()
+        return client
 
     def _own_pool(
         self, reactor: Any, max_connections: int, trust_root: Optional[IOpenSSLTrustRoot]
@@ -231,24 +286,41 @@ class HTTPClient:
         pool.maxPersistentPerHost = max_connections
         pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT  # type: ignore[assignment]
         self.pool = pool
+        self._tls = https_policy(trust_root)
         agent = Agent(
             reactor,
-            contextFactory=https_policy(trust_root),
+            contextFactory=self._tls,
             connectTimeout=self.timeouts.connect,
             pool=pool,
         )
-        # Cookies an upstream's load balancer sets must not be replayed on
-        # every later request, whichever tenant it carries.
-        no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-        client = TreqClient(
-            UndecodedAgent(agent), cookiejar=no_cookies, data_to_body_producer=_body_producer
-        )
-        return cast(TreqLike, client)
+        return _treq_over(agent)
+
+    def _forget(self, backend: Backend) -> None:
+        # Its idle connections close on their own within
+        # CACHED_CONNECTION_TIMEOUT; those in use finish their request.
+        self._senders.pop(backend, None)
+
+    def _sender(self, backend: Backend) -> TreqLike:
+        """
+        The treq client that sends to C{backend}, made on its first
+        request.
+        """
+        sender = self._senders.get(backend)
+        if sender is None:
+            if self._injected or self.pool is None:
+                return self._treq
+            agent = BackendAgent(
+                self._reactor, backend, self.pool, self._tls, self.timeouts.connect
+            )
+            sender = self._senders[backend] = _treq_over(agent)
+        return sender
 
     def __repr__(self) -> str:
         return f"<HTTPClient {self.name!r}>"
 
     def close(self) -> Deferred[None]:
+        if self.backends is not None:
+            self.backends.stop()
         if self.pool is None:
             return succeed(None)
         return self.pool.closeCachedConnections()
@@ -298,12 +370,33 @@ class HTTPClient:
             url = sendable(url)
         if body is not None:
             kwargs["data"] = body
-        response: IResponse = await bounded(
-            self._treq.request(method, url, **kwargs),
-            self.timeouts.response,
-            self._clock,
-            "waiting for the response",
-        )
+        backends = self.backends
+        if backends is None:
+            response: IResponse = await bounded(
+                self._treq.request(method, url, **kwargs),
+                self.timeouts.response,
+                self._clock,
+                "waiting for the response",
+            )
+            return HTTPResponse(response, self._clock, self.timeouts.body)
+        backend = backends.pick()
+        # Counted as in flight there until its status and headers are in:
+        # the answers of pushes are small, and a read's body streams at
+        # the client's pace, which says nothing of the backend's load.
+        ok: Optional[bool] = False
+        try:
+            response = await bounded(
+                self._sender(backend).request(method, url, **kwargs),
+                self.timeouts.response,
+                self._clock,
+                "waiting for the response",
+            )
+            ok = response.code not in _BACKEND_UNAVAILABLE
+        except CancelledError:
+            ok = None
+            raise
+        finally:
+            backends.finished(backend, ok)
         return HTTPResponse(response, self._clock, self.timeouts.body)
 
     async def _authorization(self) -> Optional[bytes]:

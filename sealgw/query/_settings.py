@@ -159,13 +159,21 @@ class ReadClients(Service):
 
     def health(self) -> dict[str, Any]:
         """
-        Each read upstream's slots in use, by upstream name, for
-        C{/health}.  Slots full are not a fault: always C{ok}.
+        Each read upstream's slots in use and its backends, by upstream
+        name, for C{/health}.  Slots full are not a fault, and a backend
+        set aside shows in the push side's report: always C{ok}.
         """
-        return {
+        report: dict[str, Any] = {
             name: {"status": "ok", "reads_in_flight": slots.report()}
             for name, slots in self.slots.items()
         }
+        for client in self.clients:
+            entry = report.get(client.name)
+            if entry is not None and client.backends is not None and "backends" not in entry:
+                # Several read APIs of one upstream have a client each;
+                # the first one's backends stand for them.
+                entry["backends"] = client.backends.report()
+        return report
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -299,6 +307,8 @@ def build_reads(
                 tenant_header=config.tenancy.header,
                 credentials=(credentials or {}).get(read.upstream),
                 in_flight=upstream.in_flight.reads,
+                kind="reads",
+                registry=registry,
             )
             tail = None
             if isinstance(read, LokiReadConfig):

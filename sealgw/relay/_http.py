@@ -33,6 +33,7 @@ from sealgw.credentials import ICredentials
 from sealgw.http import (
     DEFAULT_RETRY_AFTER,
     UNSENT,
+    Backends,
     Body,
     BodyReadFailed,
     HTTPClient,
@@ -145,12 +146,13 @@ class HTTPUpstream:
         if client is None:
             client = self._owned = HTTPClient.for_upstream(
                 config, reactor, tenant_header=tenant_header, credentials=credentials,
-                in_flight=self.slots.limits.in_flight,
+                in_flight=self.slots.limits.in_flight, kind="pushes",
+                registry=getattr(metrics, "registry", None),
             )
         self.client: IHTTPClient = client
 
     def __repr__(self) -> str:
-        return f"<HTTPUpstream {self.name!r} {self.config.url!r}>"
+        return f"<HTTPUpstream {self.name!r} {', '.join(self.config.urls)!r}>"
 
     def close(self) -> Deferred[None]:
         if self._owned is None:
@@ -162,10 +164,17 @@ class HTTPUpstream:
 
     def health(self) -> dict[str, Any]:
         """
-        How recent deliveries went, and the push slots in use, for
-        C{/health}.
+        How recent deliveries went, the push slots in use and each
+        backend's state, for C{/health}.  A backend set aside makes the
+        upstream I{degraded} (its other backends still take pushes).
         """
-        return {**self._health.report(), "pushes_in_flight": self.slots.report()}
+        report = {**self._health.report(), "pushes_in_flight": self.slots.report()}
+        backends = getattr(self.client, "backends", None)
+        if isinstance(backends, Backends):
+            report["backends"] = backends.report()
+            if not backends.healthy():
+                report["status"] = "degraded"
+        return report
 
     async def _deliver(self, push: Push) -> Delivery:
         started = push.received_at or self._reactor.seconds()
