@@ -166,6 +166,7 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(self.treq.urls, ["http://mimir:8080/prometheus/api/v1/query_range?query=up"])
         self.assertEqual(downstream.status, 200)
         self.response.feed(b"a" * 100)
+        self.clock.advance(0)
         self.assertEqual(downstream.chunks, [b"a" * 100])
         self.assertTrue(self.response.transport.paused)
         # Paused time is the client's doing: no body timeout meanwhile.
@@ -197,7 +198,10 @@ class BackpressureTests(SynchronousTestCase):
         """
         downstream = Downstream()
         done = Deferred.fromCoroutine(proxy_read(self.upstream, _read(), downstream))
-        self.response.feed(b"a" * 600, b"b" * 401)
+        self.response.feed(b"a" * 600)
+        self.clock.advance(0)
+        self.response.feed(b"b" * 401)
+        self.clock.advance(0)
         self.assertEqual(self.successResultOf(done), 600)
         self.assertEqual(downstream.chunks, [b"a" * 600])
         self.assertTrue(self.response.transport.lost)
@@ -299,6 +303,7 @@ class DisconnectTests(SynchronousTestCase):
                            headers={"Authorization": [f"Bearer {SOLO}"]}, unbuffered=True)
         reads.stub.flush()
         response.feed(b'{"status":')
+        clock.advance(0)
         reads.stub.flush()
         answer = self.successResultOf(d)
         self.assertEqual(answer.code, 200)
