@@ -101,6 +101,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="interleaved rounds, each in a rotated order (default 2)")
     parser.add_argument("--big-mb", type=float, default=10.0,
                         help="size of the large answer in MB (default 10)")
+    parser.add_argument("--big-duration", type=int,
+                        help="--duration for the large answer, which takes the upstream "
+                        "about a second to produce on two busy cores (default 5x --duration)")
     parser.add_argument("--connections", type=int, default=4,
                         help="wrk connections under load (default 4)")
     parser.add_argument("--only", action="append", choices=CASES, metavar="CASE",
@@ -114,8 +117,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     if min(args.duration, args.rounds, args.connections) < 1 or args.big_mb <= 0:
         parser.error("--duration, --rounds and --connections must be at least 1, "
                      "--big-mb positive")
-    if args.duration < args.rounds:
-        parser.error("--duration must give each round at least a second")
+    if args.big_duration is None:
+        args.big_duration = 5 * args.duration
+    if min(args.duration, args.big_duration) < args.rounds:
+        parser.error("--duration and --big-duration must give each round at least a second")
     if args.profile and profile.find_py_spy() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
     return args
@@ -342,9 +347,11 @@ def _run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack) -> dict[st
         path = workdir / f"{answer}.form"
         path.write_bytes(forms[answer])
         bodies[case] = str(path)
-    slice_ = max(1, args.duration // args.rounds)
+    slices = {c: max(1, (args.big_duration if c.startswith("big") else args.duration)
+                     // args.rounds) for c in cases}
     print(f"{os.cpu_count()} CPUs; " + ", ".join(f"{c}: {sizes[c]:,} bytes" for c in cases)
-          + f"; {args.rounds} round(s) of {slice_}s per target, case and phase", flush=True)
+          + f"; {args.rounds} round(s) of " + ", ".join(f"{s}s" for s in sorted(set(slices.values())))
+          + " per target, case and phase", flush=True)
 
     load: dict[str, dict[str, list[Result]]] = {c: {t: [] for t in TARGETS} for c in cases}
     alone: dict[str, dict[str, list[Result]]] = {c: {t: [] for t in TARGETS} for c in cases}
@@ -353,6 +360,7 @@ def _run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack) -> dict[st
         order = TARGETS[r % len(TARGETS):] + TARGETS[: r % len(TARGETS)]
         for case in cases:
             headers = {**FORM, **({"Accept-Encoding": "gzip"} if case.endswith("gzip") else {})}
+            slice_ = slices[case]
             for name in order:
                 watch = {"proxy": servers[name]} if name in servers else {}
                 watch["upstream"] = vm
@@ -394,6 +402,8 @@ def _report(
     for case, by_target in load.items():
         rows: dict[str, dict[str, Any]] = {}
         merged_alone = {name: merge(runs) for name, runs in alone[case].items()}
+        if not all(r.requests for r in merged_alone.values()):
+            raise BenchError(f"a target answered no {case} query alone: give it more time")
         direct_p50 = merged_alone["direct"].p50_ms
         for name, runs in by_target.items():
             loaded = merge(runs)
@@ -406,9 +416,11 @@ def _report(
                 "p50_alone_ms": round(lonely.p50_ms, 3),
                 "added_p50_alone_ms": round(lonely.p50_ms - direct_p50, 3),
             }
+            if not loaded.requests:
+                raise BenchError(f"{name} answered no {case} query under load: give it more time")
             if name in PROXIES:
                 row["cpu_ms_per_answer"] = round(
-                    loaded.cpu_seconds["proxy"] * 1000 / max(1, loaded.requests), 3
+                    loaded.cpu_seconds["proxy"] * 1000 / loaded.requests, 3
                 )
                 row["cpu_ms_per_answer_alone"] = round(
                     lonely.cpu_seconds["proxy"] * 1000 / max(1, lonely.requests), 3
