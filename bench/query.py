@@ -2,7 +2,7 @@
 Measure what sealgw costs on Grafana's reads, next to the proxies that do
 the same job, in one run on this machine, and print the ratios.
 
-    .venv/bin/python bench/query.py [--duration 4] [--rounds 2] [--big-mb 10]
+    .venv/bin/python bench/query.py [--duration 4] [--rounds 2] [--big-mb 10] [--big-duration 20]
         [--connections 4] [--only CASE ...] [--profile DIR] [--json FILE] [--keep]
 
 The upstream is a real VictoriaMetrics (Debian's C{victoria-metrics}),
