@@ -207,6 +207,22 @@ class BackpressureTests(SynchronousTestCase):
         self.assertTrue(self.response.transport.lost)
         self.assertTrue(downstream.aborted)
 
+    def test_over_cap_in_the_last_turn(self) -> None:
+        """
+        Pieces that arrive together are counted together: when the body
+        ends with what is pending over the cap, none of it is sent and
+        the client is cut off, never given an answer that looks whole.
+        """
+        downstream = Downstream()
+        done = Deferred.fromCoroutine(proxy_read(self.upstream, _read(), downstream))
+        self.response.feed(b"a" * 600, b"b" * 401)
+        self.response.end()
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(downstream.chunks, [])
+        self.assertTrue(downstream.aborted)
+        self.assertIsNone(downstream.producer)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_declared_over_cap(self) -> None:
         """
         A declared length past the cap is refused before anything is sent,
