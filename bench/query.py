@@ -280,6 +280,15 @@ def check_same(urls: dict[str, str], token: str, form: bytes, gzipped: bool) -> 
     return wire["direct"]
 
 
+def percentile(values: list[float], p: float) -> float:
+    """
+    The C{p}th percentile of C{values} (nearest rank); the isolation
+    benchmark's clients use it too.
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
