@@ -225,6 +225,58 @@ http {{
 """
 
 
+def start_victoria_metrics(workdir: Path, cleanup: ExitStack) -> tuple[Server, str]:
+    """
+    A real single-node VictoriaMetrics (Debian's C{victoria-metrics}) with
+    its own empty storage: it takes remote write on C{/api/v1/write} and
+    answers the Prometheus query API.  Answers the server and its base URL.
+    """
+    port = free_port()
+    server = Server(
+        "victoria-metrics",
+        [
+            "victoria-metrics",
+            f"-storageDataPath={workdir / 'victoria-metrics-data'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-retentionPeriod=1y",
+            "-loggerLevel=ERROR",
+        ],
+        workdir / "victoria-metrics.log",
+    )
+    cleanup.callback(server.stop)
+    base = f"http://127.0.0.1:{port}"
+    server.wait_until(answers(f"{base}/health"))
+    return server, base
+
+
+def start_vmauth(
+    workdir: Path, cleanup: ExitStack, upstream: str, token: str
+) -> tuple[Server, str]:
+    """
+    vmauth, VictoriaMetrics' auth proxy (Debian's C{vmauth}), doing what
+    sealgw's read path does: a request without the bearer token is
+    refused, one with it is relayed to C{upstream} over kept-alive
+    connections.  Answers the server and its base URL.
+    """
+    port = free_port()
+    config = workdir / "vmauth.yaml"
+    config.write_text(f'users:\n  - bearer_token: "{token}"\n    url_prefix: "{upstream}"\n')
+    server = Server(
+        "vmauth",
+        [
+            "vmauth",
+            f"-auth.config={config}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-loggerLevel=ERROR",
+        ],
+        workdir / "vmauth.log",
+    )
+    cleanup.callback(server.stop)
+    base = f"http://127.0.0.1:{port}"
+    server.wait_until(answers(f"{base}/health"))
+    return server, base
+
+
 def _start_nginx(name: str, workdir: Path, http: str, cleanup: ExitStack) -> Server:
     prefix = workdir / name
     prefix.mkdir()
@@ -303,6 +355,47 @@ def start_nginx_proxy(
     server = _start_nginx("nginx", workdir, http, cleanup)
     server.wait_until(answers(f"http://127.0.0.1:{port}/-/ready"))
     return server, f"http://127.0.0.1:{port}/api/v1/push"
+
+
+def start_nginx_read_proxy(
+    workdir: Path, cleanup: ExitStack, upstream: str, token: str
+) -> tuple[Server, str]:
+    """
+    nginx doing what sealgw's read path does, minus its checks: refuse a
+    request without the bearer token (a C{map}), set the tenant header,
+    drop the client's credentials, relay every path to C{upstream} over
+    pooled keep-alive connections, and stream the answer as it comes (no
+    buffering to temporary files), the client's C{Accept-Encoding} passed
+    on.  Answers the server and its base URL.
+    """
+    port = free_port()
+    host_port = upstream.removeprefix("http://").rstrip("/")
+    http = f"""\
+    map $http_authorization $tenant {{
+        default "";
+        "Bearer {token}" "{TENANT}";
+    }}
+    upstream reads {{
+        server {host_port};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /-/ready {{ return 200; }}
+        location / {{
+            if ($tenant = "") {{ return 401; }}
+            proxy_pass http://reads;
+            proxy_http_version 1.1;
+            proxy_buffering off;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "";
+            proxy_set_header X-Scope-OrgID $tenant;
+        }}
+    }}"""
+    server = _start_nginx("nginx-reads", workdir, http, cleanup)
+    base = f"http://127.0.0.1:{port}"
+    server.wait_until(answers(f"{base}/-/ready"))
+    return server, base
 
 
 def check_twistd_plugin() -> None:

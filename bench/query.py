@@ -1,18 +1,32 @@
 """
-Measure the latency sealgw adds to a query, against asking the same
-Prometheus directly, for a small answer and a large one (about 10 MB of
-JSON), in one run on this machine, and print the ratios.
+Measure what sealgw costs on Grafana's reads, next to the proxies that do
+the same job, in one run on this machine, and print the ratios.
 
-    .venv/bin/python bench/query.py [--duration 6] [--rounds 3] [--big-mb 10]
-        [--json results.json]
+    .venv/bin/python bench/query.py [--duration 4] [--rounds 2] [--big-mb 10] [--big-duration 20]
+        [--connections 4] [--only CASE ...] [--profile DIR] [--json FILE] [--keep]
 
-Three targets answer the same query with the same bytes: Prometheus
-directly; sealgw with the tenant header (Prometheus ignores it), which
-only authenticates and streams; sealgw with label tenancy, which also
-parses the query and rewrites every selector.  One client asks one
-question at a time on a kept-alive connection and reads each answer
-whole, so the figures are latency without queueing.  Traffic goes to
-127.0.0.1 only; every run is bounded by --duration.
+The upstream is a real VictoriaMetrics (Debian's C{victoria-metrics}),
+loaded with a Grafana-sized panel (200 series of 240 points: a
+C{query_range} of about 1.1 MB of JSON) and a larger one (about
+C{--big-mb} MB).  Five targets answer the same C{query_range}, sent as
+Grafana sends it (a POST form):
+
+- C{direct}: VictoriaMetrics itself;
+- C{nginx}: a bearer-token C{map}, the tenant header set, kept-alive
+  upstream connections, answers streamed (not buffered to disk);
+- C{vmauth}: VictoriaMetrics' own auth proxy, a bearer token per user;
+- C{sealgw}: the tenant header (VictoriaMetrics ignores it): the gate,
+  the allow-list, the header policy, a read slot, the streamed answer;
+- C{sealgw+label}: also keeps tenants apart by label, so the query is
+  parsed and rewritten (once per distinct query: the rewrite is cached).
+
+Each answer size is asked without and with C{Accept-Encoding: gzip}.  For
+each of these four cases and each target, in C{--rounds} interleaved
+rounds in rotated order: wrk with C{--connections} connections (req/s,
+and the proxy's CPU time per answer, from C{/proc}), then wrk with one
+connection (latency alone; the added p50 is against C{direct} in the
+same round).  Traffic goes to 127.0.0.1 only; every run is bounded by
+C{--duration}.
 
 See docs/benchmarks.rst for what is measured and how to read it.
 """
@@ -20,14 +34,15 @@ See docs/benchmarks.rst for what is measured and how to read it.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
 import platform
+import random
 import secrets
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -44,20 +59,30 @@ if str(ROOT) not in sys.path:
 
 import snappy  # noqa: E402
 
-from bench import processes  # noqa: E402
+from bench import processes, profile  # noqa: E402
+from bench.load import LoadError, Result, merge, run_wrk  # noqa: E402
 from bench.processes import Server, StartError, answers, free_port  # noqa: E402
 from sealgw.signals.proto.remote_pb2 import WriteRequest  # noqa: E402
 
-TENANT = "bench"
-TARGETS = ("direct", "sealgw", "sealgw+label")
+TENANT = processes.TENANT
+TARGETS = ("direct", "nginx", "vmauth", "sealgw", "sealgw+label")
+PROXIES = TARGETS[1:]
 
 #: The label C{sealgw+label} keeps tenants apart by; every series carries
-#: it, so all three targets answer the same series.
+#: it, so all targets answer the same series.
 LABEL = "tenant"
 
-#: Bytes of padding per series of the large answer: each then takes about
-#: this plus 100 bytes of JSON.
-PAD = 400
+#: A Grafana panel's range: 240 points, one every 15 s (an hour).
+POINTS = 240
+STEP_S = 15
+#: The panel's series; each is about 5.5 kB of JSON at 240 points.
+PANEL_SERIES = 200
+SERIES_BYTES = 5_500
+
+#: The answers, each without and with C{Accept-Encoding: gzip}.
+CASES = ("panel", "panel+gzip", "big", "big+gzip")
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Grafana/10"}
 
 
 class BenchError(Exception):
@@ -69,43 +94,63 @@ class BenchError(Exception):
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=6.0,
-                        help="seconds of questions per target and answer size, over all "
-                        "rounds (default 6)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds, each in a rotated order (default 3)")
+    parser.add_argument("--duration", type=int, default=4,
+                        help="seconds of wrk per target, case and phase, over all rounds "
+                        "(default 4)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds, each in a rotated order (default 2)")
     parser.add_argument("--big-mb", type=float, default=10.0,
                         help="size of the large answer in MB (default 10)")
+    parser.add_argument("--big-duration", type=int,
+                        help="--duration for the large answer, which takes the upstream "
+                        "about a second to produce on two busy cores (default 5x --duration)")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="wrk connections under load (default 4)")
+    parser.add_argument("--only", action="append", choices=CASES, metavar="CASE",
+                        help=f"measure only this case (repeatable): {', '.join(CASES)}")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample sealgw with py-spy during its load runs, stacks into DIR")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's directory (configs, logs) for inspection")
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.rounds < 1 or args.big_mb <= 0:
-        parser.error("--duration and --big-mb must be positive, --rounds at least 1")
+    if min(args.duration, args.rounds, args.connections) < 1 or args.big_mb <= 0:
+        parser.error("--duration, --rounds and --connections must be at least 1, "
+                     "--big-mb positive")
+    if args.big_duration is None:
+        args.big_duration = 5 * args.duration
+    if min(args.duration, args.big_duration) < args.rounds:
+        parser.error("--duration and --big-duration must give each round at least a second")
+    if args.profile and profile.find_py_spy() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
     return args
 
 
 # -- the data ------------------------------------------------------------------------------
 
 
-def load_data(write_url: str, big_series: int, timestamp_ms: int) -> None:
+def load_data(write_url: str, big_series: int, end_ms: int) -> None:
     """
-    Push the small answer's one series and the large answer's many into
-    Prometheus, one sample each at C{timestamp_ms}.
+    Push the panel's series (C{bench_panel}) and the large answer's
+    (C{bench_big}) into the upstream, C{POINTS} samples each up to
+    C{end_ms}, with values that do not repeat (as a real panel's do not),
+    so that the JSON and its gzip are of realistic size.
     """
-    series = [{"__name__": "bench_small", "job": "api", "instance": "10.0.0.1:8080"}]
-    series += [
-        {"__name__": "bench_big", "id": f"{i:07d}", "pad": "x" * PAD}
-        for i in range(big_series)
-    ]
-    for start in range(0, len(series), 5000):
+    rng = random.Random(25)
+    series = [{"__name__": "bench_panel", "job": "api", "instance": f"10.0.{i // 250}.{i % 250}:8080",
+               "id": f"{i:05d}"} for i in range(PANEL_SERIES)]
+    series += [{"__name__": "bench_big", "job": "api", "instance": f"10.1.{i // 250}.{i % 250}:8080",
+                "id": f"{i:05d}"} for i in range(big_series)]
+    stamps = [end_ms - (POINTS - 1 - k) * STEP_S * 1000 for k in range(POINTS)]
+    for start in range(0, len(series), 500):
         request = WriteRequest()
-        for labels in series[start : start + 5000]:
+        for labels in series[start : start + 500]:
             labels = {**labels, LABEL: TENANT}
             one = request.timeseries.add()
             for name in sorted(labels):
                 one.labels.add(name=name, value=labels[name])
-            one.samples.add(value=1.0, timestamp=timestamp_ms)
+            for stamp in stamps:
+                one.samples.add(value=round(rng.uniform(0, 1000), 3), timestamp=stamp)
         push = urllib.request.Request(
             write_url,
             data=snappy.compress(request.SerializeToString()),
@@ -118,18 +163,26 @@ def load_data(write_url: str, big_series: int, timestamp_ms: int) -> None:
         )
         with urllib.request.urlopen(push, timeout=60) as response:
             if response.status // 100 != 2:
-                raise BenchError(f"Prometheus answered {response.status} to the data")
+                raise BenchError(f"the upstream answered {response.status} to the data")
+
+
+def query_form(metric: str, end_ms: int) -> bytes:
+    end = end_ms / 1000
+    start = end - (POINTS - 1) * STEP_S
+    return urlencode(
+        {"query": metric, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(STEP_S)}
+    ).encode("ascii")
 
 
 # -- sealgw --------------------------------------------------------------------------------
 
 
 def start_sealgw(
-    workdir: Path, cleanup: ExitStack, prometheus: str, token: str, name: str, label: bool
+    workdir: Path, cleanup: ExitStack, upstream: str, token: str, name: str, label: bool
 ) -> tuple[Server, str]:
     """
     sealgw from this checkout under twistd, one process, with a token file
-    and Prometheus reads from C{prometheus}; with C{label}, that upstream
+    and Prometheus reads from C{upstream}; with C{label}, that upstream
     keeps tenants apart by label.
     """
     port, admin = free_port(), free_port()
@@ -148,7 +201,7 @@ log:
   access: false
 upstreams:
   prometheus:
-    url: {prometheus}
+    url: {upstream}
     max_connections: 16
     tenancy: {tenancy}
 query:
@@ -169,52 +222,71 @@ auth:
     return server, f"http://127.0.0.1:{port}"
 
 
-# -- the client ----------------------------------------------------------------------------
+# -- the run -------------------------------------------------------------------------------
 
 
-class Client:
+def ask(base: str, token: str, form: bytes, gzipped: bool) -> tuple[int, dict[str, str], bytes]:
     """
-    One kept-alive connection asking one question at a time.
+    One POST of C{form} to C{base}'s C{query_range}; the status, headers
+    and body as they came on the wire (not inflated).
     """
-
-    def __init__(self, base: str, token: Optional[str]) -> None:
-        parts = urlsplit(base)
-        self.connection = http.client.HTTPConnection(
-            parts.hostname, parts.port, timeout=60
-        )
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def ask(self, path: str) -> tuple[int, bytes]:
-        self.connection.request("GET", path, headers=self.headers)
-        response = self.connection.getresponse()
-        return response.status, response.read()
-
-    def close(self) -> None:
-        self.connection.close()
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    headers = {**FORM, "Authorization": f"Bearer {token}"}
+    if gzipped:
+        headers["Accept-Encoding"] = "gzip"
+    try:
+        connection.request("POST", "/api/v1/query_range", body=form, headers=headers)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
 
 
-def measure(client: Client, path: str, seconds: float) -> list[float]:
+def wait_for_data(base: str, token: str, form: bytes, series: int) -> None:
     """
-    Ask C{path} again and again for C{seconds}; answer each latency in
-    milliseconds (request sent to answer read whole).
+    Ask until the upstream answers all C{series} (it makes new samples
+    searchable within a few seconds).
     """
-    latencies = []
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        began = time.perf_counter()
-        status, _ = client.ask(path)
-        latencies.append((time.perf_counter() - began) * 1000)
+        # Not from (nor into) its cache, which would keep a partial answer.
+        status, _, body = ask(base, token, form + b"&nocache=1", False)
+        if status == 200 and len(json.loads(body)["data"]["result"]) == series:
+            return
+        time.sleep(0.5)
+    raise BenchError(f"the upstream did not answer the {series} series loaded within 60s")
+
+
+def check_same(urls: dict[str, str], token: str, form: bytes, gzipped: bool) -> int:
+    """
+    Every target answers C{form} with the same JSON (inflated when it came
+    gzipped, which it must when asked for gzip); answer its size on the
+    wire at C{direct}.
+    """
+    wire: dict[str, int] = {}
+    bodies = {}
+    for name, base in urls.items():
+        status, headers, body = ask(base, token, form, gzipped)
         if status != 200:
-            raise BenchError(f"{path} answered {status} during the run")
-    return latencies
+            raise BenchError(f"{name} answered {status}: {body[:300]!r}")
+        encoding = headers.get("content-encoding", "")
+        if gzipped != (encoding == "gzip"):
+            raise BenchError(f"{name} answered with Content-Encoding {encoding!r}")
+        wire[name] = len(body)
+        bodies[name] = gzip.decompress(body) if gzipped else body
+    if len(set(bodies.values())) != 1:
+        raise BenchError("the targets answer the query differently")
+    return wire["direct"]
 
 
 def percentile(values: list[float], p: float) -> float:
+    """
+    The C{p}th percentile of C{values} (nearest rank); the isolation
+    benchmark's clients use it too.
+    """
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
-
-
-# -- the run -------------------------------------------------------------------------------
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -232,7 +304,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; every server was stopped", file=sys.stderr)
         return 130
-    except (StartError, BenchError, OSError) as e:
+    except (StartError, BenchError, LoadError, OSError) as e:
         keep = True
         print(f"\nbench: {e}", file=sys.stderr)
         print(f"(configs and logs kept in {workdir})", file=sys.stderr)
@@ -252,101 +324,140 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _run(args: argparse.Namespace, workdir: Path, cleanup: ExitStack) -> dict[str, Any]:
     processes.check_twistd_plugin()
     token = secrets.token_hex(16)
-    prometheus, write_url = processes.start_prometheus(workdir, cleanup)
-    base = write_url.removesuffix("/api/v1/write")
-    timestamp_ms = int(time.time() * 1000)
-    big_series = max(1, round(args.big_mb * 1_000_000 / (PAD + 100)))
-    load_data(write_url, big_series, timestamp_ms)
-    sealgw, sealgw_url = start_sealgw(workdir, cleanup, base, token, "sealgw", label=False)
-    labelled, labelled_url = start_sealgw(
-        workdir, cleanup, base, token, "sealgw-label", label=True
+    vm, vm_url = processes.start_victoria_metrics(workdir, cleanup)
+    # Clear of VictoriaMetrics' 30 s search latency offset.
+    end_ms = (int(time.time()) - 600) * 1000
+    big_series = max(1, round(args.big_mb * 1_000_000 / SERIES_BYTES))
+    load_data(f"{vm_url}/api/v1/write", big_series, end_ms)
+    forms = {"panel": query_form("bench_panel", end_ms), "big": query_form("bench_big", end_ms)}
+    wait_for_data(vm_url, token, forms["panel"], PANEL_SERIES)
+    wait_for_data(vm_url, token, forms["big"], big_series)
+    with urllib.request.urlopen(f"{vm_url}/internal/resetRollupResultCache", timeout=10):
+        pass
+
+    servers: dict[str, Server] = {}
+    urls = {"direct": vm_url}
+    servers["nginx"], urls["nginx"] = processes.start_nginx_read_proxy(
+        workdir, cleanup, vm_url, token
     )
-    servers = {"sealgw": sealgw, "sealgw+label": labelled}
-    clients = {
-        "direct": Client(base, None),
-        "sealgw": Client(sealgw_url, token),
-        "sealgw+label": Client(labelled_url, token),
-    }
-    for client in clients.values():
-        cleanup.callback(client.close)
-    at = f"{timestamp_ms / 1000:.3f}"
-    paths = {
-        "small": "/api/v1/query?" + urlencode({"query": "bench_small", "time": at}),
-        "large": "/api/v1/query?" + urlencode({"query": "bench_big", "time": at}),
-    }
+    servers["vmauth"], urls["vmauth"] = processes.start_vmauth(workdir, cleanup, vm_url, token)
+    servers["sealgw"], urls["sealgw"] = start_sealgw(
+        workdir, cleanup, vm_url, token, "sealgw", label=False
+    )
+    servers["sealgw+label"], urls["sealgw+label"] = start_sealgw(
+        workdir, cleanup, vm_url, token, "sealgw-label", label=True
+    )
+    cases = [c for c in CASES if not args.only or c in args.only]
     sizes = {}
-    for answer, path in paths.items():
-        bodies = {name: _answer(client, path, name) for name, client in clients.items()}
-        if len(set(bodies.values())) != 1:
-            raise BenchError(f"the targets answer the {answer} query differently")
-        sizes[answer] = len(bodies["direct"])
-    slice_ = args.duration / args.rounds
-    print(f"{os.cpu_count()} CPUs; answers of {sizes['small']} and {sizes['large']:,} bytes; "
-          f"{args.rounds} round(s) of {slice_:.1f}s per target and answer, one question at "
-          "a time", flush=True)
+    bodies = {}
+    for case in cases:
+        answer, _, encoding = case.partition("+")
+        sizes[case] = check_same(urls, token, forms[answer], encoding == "gzip")
+        path = workdir / f"{answer}.form"
+        path.write_bytes(forms[answer])
+        bodies[case] = str(path)
+    slices = {c: max(1, (args.big_duration if c.startswith("big") else args.duration)
+                     // args.rounds) for c in cases}
+    print(f"{os.cpu_count()} CPUs; " + ", ".join(f"{c}: {sizes[c]:,} bytes" for c in cases)
+          + f"; {args.rounds} round(s) of " + ", ".join(f"{s}s" for s in sorted(set(slices.values())))
+          + " per target, case and phase", flush=True)
 
-    latencies: dict[str, dict[str, list[float]]] = {
-        answer: {name: [] for name in TARGETS} for answer in paths
-    }
-    cpu: dict[str, dict[str, float]] = {answer: dict.fromkeys(servers, 0.0) for answer in paths}
-    for answer, path in paths.items():
-        for r in range(args.rounds):
-            order = TARGETS[r % len(TARGETS):] + TARGETS[: r % len(TARGETS)]
+    load: dict[str, dict[str, list[Result]]] = {c: {t: [] for t in TARGETS} for c in cases}
+    alone: dict[str, dict[str, list[Result]]] = {c: {t: [] for t in TARGETS} for c in cases}
+    stacks: list[Path] = []
+    for r in range(args.rounds):
+        order = TARGETS[r % len(TARGETS):] + TARGETS[: r % len(TARGETS)]
+        for case in cases:
+            headers = {**FORM, **({"Accept-Encoding": "gzip"} if case.endswith("gzip") else {})}
+            slice_ = slices[case]
             for name in order:
-                server = servers.get(name)
-                before = server.cpu_seconds() if server else 0.0
-                latencies[answer][name] += measure(clients[name], path, slice_)
-                if server:
-                    cpu[answer][name] += server.cpu_seconds() - before
-    return _report(sizes, latencies, cpu)
-
-
-def _answer(client: Client, path: str, name: str) -> bytes:
-    status, body = client.ask(path)
-    if status != 200:
-        raise BenchError(f"{name} answered {status} to {path}: {body[:300]!r}")
-    return body
+                watch = {"proxy": servers[name]} if name in servers else {}
+                watch["upstream"] = vm
+                profiler = None
+                if args.profile and name == "sealgw":
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    stacks.append(args.profile / f"sealgw-{case}-round{r + 1}.txt")
+                    profiler = profile.start(servers[name].pid, slice_, stacks[-1])
+                try:
+                    load[case][name].append(run_wrk(
+                        f"{urls[name]}/api/v1/query_range", bodies[case], token, duration=slice_,
+                        connections=args.connections, threads=2, watch=watch, headers=headers,
+                    ))
+                finally:
+                    if profiler is not None:
+                        profiler.communicate(timeout=60)
+                alone[case][name].append(run_wrk(
+                    f"{urls[name]}/api/v1/query_range", bodies[case], token, duration=slice_,
+                    connections=1, threads=1, watch=watch, headers=headers,
+                ))
+    if stacks:
+        print(f"\nwhere sealgw's time went ({', '.join(map(str, stacks))}):\n"
+              f"{profile.hotspots(stacks)}")
+    return _report(args, sizes, load, alone)
 
 
 def _report(
+    args: argparse.Namespace,
     sizes: dict[str, int],
-    latencies: dict[str, dict[str, list[float]]],
-    cpu: dict[str, dict[str, float]],
+    load: dict[str, dict[str, list[Result]]],
+    alone: dict[str, dict[str, list[Result]]],
 ) -> dict[str, Any]:
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "answers": {},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "connections": args.connections,
+        "cases": {},
     }
-    for answer, by_target in latencies.items():
-        direct = statistics.median(by_target["direct"])
-        rows = {}
-        for name, values in by_target.items():
-            p50 = statistics.median(values)
-            row = {
-                "requests": len(values),
-                "p50_ms": round(p50, 3),
-                "p90_ms": round(percentile(values, 90), 3),
-                "p99_ms": round(percentile(values, 99), 3),
-                "added_p50_ms": round(p50 - direct, 3),
-                "p50_ratio": round(p50 / direct, 2),
+    for case, by_target in load.items():
+        rows: dict[str, dict[str, Any]] = {}
+        merged_alone = {name: merge(runs) for name, runs in alone[case].items()}
+        if not all(r.requests for r in merged_alone.values()):
+            raise BenchError(f"a target answered no {case} query alone: give it more time")
+        direct_p50 = merged_alone["direct"].p50_ms
+        for name, runs in by_target.items():
+            loaded = merge(runs)
+            lonely = merged_alone[name]
+            failed = loaded.failed + lonely.failed
+            if failed:
+                raise BenchError(f"{name} failed {failed} requests of {case}")
+            row: dict[str, Any] = {
+                "requests_per_second": round(loaded.requests_per_second, 1),
+                "p50_alone_ms": round(lonely.p50_ms, 3),
+                "added_p50_alone_ms": round(lonely.p50_ms - direct_p50, 3),
             }
-            if name in cpu[answer]:
-                row["cpu_ms_per_request"] = round(cpu[answer][name] * 1000 / len(values), 3)
+            if not loaded.requests:
+                raise BenchError(f"{name} answered no {case} query under load: give it more time")
+            if name in PROXIES:
+                row["cpu_ms_per_answer"] = round(
+                    loaded.cpu_seconds["proxy"] * 1000 / loaded.requests, 3
+                )
+                row["cpu_ms_per_answer_alone"] = round(
+                    lonely.cpu_seconds["proxy"] * 1000 / max(1, lonely.requests), 3
+                )
             rows[name] = row
-        report["answers"][answer] = {"bytes": sizes[answer], "targets": rows}
+        vmauth = rows["vmauth"]["cpu_ms_per_answer"]
+        for name in PROXIES:
+            if vmauth:
+                rows[name]["cpu_x_vmauth"] = round(rows[name]["cpu_ms_per_answer"] / vmauth, 2)
+        report["cases"][case] = {"bytes": sizes[case], "targets": rows}
     return report
 
 
 def _print(report: dict[str, Any]) -> None:
     print()
-    print(f"{'answer':<7} {'target':<13} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} "
-          f"{'p99 ms':>8} {'added p50':>10} {'x direct':>9} {'CPU ms/req':>10}")
-    for answer, data in report["answers"].items():
+    print(f"{'case':<11} {'target':<13} {'req/s':>7} {'CPU ms/ans':>10} {'x vmauth':>8} "
+          f"{'alone CPU':>9} {'p50 alone':>9} {'added p50':>9}")
+    for case, data in report["cases"].items():
         for name, row in data["targets"].items():
-            cpu = row.get("cpu_ms_per_request")
-            print(f"{answer:<7} {name:<13} {row['requests']:>8} {row['p50_ms']:>8.2f} "
-                  f"{row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['added_p50_ms']:>+10.2f} "
-                  f"{row['p50_ratio']:>9.2f} {'' if cpu is None else f'{cpu:.2f}':>10}")
+            cpu = row.get("cpu_ms_per_answer")
+            ratio = row.get("cpu_x_vmauth")
+            lonely = row.get("cpu_ms_per_answer_alone")
+            print(f"{case:<11} {name:<13} {row['requests_per_second']:>7.1f} "
+                  f"{'' if cpu is None else f'{cpu:.2f}':>10} "
+                  f"{'' if ratio is None else f'{ratio:.2f}':>8} "
+                  f"{'' if lonely is None else f'{lonely:.2f}':>9} "
+                  f"{row['p50_alone_ms']:>9.2f} {row['added_p50_alone_ms']:>+9.2f}")
+        print()
 
 
 if __name__ == "__main__":

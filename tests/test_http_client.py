@@ -43,6 +43,7 @@ from sealgw.http import (
     join_url,
     load_trust_root,
 )
+from sealgw.http._body import COALESCE_BYTES
 from sealgw.http._undecoded import ANSWERED, ASKED, UndecodedAgent, hide_accepted, restore
 from sealgw.http._url import SentURL, sendable
 from tests.e2e_support import reactor as socket_reactor
@@ -479,13 +480,22 @@ class StreamTests(SynchronousTestCase):
         self.finished = answer.stream(self.consumer)
 
     def test_chunks_in_order(self) -> None:
+        """
+        What arrives in one turn of the reactor is written at its end, in
+        one piece and in order; what is pending when the body ends is
+        written before the read ends.
+        """
         self.assertIsNotNone(self.consumer.producer)
         for chunk in (b"a", b"bb", b"ccc"):
             self.response.send(chunk)
-        self.assertEqual(self.consumer.data, [b"a", b"bb", b"ccc"])
+        self.assertEqual(self.consumer.data, [])
+        self.clock.advance(0)
+        self.assertEqual(self.consumer.data, [b"abbccc"])
+        self.response.send(b"dddd")
         self.assertNoResult(self.finished)
         self.response.finish()
-        self.assertEqual(self.successResultOf(self.finished), 6)
+        self.assertEqual(self.consumer.data, [b"abbccc", b"dddd"])
+        self.assertEqual(self.successResultOf(self.finished), 10)
         self.assertIsNone(self.consumer.producer)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -520,8 +530,38 @@ class StreamTests(SynchronousTestCase):
         self.assertTrue(self.response.transport.lost)
         self.assertIsNone(self.consumer.producer)
 
+    def test_coalesced_up_to_a_socket_read(self) -> None:
+        """
+        Pending bytes are written as soon as they reach L{COALESCE_BYTES},
+        without waiting for the end of the turn.
+        """
+        half = b"x" * (COALESCE_BYTES // 2)
+        self.response.send(half)
+        self.assertEqual(self.consumer.data, [])
+        self.response.send(half)
+        self.assertEqual(self.consumer.data, [half + half])
+        self.response.send(b"y")
+        self.clock.advance(0)
+        self.assertEqual(self.consumer.data, [half + half, b"y"])
+
+    def test_idle_timeout_counts_from_the_last_chunk(self) -> None:
+        """
+        The timer is not moved for every chunk, yet the silence is counted
+        from the last one: a body that trickles in never times out, one
+        that stops does, C{idle} seconds after its last byte.
+        """
+        for _ in range(20):
+            self.clock.advance(2.5)
+            self.response.send(b"a")
+        self.clock.advance(4.9)
+        self.assertNoResult(self.finished)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.1)
+        self.failureResultOf(self.finished, BodyReadFailed)
+
     def test_consumer_stops(self) -> None:
         self.response.send(b"a")
+        self.clock.advance(0)
         producer = self.consumer.producer
         assert producer is not None
         producer.stopProducing()

@@ -79,14 +79,16 @@ class TrackingSite(Site):
 
 class PausingConsumer:
     """
-    Pauses its producer every C{every} bytes and resumes it on the next
-    reactor turn, noting whether the connection to C{port} was still being
-    read while paused.
+    Pauses its producer every C{every} bytes (before the C{total} it
+    expects: once the body has all come, its connection is the pool's) and
+    resumes it on the next reactor turn, noting whether the connection to
+    C{port} was still being read while paused.
     """
 
-    def __init__(self, port: int, every: int) -> None:
+    def __init__(self, port: int, every: int, total: Optional[int] = None) -> None:
         self.port = port
         self.every = every
+        self.total = total
         self.received = 0
         self.chunks: list[bytes] = []
         self.pauses = 0
@@ -103,7 +105,8 @@ class PausingConsumer:
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
         self.received += len(data)
-        if self.received >= self._next_pause and self.producer is not None:
+        more = self.total is None or self.received < self.total
+        if self.received >= self._next_pause and self.producer is not None and more:
             self._next_pause += self.every
             self.pauses += 1
             self.producer.pauseProducing()
@@ -193,7 +196,7 @@ class ClientSocketTests(TestCase):
         _, _, port = self.serve()
         client = self.client()
         response = await client.request("GET", f"http://127.0.0.1:{port}/big")
-        consumer = PausingConsumer(port, every=MiB)
+        consumer = PausingConsumer(port, every=MiB, total=8 * MiB)
         delivered = await response.stream(consumer)
         self.assertEqual(delivered, 8 * MiB)
         self.assertGreaterEqual(consumer.pauses, 7)

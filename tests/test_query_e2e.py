@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -89,6 +89,15 @@ async def start_reads(test: TestCase, settings: QuerySettings) -> str:
     listener would) on a free loopback port with the gateway's site;
     return its URL.  Everything is stopped when the test ends.
     """
+    url, _ = await serve_reads(test, settings)
+    return url
+
+
+async def serve_reads(test: TestCase, settings: QuerySettings) -> tuple[str, WrappingFactory]:
+    """
+    L{start_reads}, and the factory whose C{protocols} are the gateway's
+    client connections.
+    """
     directory = os.path.abspath(test.mktemp())
     os.makedirs(directory)
     config = load(write_config(directory, {"tenancy": {"federation": True}}))
@@ -109,7 +118,7 @@ async def start_reads(test: TestCase, settings: QuerySettings) -> str:
         await deferLater(reactor, 0, lambda: None)
 
     test.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-    return f"http://127.0.0.1:{port.getHost().port}"
+    return f"http://127.0.0.1:{port.getHost().port}", factory
 
 
 def upstream_client(test: TestCase, name: str) -> HTTPClient:
@@ -383,6 +392,46 @@ class _SlowReader(Protocol):
         self.done.callback(None)
 
 
+class _TricklingReader(_SlowReader):
+    """
+    Reads one socket read's worth every C{interval} seconds, and nothing
+    in between: a client far slower than the upstream.
+    """
+
+    def __init__(self, data: bytes, interval: float) -> None:
+        super().__init__(data)
+        self._reads = LoopingCall(self._read_once)
+        self._reads.clock = reactor
+        self._interval = interval
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._reads.start(self._interval, now=False)
+
+    def _read_once(self) -> None:
+        transport: Any = self.transport
+        transport.resumeProducing()
+        reactor.callLater(0, transport.pauseProducing)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._reads.running:
+            self._reads.stop()
+        super().connectionLost(reason)
+
+
+def _held_for_clients(factory: WrappingFactory) -> int:
+    """
+    The bytes waiting in the gateway's client connections' write buffers
+    (a C{FileDescriptor}'s own: sent-but-not-yet-taken bytes are the
+    kernel's).
+    """
+    held = 0
+    for protocol in factory.protocols:
+        transport: Any = protocol.transport
+        held += len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return held
+
+
 class RecordingUpstreamTests(TestCase):
     timeout = TEST_TIMEOUT
 
@@ -460,6 +509,44 @@ class RecordingUpstreamTests(TestCase):
         self.assertEqual(hose.produced, size)
         self.assertGreater(reader.received, size)
         self.assertTrue(reader.tail.endswith(b"0\r\n\r\n"), reader.tail)
+
+    async def test_slow_client_memory_bounded_by_the_stream(self) -> None:
+        """
+        A 50 MiB answer to a client that reads far slower than the
+        upstream writes: what the gateway holds for it at any time (its
+        client connection's write buffer, sampled every few milliseconds)
+        stays within a few hundred KiB, not the answer, and every byte
+        arrives.  The rest waits in the upstream, pushed back by TCP.
+        """
+        size = 50 * MiB
+        hose = Firehose(size)
+        server = serve(self, hose)
+        client = upstream_client(self, "tempo")
+        gateway, factory = await serve_reads(
+            self, QuerySettings(tempo=ReadUpstream(client, server.url, max_response_bytes=size))
+        )
+        port = int(gateway.rsplit(":", 1)[1])
+        reader = _TricklingReader(
+            f"GET /api/traces/abc HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {SOLO}\r\n"
+            "Connection: close\r\n\r\n".encode(),
+            interval=0.002,
+        )
+        most = [0]
+
+        def sample() -> None:
+            most[0] = max(most[0], _held_for_clients(factory))
+
+        sampling = LoopingCall(sample)
+        sampling.clock = reactor
+        sampling.start(0.003)
+        self.addCleanup(lambda: sampling.running and sampling.stop())
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), reader)
+        await reader.done
+        self.assertEqual(hose.produced, size)
+        self.assertGreater(reader.received, size)
+        self.assertTrue(reader.tail.endswith(b"0\r\n\r\n"), reader.tail)
+        self.assertGreater(most[0], 0)
+        self.assertLessEqual(most[0], 256 * 1024, f"the gateway held {most[0]} bytes")
 
     async def test_client_gone_cancels_upstream(self) -> None:
         """

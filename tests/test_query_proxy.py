@@ -166,6 +166,7 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(self.treq.urls, ["http://mimir:8080/prometheus/api/v1/query_range?query=up"])
         self.assertEqual(downstream.status, 200)
         self.response.feed(b"a" * 100)
+        self.clock.advance(0)
         self.assertEqual(downstream.chunks, [b"a" * 100])
         self.assertTrue(self.response.transport.paused)
         # Paused time is the client's doing: no body timeout meanwhile.
@@ -197,11 +198,30 @@ class BackpressureTests(SynchronousTestCase):
         """
         downstream = Downstream()
         done = Deferred.fromCoroutine(proxy_read(self.upstream, _read(), downstream))
-        self.response.feed(b"a" * 600, b"b" * 401)
+        self.response.feed(b"a" * 600)
+        self.clock.advance(0)
+        self.response.feed(b"b" * 401)
+        self.clock.advance(0)
         self.assertEqual(self.successResultOf(done), 600)
         self.assertEqual(downstream.chunks, [b"a" * 600])
         self.assertTrue(self.response.transport.lost)
         self.assertTrue(downstream.aborted)
+
+    def test_over_cap_in_the_last_turn(self) -> None:
+        """
+        Pieces that arrive together are counted together: when the body
+        ends with what is pending over the cap, none of it is sent and
+        the client is cut off, never given an answer that looks whole.
+        """
+        downstream = Downstream()
+        done = Deferred.fromCoroutine(proxy_read(self.upstream, _read(), downstream))
+        self.response.feed(b"a" * 600, b"b" * 401)
+        self.response.end()
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(downstream.chunks, [])
+        self.assertTrue(downstream.aborted)
+        self.assertIsNone(downstream.producer)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_declared_over_cap(self) -> None:
         """
@@ -299,6 +319,7 @@ class DisconnectTests(SynchronousTestCase):
                            headers={"Authorization": [f"Bearer {SOLO}"]}, unbuffered=True)
         reads.stub.flush()
         response.feed(b'{"status":')
+        clock.advance(0)
         reads.stub.flush()
         answer = self.successResultOf(d)
         self.assertEqual(answer.code, 200)

@@ -98,13 +98,28 @@ class StreamStopped(Exception):
     """
 
 
+#: A streamed body's bytes that arrived in one turn of the reactor are
+#: handed on together, up to this many at once (the size of one read from
+#: a socket): every hand-on costs the consumer a write, its framing and a
+#: system call, whatever its size.
+COALESCE_BYTES = 64 * 1024
+
+
 @implementer(IPushProducer)
 class StreamingBody(Protocol):
     """
-    Hands a body to a consumer chunk by chunk as it arrives, and is that
-    consumer's producer: when the consumer pauses (its own reader is slow)
-    the upstream connection is paused, so TCP pushes back on the upstream
+    Hands a body to a consumer as it arrives, and is that consumer's
+    producer: when the consumer pauses (its own reader is slow) the
+    upstream connection is paused, so TCP pushes back on the upstream
     instead of the body piling up in memory here.
+
+    What arrives in one turn of the reactor is handed on in one write (at
+    most L{COALESCE_BYTES} at a time), at the end of that turn: an
+    upstream that sends its body in many small chunks (a gzip writer
+    flushing every 4 KiB) would otherwise cost the consumer a write, its
+    framing and a system call for each.  Nothing waits longer than the
+    turn: the consumer's transport would not send before the next one
+    anyway.
 
     The read fails when no data arrives for C{idle} seconds while the
     consumer wants more; time spent paused by the consumer does not count,
@@ -122,6 +137,10 @@ class StreamingBody(Protocol):
         self._paused = False
         self._stopped = False
         self._timer: Optional[IDelayedCall] = None
+        self._last = 0.0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         self._consumer.registerProducer(self, True)
@@ -131,13 +150,40 @@ class StreamingBody(Protocol):
         if self.finished.called or self._stopped:
             return
         self.received += len(data)
+        # The idle timer is not moved for every chunk: it looks at when
+        # the last one came when it fires.
+        self._last = self._clock.seconds()
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= COALESCE_BYTES:
+            self._hand_on()
+        elif self._flush is None:
+            self._flush = self._clock.callLater(0, self._hand_on)
+
+    def _hand_on(self) -> None:
+        """
+        Write what is pending to the consumer, in one piece.
+        """
+        if self._flush is not None:
+            if self._flush.active():
+                self._flush.cancel()
+            self._flush = None
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._pending_size = 0
         self._consumer.write(data)
-        self._arm()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.finished.called or self._stopped:
             return
         self._disarm()
+        self._hand_on()
+        if self._stopped:
+            # The consumer stopped the stream on that last write.
+            return
         self._consumer.unregisterProducer()
         if _ended(reason):
             self.finished.callback(self.received)
@@ -168,8 +214,12 @@ class StreamingBody(Protocol):
     # -- ending -------------------------------------------------------------
 
     def _arm(self) -> None:
+        """
+        Start the idle timer afresh: the silence counts from now.
+        """
         self._disarm()
         if not self._paused and not self.finished.called:
+            self._last = self._clock.seconds()
             self._timer = self._clock.callLater(self._idle, self._expire)
 
     def _disarm(self) -> None:
@@ -178,6 +228,11 @@ class StreamingBody(Protocol):
         self._timer = None
 
     def _expire(self) -> None:
+        silent = self._clock.seconds() - self._last
+        if silent < self._idle:
+            # Data came since the timer was set: wait out the rest.
+            self._timer = self._clock.callLater(self._idle - silent, self._expire)
+            return
         self._timer = None
         self._stop()
         what = "waiting for more of the response body"
@@ -186,5 +241,10 @@ class StreamingBody(Protocol):
     def _stop(self) -> None:
         self._stopped = True
         self._disarm()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        self._pending = []
+        self._pending_size = 0
         self._consumer.unregisterProducer()
         _drop(self.transport)
