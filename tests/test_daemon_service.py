@@ -8,10 +8,10 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 
 import treq
 from twisted.internet import reactor
+from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -384,13 +384,25 @@ class StartSummaryTests(SynchronousTestCase):
         The address a port was given, IPv6 in brackets.
         """
         config = ListenerConfig(endpoint="tcp6:0")
-        port = reactor.listenTCP(0, Site(Resource()), interface="::1")
-        self.addCleanup(port.stopListening)
-        listener = Listener("listeners[0]", config, None, None, port)  # type: ignore[arg-type]
+        # What the ports' getHost() answer, without listening: a
+        # synchronous test cannot wait for a port to close.
+        tcp = _BoundPort(IPv6Address("TCP", "::1", 8443))
+        listener = Listener("listeners[0]", config, None, None, tcp)  # type: ignore[arg-type]
         [bound] = bound_listeners([listener])
-        self.assertEqual(bound.address, f"[::1]:{port.getHost().port}")
-        socket = os.path.abspath(self.mktemp())
-        unix = reactor.listenUNIX(socket, Site(Resource()))
-        self.addCleanup(unix.stopListening)
+        self.assertEqual(bound.address, "[::1]:8443")
+        socket = "/run/sealgw/admin.sock"
+        unix = _BoundPort(UNIXAddress(socket))
         listener = Listener("admin", config, None, None, unix)  # type: ignore[arg-type]
         self.assertEqual(bound_listeners([listener])[0].address, socket)
+
+
+class _BoundPort:
+    """
+    A listening port as far as the start-up summary asks it: its address.
+    """
+
+    def __init__(self, address: object) -> None:
+        self._address = address
+
+    def getHost(self) -> object:
+        return self._address

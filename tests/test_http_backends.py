@@ -430,8 +430,9 @@ class ForUpstreamTests(SynchronousTestCase):
 
     def test_names_resolved_off_the_request_path(self) -> None:
         """
-        The reactor's resolver is asked when the client is made and every
-        interval after, and no more once it is closed.
+        The reactor's resolver is asked from the client's first request on
+        (a client made only to check a configuration leaves nothing
+        running) and every interval after, and no more once it is closed.
         """
         clock = Clock()
         resolver = ScriptedResolver()
@@ -439,6 +440,10 @@ class ForUpstreamTests(SynchronousTestCase):
         clock.nameResolver = resolver  # type: ignore[attr-defined]
         client = HTTPClient.for_upstream(HTTPUpstreamConfig(name="m", url="http://mimir"), clock)
         assert client.backends is not None
+        self.assertEqual(resolver.asked, [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # The Clock cannot connect: the request fails, after resolving.
+        client.request("GET", "http://mimir/api/v1/query").addErrback(lambda _: None)
         self.assertEqual(labels(client.backends.backends), ["10.0.0.7:80"])
         self.assertEqual(client.backends.backends[0].host_header, b"mimir")
         self.successResultOf(client.close())

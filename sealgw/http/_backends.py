@@ -343,7 +343,9 @@ class Backends:
 
     def start(self) -> None:
         """
-        Resolve the configured names now and every C{resolve_interval}.
+        Resolve the configured names now and every C{resolve_interval};
+        called before every request, it does something only the first
+        time (and again after L{stop}).
         """
         names = [b for b in self._configured if b.address is None]
         if self._resolver is None or self._resolution is not None or not names:

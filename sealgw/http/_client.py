@@ -276,7 +276,9 @@ class HTTPClient:
             credentials=credentials if credentials is not None else credentials_for(config),
             backends=backends,
         )
-        backends.start()
+        # Names are resolved from the first request on (Backends.start),
+        # not here: a gateway built only to check a configuration, or
+        # thrown away by a reload, leaves no resolution running.
         return client
 
     def _own_pool(
@@ -371,6 +373,8 @@ class HTTPClient:
         if body is not None:
             kwargs["data"] = body
         backends = self.backends
+        if backends is not None:
+            backends.start()  # once; later calls do nothing
         if backends is None:
             response: IResponse = await bounded(
                 self._treq.request(method, url, **kwargs),
