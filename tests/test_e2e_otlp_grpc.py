@@ -31,11 +31,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource as OTelResource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from twisted.internet import reactor
+from twisted.internet.defer import succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET
 
+from sealgw.web.grpc import GrpcSite
 from tests.certs import CertificateAuthority
 from tests.e2e_support import (
     TEST_TIMEOUT,
@@ -44,6 +46,7 @@ from tests.e2e_support import (
     answer,
     serve,
     start_gateway,
+    wait_until,
 )
 from tests.test_e2e_otlp import make_spans
 
@@ -446,6 +449,25 @@ class GrpcTLSTests(TestCase):
         port = self.gateway.service.listeners[1].port.getHost().port
         self.target = f"localhost:{port}"
 
+    def closed_after(self, exporter: Any) -> None:
+        """
+        Shut C{exporter} down when the test ends, and wait for the
+        gateway to see its connection close: grpcio closes it from a
+        thread of its own, which could otherwise land after the gateway
+        has stopped and leave the reactor unclean.
+        """
+        site = next(s for s in self.gateway.service.sites if isinstance(s, GrpcSite))
+
+        async def closed() -> None:
+            await wait_until(
+                lambda: succeed(True if not list(site._connections) else None),
+                what="the gRPC client's connection to close",
+                timeout=10,
+            )
+
+        self.addCleanup(closed)
+        self.addCleanup(exporter.shutdown)
+
     async def test_bearer_over_tls(self) -> None:
         with open(self.ca.certificate, "rb") as f:
             credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -455,7 +477,7 @@ class GrpcTLSTests(TestCase):
             headers={"authorization": "Bearer tok-a"},
             timeout=5,
         )
-        self.addCleanup(exporter.shutdown)
+        self.closed_after(exporter)
         result = await deferToThread(exporter.export, make_spans())
         self.assertEqual(result, SpanExportResult.SUCCESS)
         [received] = self.upstream.received
@@ -472,7 +494,7 @@ class GrpcTLSTests(TestCase):
             root_certificates=root, private_key=key, certificate_chain=chain
         )
         exporter = OTLPSpanExporter(endpoint=self.target, credentials=credentials, timeout=5)
-        self.addCleanup(exporter.shutdown)
+        self.closed_after(exporter)
         result = await deferToThread(exporter.export, make_spans())
         self.assertEqual(result, SpanExportResult.SUCCESS)
         [received] = self.upstream.received
